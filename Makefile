@@ -1,0 +1,46 @@
+# Private AI course — `make lab` to learn, `make test` to check everything.
+# Both create .venv (if missing) and install requirements.txt + course_lib on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: install lab test execute student lint clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	$(BIN)/python -m ipykernel install --user --name private-ai --display-name "Python (Private AI)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Open JupyterLab on the lessons.
+lab: install
+	$(BIN)/jupyter lab notebooks/
+
+## Unit tests + every notebook re-run by nbval (offline), then ruff.
+test: install
+	COURSE_OFFLINE=1 $(BIN)/python -m pytest --durations=0
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check course_lib tests benchmarks
+
+## Re-execute every lesson in place (refreshes the stored outputs; run before committing a lesson).
+execute: install
+	cd notebooks && for nb in $(notdir $(NOTEBOOKS)); do \
+	  echo "== $$nb"; COURSE_OFFLINE=1 ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; done
+
+## Write the student edition (solutions stubbed, outputs cleared) to build/student/.
+student: install
+	$(BIN)/python -m course_lib.release
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check course_lib tests benchmarks
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
