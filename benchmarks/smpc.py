@@ -1,0 +1,170 @@
+"""Benchmark of course_lib.smpc: shared matmul vs plaintext, and encrypted MNIST inference.
+
+Run from the repository root:  COURSE_OFFLINE=1 .venv/bin/python benchmarks/smpc.py [--threads 2]
+
+Timings use 2 threads (unless --threads says otherwise), a warm-up, then the median of repeated
+runs. "online" excludes the dealer: its triples and masks are generated beforehand (as a real
+deployment would, in an offline phase); "+dealer" includes generating them with the default
+SecureRandom. The ring matmul alternative ("float64 limbs": three 22-bit limbs per entry, six exact
+float64 BLAS products) is measured here to justify the choice made in course_lib/smpc/ring.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from course_lib.data import ImageDataset, load_mnist
+from course_lib.models import MLP
+from course_lib.randomness import InsecureSeededRandom
+from course_lib.smpc import Dealer, Session, encrypted_predict
+from course_lib.training import fit, make_loader, seed_everything
+
+SHAPE_A, SHAPE_B = (256, 784), (784, 128)
+
+
+def median_ms(fn: Callable[[], object], repeats: int = 15, warmup: int = 3) -> tuple[float, float]:
+    """Median wall-clock and process-CPU milliseconds of ``fn()``.
+
+    On a shared machine wall time includes waiting for a core; CPU time does not (with one thread
+    it is the compute time; with several it also counts threads spinning while they wait).
+    """
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+
+
+def limb_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b mod 2^64 with three balanced 22-bit limbs and float64 BLAS (exact for K ≤ 1024)."""
+
+    def limbs(x: torch.Tensor) -> list[torch.Tensor]:
+        rest = (x + (1 << 21)) >> 22
+        x2 = (rest + (1 << 21)) >> 22
+        return [(x - (rest << 22)).double(), (rest - (x2 << 22)).double(), x2.double()]
+
+    a0, a1, a2 = limbs(a)
+    b0, b1, b2 = limbs(b)
+    s0 = a0 @ b0
+    s1 = a0 @ b1 + a1 @ b0
+    s2 = a0 @ b2 + a1 @ b1 + a2 @ b0
+    return s0.long() + (s1.long() << 22) + (s2.long() << 44)
+
+
+class PreparedDealer(Dealer):
+    """A dealer whose material was generated in advance (offline phase); it replays it in order."""
+
+    def __init__(self, dealer: Dealer) -> None:
+        super().__init__(dealer.n_parties, dealer.rng, dealer.log)
+        self.queue: list[object] = []
+
+    def prepare(self, fn: Callable[[], object], runs: int) -> None:
+        recorded: list[tuple[str, tuple]] = []
+        for name in ("beaver_triple", "binary_triple", "random_bit", "truncation_mask"):
+            original = getattr(Dealer, name)
+
+            def record(*args, _name=name, _original=original):
+                recorded.append((_name, args))
+                return _original(self, *args)
+
+            setattr(self, name, record)
+        fn()
+        for name in ("beaver_triple", "binary_triple", "random_bit", "truncation_mask"):
+            delattr(self, name)
+        self.queue = [getattr(Dealer, n)(self, *args) for _ in range(runs) for n, args in recorded]
+        self.queue.reverse()
+
+    def _next(self, *_args: object) -> object:
+        return self.queue.pop()
+
+    beaver_triple = binary_triple = random_bit = truncation_mask = _next
+
+
+def shared_matmul_ms(n_parties: int, online: bool) -> tuple[float, float]:
+    session = Session(n_parties)
+    x, y = session.share(torch.randn(*SHAPE_A)), session.share(torch.randn(*SHAPE_B) / 10)
+    if not online:
+        return median_ms(lambda: x @ y)
+    session.dealer = prepared = PreparedDealer(session.dealer)
+    repeats, warmup = 15, 3
+    prepared.prepare(lambda: x @ y, repeats + warmup)
+    return median_ms(lambda: x @ y, repeats, warmup)
+
+
+def mnist_models(train: ImageDataset) -> dict[str, nn.Module]:
+    """The two networks, trained for one epoch (enough for meaningful, non-tied predictions)."""
+    seed_everything(0)
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 8, 5, stride=2, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(8 * 7 * 7, 32), nn.ReLU(), nn.Linear(32, 10),
+    )  # fmt: skip
+    models = {"MLP 784-128-10": MLP(), "ReLU CNN (conv8 5x5 s2, pool 2, fc32)": cnn}
+    for model in models.values():
+        fit(model, make_loader(train, 64), epochs=1, lr=0.1, progress=False)
+        model.eval()
+    return models
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    torch.set_num_threads(parser.parse_args().threads)
+    a, b = torch.randn(*SHAPE_A), torch.randn(*SHAPE_B)
+    plain = median_ms(lambda: a @ b, repeats=50)
+    rng = InsecureSeededRandom(0)
+    ra, rb = rng.int64(SHAPE_A), rng.int64(SHAPE_B)
+    assert torch.equal(limb_matmul(ra, rb), ra @ rb)
+    rows = [
+        ("plaintext float32 matmul", plain),
+        ("ring matmul: int64 (used)", median_ms(lambda: ra @ rb)),
+        ("ring matmul: float64 limbs", median_ms(lambda: limb_matmul(ra, rb))),
+        ("2-party shared matmul, online", shared_matmul_ms(2, online=True)),
+        ("2-party shared matmul, +dealer", shared_matmul_ms(2, online=False)),
+        ("3-party shared matmul, online", shared_matmul_ms(3, online=True)),
+        ("3-party shared matmul, +dealer", shared_matmul_ms(3, online=False)),
+    ]
+    print(f"(256×784)@(784×128), {torch.get_num_threads()} threads, medians")
+    print(f"| {'what':<34} | {'wall ms':>8} | {'× plain':>7} | {'CPU ms':>8} | {'× plain':>7} |")
+    print(f"|{'-' * 36}|{'-' * 10}|{'-' * 9}|{'-' * 10}|{'-' * 9}|")
+    for name, (wall, cpu) in rows:
+        print(
+            f"| {name:<34} | {wall:>8.3f} | {wall / plain[0]:>7.1f} | {cpu:>8.3f} | "
+            f"{cpu / plain[1]:>7.1f} |"
+        )
+
+    images = load_mnist(train=False).images[:100]
+    print("\nEncrypted MNIST inference (batch of 100, SecureRandom dealer included), per image;")
+    print("(trained 1 epoch on the offline MNIST sample; 'agree' = predictions equal to plaintext)")
+    columns = f"{'parties':>7} | {'wall ms':>7} | {'CPU ms':>7} | {'rounds':>6} | {'MB online':>9}"
+    print(f"| {'model (per image)':<38} | {columns} | agree   |")
+    print(f"|{'-' * 40}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 8}|{'-' * 11}|{'-' * 9}|")
+    for name, model in mnist_models(load_mnist(train=True)).items():
+        with torch.no_grad():
+            expected = model(images).argmax(1)
+        for n in (2, 3):
+            session = Session(n)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            predicted = encrypted_predict(model, images, session)
+            wall = (time.perf_counter() - start) / len(images) * 1e3
+            cpu = (time.process_time() - start_cpu) / len(images) * 1e3
+            agree = int((predicted == expected).sum())
+            total = session.log.total
+            print(
+                f"| {name:<38} | {n:>7} | {wall:>7.2f} | {cpu:>7.2f} | {total.rounds:>6} | "
+                f"{total.bytes / 1e6:>9.1f} | {agree:>3}/{len(images)} |"
+            )
+    print("\nCKKS (TenSEAL) inference per image: measured by benchmarks/he.py (course_lib.he).")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""Differential privacy (Part II of the course), one module a concept.
+
+- :mod:`course_lib.dp.databases` — databases and their neighbours, empirical vs global
+  sensitivity, the differencing attack and a linkage attack on synthetic records (lesson 04).
+- :mod:`course_lib.dp.mechanisms` — randomized response (lesson 05); the Laplace, Gaussian
+  (classic and analytic) and exponential mechanisms, with exact discrete samplers that resist the
+  floating-point attack on textbook Laplace (lesson 06).
+- :mod:`course_lib.dp.composition` — sequential, parallel and advanced composition and a privacy
+  budget that refuses to overspend (lesson 06).
+- :mod:`course_lib.dp.accounting` — Rényi-DP accounting of the subsampled Gaussian for DP-SGD.
+
+Import what you need from its module, e.g.
+``from course_lib.dp.mechanisms import laplace_mechanism``.
+"""

@@ -1,0 +1,227 @@
+"""Client-level differential privacy for federated averaging: DP-FedAvg.
+
+McMahan, Ramage, Talwar and Zhang, *Learning Differentially Private Recurrent Language Models*
+(ICLR 2018), protect *whole clients* rather than single examples: whatever one client's data, the
+distribution of the models the server produces barely changes. Each round:
+
+1. every client joins independently with probability ``q`` (Poisson sampling — it is what the
+   privacy accountant assumes);
+2. each sampled client trains locally and sends its update ``Δ_k = θ_k − θ``, **clipped** to L2 norm
+   at most ``C`` — now one client moves the sum by at most ``C``;
+3. the server adds Gaussian noise of standard deviation ``σ · C`` to the sum of clipped updates and
+   divides by the *expected* number of clients ``q · K`` (a fixed denominator, so the number of
+   participants is not revealed by the scale of the result);
+4. the global model moves by that noisy average (times a server learning rate).
+
+That is the sampled Gaussian mechanism applied once per round, so the privacy loss over ``T``
+rounds is what :func:`course_lib.dp.accounting.rdp_epsilon` computes for noise multiplier ``σ``,
+sample rate ``q`` and ``T`` steps: (ε, δ)-DP with respect to adding or removing one client.
+Combine it with secure aggregation (``course_lib.fl.secure_aggregation``) so that the server sees
+only the sum; here the server adds the noise itself, which is "central" DP with a trusted server.
+
+Sampling and noise draw from a :class:`~course_lib.randomness.RandomSource`: secure by default;
+an ``InsecureSeededRandom`` makes a lesson reproducible (and the noise removable: never for real).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from course_lib.dp.accounting import rdp_epsilon
+from course_lib.dp.dpsgd import gaussian_noise
+from course_lib.fl.fedavg import local_train
+from course_lib.randomness import RandomSource, resolve_random_source
+from course_lib.training import evaluate, make_loader
+
+__all__ = [
+    "update_norm",
+    "clip_update",
+    "dp_aggregate",
+    "dp_fedavg_epsilon",
+    "DPFedHistory",
+    "run_dp_fedavg",
+]
+
+Update = dict[str, torch.Tensor]
+
+
+def update_norm(update: Mapping[str, torch.Tensor]) -> float:
+    """The L2 norm of an update, all parameters taken together as one long vector."""
+    return math.sqrt(sum(float((t.detach().double() ** 2).sum()) for t in update.values()))
+
+
+def clip_update(update: Mapping[str, torch.Tensor], clip_norm: float) -> tuple[Update, float]:
+    """Scale ``update`` down to L2 norm at most ``clip_norm`` (unchanged if already within).
+
+    Returns the clipped update and the norm it had before clipping.
+    """
+    _check_positive("clip_norm", clip_norm)
+    norm = update_norm(update)
+    factor = min(1.0, clip_norm / norm) if norm > 0 else 1.0
+    return {k: v.detach() * factor for k, v in update.items()}, norm
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+
+
+def dp_aggregate(
+    updates: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    template: Mapping[str, torch.Tensor],
+    clip_norm: float,
+    noise_multiplier: float,
+    expected_clients: float,
+    rng: RandomSource | None = None,
+) -> tuple[Update, list[float]]:
+    """The server's DP step: ``(Σ_k clip(Δ_k) + N(0, (σC)² I)) / expected_clients``.
+
+    ``template`` (e.g. the global state dict) gives the parameter names and shapes — needed when
+    no client was sampled, since the noise is added anyway. Returns the noisy average update and
+    the clients' norms before clipping.
+    """
+    _check_positive("clip_norm", clip_norm)
+    _check_positive("expected_clients", expected_clients)
+    if isinstance(noise_multiplier, bool) or not noise_multiplier >= 0:
+        raise ValueError(f"noise_multiplier must be non-negative, got {noise_multiplier}")
+    if any(not v.is_floating_point() for v in template.values()):
+        raise ValueError("DP-FedAvg needs a model whose state is all floating-point parameters")
+    rng = resolve_random_source(rng)
+    total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in template.items()}
+    norms = []
+    for i, update in enumerate(updates):
+        if set(update) != set(total) or any(update[k].shape != total[k].shape for k in total):
+            raise ValueError(f"update {i} does not match the model's parameters and shapes")
+        clipped, norm = clip_update(update, clip_norm)
+        norms.append(norm)
+        for k in total:
+            total[k] += clipped[k].double()
+    std = noise_multiplier * clip_norm
+    return {
+        k: ((v + gaussian_noise(v.shape, std, rng).double()) / expected_clients).to(
+            template[k].dtype
+        )
+        for k, v in total.items()
+    }, norms
+
+
+def dp_fedavg_epsilon(
+    noise_multiplier: float, sample_rate: float, rounds: int, delta: float
+) -> float:
+    """ε after ``rounds`` rounds of DP-FedAvg: the RDP accountant of the sampled Gaussian
+    mechanism (client-level (ε, δ)-DP)."""
+    return rdp_epsilon(noise_multiplier, sample_rate, rounds, delta)
+
+
+@dataclass
+class DPFedHistory:
+    """Per-round record of :func:`run_dp_fedavg`."""
+
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    #: ε spent after each round (for the given δ)
+    epsilon: list[float] = field(default_factory=list)
+    #: how many clients took part in each round (random under Poisson sampling)
+    participants: list[int] = field(default_factory=list)
+    #: fraction of the participants' updates that clipping shrank, per round
+    clipped_fraction: list[float] = field(default_factory=list)
+    delta: float = 0.0
+    model: nn.Module | None = field(default=None, repr=False)
+
+    def __str__(self) -> str:
+        rows = ["round  clients  test_acc  epsilon"]
+        for r, (n, acc, eps) in enumerate(
+            zip(self.participants, self.test_acc, self.epsilon, strict=True), 1
+        ):
+            rows.append(f"{r:5d}  {n:7d}  {acc:8.2%}  {eps:7.2f}")
+        return "\n".join(rows)
+
+
+def run_dp_fedavg(
+    model_fn: Callable[[], nn.Module],
+    client_datasets: Sequence[Dataset],
+    test_dataset: Dataset,
+    *,
+    rounds: int,
+    sample_rate: float,
+    noise_multiplier: float,
+    clip_norm: float,
+    delta: float,
+    local_epochs: int = 1,
+    lr: float = 0.05,
+    batch_size: int = 32,
+    server_lr: float = 1.0,
+    seed: int = 0,
+    rng: RandomSource | None = None,
+    progress: bool = True,
+) -> DPFedHistory:
+    """Simulate DP-FedAvg (see the module docstring) and track accuracy and ε every round.
+
+    ``seed`` fixes the initial model and the clients' shuffles; ``rng`` draws the client sample and
+    the noise (secure by default — pass ``InsecureSeededRandom`` for a reproducible lesson).
+    ``noise_multiplier=0`` turns the noise off (clipping only; ε is then infinite).
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds <= 0:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate is a probability in (0, 1], got {sample_rate}")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+    _check_positive("server_lr", server_lr)
+    if len(client_datasets) == 0:
+        raise ValueError("a federation needs at least one client dataset")
+    rng = resolve_random_source(rng)
+    num_clients = len(client_datasets)
+    expected = sample_rate * num_clients
+
+    torch.manual_seed(seed)
+    global_model = model_fn()
+    test_loader = DataLoader(test_dataset, batch_size=1000, shuffle=False)
+    history = DPFedHistory(delta=delta)
+    bar = tqdm(range(rounds), desc="DP-FedAvg rounds", disable=not progress)
+    for r in bar:
+        chosen = torch.nonzero(rng.bernoulli(sample_rate, num_clients)).flatten().tolist()
+        global_state = {k: v.detach().clone() for k, v in global_model.state_dict().items()}
+        updates = []
+        for c in chosen:
+            client_model = copy.deepcopy(global_model)
+            loader = make_loader(
+                client_datasets[c], batch_size, shuffle=True, seed=seed * 100_003 + r * 1_009 + c
+            )
+            state = local_train(client_model, loader, epochs=local_epochs, lr=lr)
+            updates.append({k: state[k] - global_state[k] for k in global_state})
+        noisy, norms = dp_aggregate(
+            updates,
+            template=global_state,
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            expected_clients=expected,
+            rng=rng,
+        )
+        global_model.load_state_dict({k: global_state[k] + server_lr * noisy[k] for k in noisy})
+        test_loss, test_acc = evaluate(global_model, test_loader)
+        history.test_loss.append(test_loss)
+        history.test_acc.append(test_acc)
+        history.participants.append(len(chosen))
+        history.clipped_fraction.append(
+            sum(n > clip_norm for n in norms) / len(norms) if norms else 0.0
+        )
+        history.epsilon.append(
+            dp_fedavg_epsilon(noise_multiplier, sample_rate, r + 1, delta)
+            if noise_multiplier > 0
+            else math.inf
+        )
+        bar.set_postfix(test_acc=f"{test_acc:.1%}", eps=f"{history.epsilon[-1]:.2f}")
+    history.model = global_model
+    return history

@@ -1,0 +1,13 @@
+"""Homomorphic encryption (Part IV of the course): compute on data you cannot read.
+
+- :mod:`course_lib.he.paillier` — Paillier (``phe``), additively homomorphic: a server adds
+  clients' encrypted model updates and only the key holder can read the sum (lesson 18).
+- :mod:`course_lib.he.ckks` — CKKS (TenSEAL), approximate arithmetic on encrypted real vectors:
+  a small network classifies an encrypted image it never sees (lesson 18).
+
+Private set intersection, which uses Diffie–Hellman rather than homomorphic encryption, lives in
+:mod:`course_lib.psi` (lesson 19).
+
+Import what you need from the module itself, e.g. ``from course_lib.he.paillier import
+encrypt_update``; this package imports nothing, so importing one part never pulls in TenSEAL.
+"""

@@ -1,0 +1,310 @@
+"""Encrypted inference with CKKS (TenSEAL): a server classifies an image it cannot see.
+
+CKKS encrypts a whole vector of real numbers into one ciphertext of ``N/2`` *slots* and supports
+slot-wise addition and multiplication, plus *rotations* of the slots (the expensive operation). The
+results are approximate: every value carries a small error, like floating point.
+
+**Levels.** Each multiplication is followed by a *rescale* that drops one prime from the
+ciphertext's coefficient modulus. With ``coeff_mod_bit_sizes = [41, 33, 33, 33, 33, 45]`` there are
+four middle primes, so a ciphertext survives four multiplications in a row (multiplicative *depth*
+4); a fifth fails with TenSEAL's ``scale out of bounds``. That is why the network uses ``x²`` as its
+activation (one multiplication) instead of ReLU (no polynomial at all). ``N = 8192`` allows at most
+218 bits of modulus for 128-bit security; these sizes use 218.
+
+**The network** (:class:`HEFriendlyMLP`): average-pool the 28×28 image to ``side × side`` (public
+pre-processing done by the client), ``Linear(side², hidden)``, ``x²``, ``Linear(hidden, 10)``.
+
+**The packing** (:class:`EncryptedMLP`) is chosen to need few rotations, because rotations dominate
+the cost:
+
+* *first layer* — the client encrypts its input *tiled*: a ``hidden × columns`` matrix whose every
+  row is ``[x, 1, 0, …]`` (the 1 carries the bias), stored column by column so it fills all
+  ``N/2`` slots (``ts.enc_matmul_encoding``). The server multiplies slot-wise by its weight matrix
+  laid out the same way and sums each row with ``enc_matmul_plain`` — ``log2(columns)`` rotations
+  (8 for a 14×14 image) instead of one rotation per input pixel (196) with ``CKKSVector.mm``.
+* *second layer* — ``CKKSVector.mm``, TenSEAL's diagonal method: ``hidden`` rotations.
+
+Depth used: weight product, row-sum mask, square, second layer = 4.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import tenseal as ts
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from course_lib.training import fit, make_loader, seed_everything
+
+__all__ = [
+    "DEFAULT_COEFF_MOD_BIT_SIZES",
+    "EncryptedMLP",
+    "HEFriendlyMLP",
+    "InferenceReport",
+    "Square",
+    "downsample",
+    "encrypted_inference",
+    "make_context",
+    "public_context",
+    "slot_count",
+    "train_he_mlp",
+]
+
+#: Coefficient modulus for N = 8192: a 41-bit base prime, four 33-bit primes (one per
+#: multiplication) and a 45-bit special prime for key switching — 218 bits, the cap for
+#: 128-bit security.
+DEFAULT_COEFF_MOD_BIT_SIZES = (41, 33, 33, 33, 33, 45)
+DEFAULT_SCALE_BITS = 33
+
+
+def make_context(
+    poly_modulus_degree: int = 8192,
+    coeff_mod_bit_sizes: Sequence[int] = DEFAULT_COEFF_MOD_BIT_SIZES,
+    scale_bits: int = DEFAULT_SCALE_BITS,
+) -> ts.Context:
+    """A CKKS context holding the secret key, relinearisation and Galois (rotation) keys.
+
+    This is the *client's* context. Send the server ``public_context(ctx)`` instead: the same
+    evaluation keys without the secret key.
+    """
+    if poly_modulus_degree not in (4096, 8192, 16384, 32768):
+        raise ValueError(
+            f"poly_modulus_degree must be 4096, 8192, 16384 or 32768, got {poly_modulus_degree}"
+        )
+    sizes = list(coeff_mod_bit_sizes)
+    if len(sizes) < 3:
+        raise ValueError(
+            "coeff_mod_bit_sizes needs a base prime, at least one middle prime and a special prime"
+        )
+    if not 20 <= scale_bits <= 60:
+        raise ValueError(f"scale_bits must lie in [20, 60], got {scale_bits}")
+    context = ts.context(
+        ts.SCHEME_TYPE.CKKS, poly_modulus_degree=poly_modulus_degree, coeff_mod_bit_sizes=sizes
+    )
+    context.global_scale = 2.0**scale_bits
+    context.generate_galois_keys()
+    return context
+
+
+def public_context(context: ts.Context) -> ts.Context:
+    """A copy of ``context`` without the secret key: what the server gets."""
+    public = context.copy()
+    public.make_context_public()
+    return public
+
+
+def slot_count(context: ts.Context) -> int:
+    """How many real numbers one ciphertext of ``context`` holds: ``poly_modulus_degree / 2``."""
+    return context.seal_context().data.first_context_data().parms().poly_modulus_degree() // 2
+
+
+def downsample(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Average-pool ``(N, 1, 28, 28)`` images to ``(N, side²)`` (client side, in the clear)."""
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected images of shape (N, 1, H, W), got {tuple(images.shape)}")
+    return F.adaptive_avg_pool2d(images, side).flatten(1)
+
+
+class Square(nn.Module):
+    """The activation ``x ↦ x²``: one ciphertext multiplication, so CKKS can evaluate it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+class HEFriendlyMLP(nn.Module):
+    """Pool to ``side × side`` → ``Linear(side², hidden)`` → ``x²`` → ``Linear(hidden, 10)``."""
+
+    def __init__(self, side: int = 14, hidden: int = 16, num_classes: int = 10) -> None:
+        super().__init__()
+        if side < 1 or hidden < 1:
+            raise ValueError(f"side and hidden must be positive, got side={side}, hidden={hidden}")
+        self.side, self.hidden = side, hidden
+        self.fc1 = nn.Linear(side * side, hidden)
+        self.act = Square()
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(downsample(images, self.side))))
+
+
+def train_he_mlp(
+    train_set: TensorDataset,
+    *,
+    side: int = 14,
+    hidden: int = 16,
+    epochs: int = 15,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = False,
+) -> HEFriendlyMLP:
+    """Train an :class:`HEFriendlyMLP` in plaintext (Adam, batch 64) on ``(image, label)`` pairs.
+
+    The images are pooled once up front and the layers after the pooling are trained on the
+    result (same parameters, much less work per step).
+    """
+    if not isinstance(train_set, TensorDataset):
+        raise TypeError(
+            f"train_set must be a TensorDataset of (images, labels), got {type(train_set).__name__}"
+        )
+    images, labels = train_set.tensors
+    seed_everything(seed)
+    model = HEFriendlyMLP(side, hidden)
+    layers = nn.Sequential(model.fc1, model.act, model.fc2)
+    pooled = TensorDataset(downsample(images, side), labels)
+    optimizer = torch.optim.Adam(layers.parameters(), lr=lr)
+    fit(
+        layers,
+        make_loader(pooled, 64, seed=seed),
+        epochs=epochs,
+        optimizer=optimizer,
+        progress=progress,
+    )
+    return model.eval()
+
+
+class EncryptedMLP:
+    """The server's half: an :class:`HEFriendlyMLP`'s weights, applied to CKKS ciphertexts.
+
+    :meth:`encrypt` is the client's half (it only needs the public layout: ``side``, ``hidden``,
+    ``columns``). ``slots`` is ``poly_modulus_degree / 2`` of the context that will be used.
+    """
+
+    #: multiplications in a row: weight product, row-sum mask, square, second layer
+    depth = 4
+
+    def __init__(self, model: HEFriendlyMLP, slots: int = 4096) -> None:
+        if not isinstance(model, HEFriendlyMLP):
+            raise TypeError(f"expected an HEFriendlyMLP, got {type(model).__name__}")
+        self.side, self.hidden = model.side, model.hidden
+        inputs = self.side * self.side
+        if self.hidden & (self.hidden - 1):
+            raise ValueError(
+                f"hidden must be a power of two for the tiled packing, got {self.hidden}"
+            )
+        self.columns = slots // self.hidden
+        if self.columns < inputs + 1:
+            raise ValueError(
+                f"{inputs} inputs (+1 for the bias) × {self.hidden} hidden units do not fit in "
+                f"{slots} slots: use a smaller side or hidden size, or a larger poly_modulus_degree"
+            )
+        with torch.no_grad():
+            w1 = torch.zeros(self.columns, self.hidden, dtype=torch.float64)
+            w1[:inputs] = model.fc1.weight.T.double()
+            w1[inputs] = model.fc1.bias.double()
+            self._w1 = w1.reshape(-1).tolist()  # column c of the tiled input meets row c of W1ᵀ
+            self._w2 = model.fc2.weight.T.double().tolist()
+            self._b2 = model.fc2.bias.double().tolist()
+        self._ones = [1.0] * self.columns
+
+    def encode_input(self, image: torch.Tensor) -> list[list[float]]:
+        """The client's tiled plaintext: ``hidden`` identical rows ``[pooled pixels, 1, 0, …]``."""
+        if image.dim() == 3:
+            image = image.unsqueeze(0)
+        if image.shape[0] != 1:
+            raise ValueError(f"encrypt one image at a time, got a batch of {image.shape[0]}")
+        row = torch.zeros(self.columns, dtype=torch.float64)
+        row[: self.side * self.side] = downsample(image, self.side)[0].double()
+        row[self.side * self.side] = 1.0
+        return row.expand(self.hidden, -1).tolist()
+
+    def encrypt(self, context: ts.Context, image: torch.Tensor) -> ts.CKKSVector:
+        """Client: encrypt one ``(1, 28, 28)`` image in the tiled layout."""
+        return ts.enc_matmul_encoding(context, self.encode_input(image))
+
+    def forward(self, encrypted: ts.CKKSVector) -> ts.CKKSVector:
+        """Server: encrypted logits (10 slots), computed without the secret key."""
+        if not isinstance(encrypted, ts.CKKSVector):
+            raise TypeError(f"expected a tenseal CKKSVector, got {type(encrypted).__name__}")
+        if encrypted.size() != self.hidden * self.columns:
+            raise ValueError(
+                f"the ciphertext holds {encrypted.size()} slots, expected "
+                f"{self.hidden * self.columns}: encrypt the image with this model's "
+                "EncryptedMLP.encrypt"
+            )
+        try:
+            hidden = (encrypted * self._w1).enc_matmul_plain(self._ones, self.hidden)
+            hidden.square_()
+            return hidden.mm(self._w2) + self._b2
+        except ValueError as error:
+            if "scale out of bounds" in str(error):
+                raise ValueError(
+                    f"the ciphertext ran out of levels: this network needs {self.depth} "
+                    "multiplications in a row, so the context needs at least that many middle "
+                    "primes in coeff_mod_bit_sizes"
+                ) from error
+            raise
+
+    __call__ = forward
+
+
+@dataclass(frozen=True)
+class InferenceReport:
+    """Encrypted vs plaintext logits for a batch of images, with cost."""
+
+    encrypted_logits: torch.Tensor
+    plain_logits: torch.Tensor
+    seconds_per_image: float
+    query_bytes: int
+    answer_bytes: int
+
+    @property
+    def abs_errors(self) -> torch.Tensor:
+        """Per-image largest ``|encrypted − plaintext|`` over the 10 logits."""
+        return (self.encrypted_logits - self.plain_logits).abs().amax(dim=1)
+
+    @property
+    def max_abs_error(self) -> float:
+        return self.abs_errors.max().item()
+
+    @property
+    def agreement(self) -> float:
+        """Fraction of images whose encrypted arg-max equals the plaintext arg-max."""
+        return (
+            (self.encrypted_logits.argmax(1) == self.plain_logits.argmax(1)).double().mean().item()
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"{len(self.plain_logits)} images: max |error| {self.max_abs_error:.2e}, "
+            f"arg-max agreement {self.agreement:.0%}, {self.seconds_per_image:.3f} s/image, "
+            f"query {self.query_bytes / 1e3:.0f} kB, answer {self.answer_bytes / 1e3:.0f} kB"
+        )
+
+
+def encrypted_inference(
+    model: HEFriendlyMLP, images: torch.Tensor, context: ts.Context | None = None
+) -> InferenceReport:
+    """Classify ``images`` one by one under encryption and compare with the plaintext model.
+
+    Per image: the client encrypts and serialises its query, the server deserialises it under the
+    *public* context, evaluates :class:`EncryptedMLP` and serialises the answer, the client
+    decrypts. ``seconds_per_image`` covers all of that (not key generation).
+    """
+    if images.dim() != 4 or images.shape[0] == 0:
+        raise ValueError(
+            f"expected a non-empty batch of shape (N, 1, 28, 28), got {tuple(images.shape)}"
+        )
+    if context is None:
+        context = make_context()
+    if not context.is_private():
+        raise ValueError("the client's context must hold the secret key to decrypt the answers")
+    server_context = public_context(context)
+    server = EncryptedMLP(model, slot_count(context))
+    with torch.no_grad():
+        plain = model(images).double()
+    outputs, query_bytes, answer_bytes = [], 0, 0
+    start = time.perf_counter()
+    for image in images:
+        query = server.encrypt(context, image).serialize()
+        answer = server(ts.ckks_vector_from(server_context, query)).serialize()
+        outputs.append(ts.ckks_vector_from(context, answer).decrypt())
+        query_bytes, answer_bytes = len(query), len(answer)
+    seconds = (time.perf_counter() - start) / len(images)
+    encrypted = torch.tensor(outputs, dtype=torch.float64)
+    return InferenceReport(encrypted, plain, seconds, query_bytes, answer_bytes)

@@ -1,0 +1,56 @@
+"""Secure multi-party computation (SMPC) from first principles — Part IV of the course.
+
+Several parties hold *additive secret shares* of every value: random-looking numbers modulo 2^64
+that add up to the (fixed-point encoded) secret. They compute on the shares — additions locally,
+multiplications with Beaver triples from a trusted dealer, comparisons with a binary adder circuit —
+and only the final result is ever reconstructed. Every exchange of messages is counted.
+
+>>> import torch
+>>> from course_lib.smpc import Session
+>>> from course_lib.randomness import InsecureSeededRandom
+>>> s = Session(n_parties=2, rng=InsecureSeededRandom(0))  # seeded: INSECURE, for teaching
+>>> x, y = s.share(torch.tensor([1.5, -2.0])), s.share(torch.tensor([4.0, 0.25]))
+>>> (x * y).reveal()
+tensor([ 6.0000, -0.5000], dtype=torch.float64)
+
+Modules: :mod:`.encoding` (fixed point), :mod:`.sharing` (additive / XOR shares), :mod:`.dealer`
+(correlated randomness), :mod:`.session`, :mod:`.tensor` (``SharedTensor``: +, −, ×, @, conv2d,
+truncation), :mod:`.comparison` (compare, ReLU, max-pool, argmax), :mod:`.communication`
+(rounds and bytes), :mod:`.inference` (encrypted inference of torch models), :mod:`.training`
+(encrypted logistic regression), :mod:`.ring` (matmul / convolution modulo 2^64).
+"""
+
+from course_lib.smpc.communication import CommunicationLog, Cost
+from course_lib.smpc.comparison import argmax, less_than_zero, max_pool2d, maximum, relu
+from course_lib.smpc.dealer import Dealer
+from course_lib.smpc.encoding import FixedPoint
+from course_lib.smpc.inference import EncryptedModel, encrypted_predict
+from course_lib.smpc.ring import ring_conv2d, ring_matmul
+from course_lib.smpc.session import Session
+from course_lib.smpc.sharing import reconstruct, reconstruct_xor, share, share_xor
+from course_lib.smpc.tensor import SharedTensor
+from course_lib.smpc.training import EncryptedLogisticRegression, hard_sigmoid
+
+__all__ = [
+    "CommunicationLog",
+    "Cost",
+    "Dealer",
+    "EncryptedLogisticRegression",
+    "EncryptedModel",
+    "FixedPoint",
+    "Session",
+    "SharedTensor",
+    "argmax",
+    "encrypted_predict",
+    "hard_sigmoid",
+    "less_than_zero",
+    "max_pool2d",
+    "maximum",
+    "reconstruct",
+    "reconstruct_xor",
+    "relu",
+    "ring_conv2d",
+    "ring_matmul",
+    "share",
+    "share_xor",
+]

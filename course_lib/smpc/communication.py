@@ -1,0 +1,107 @@
+"""Counting what secure computation costs on the network.
+
+Local operations (adding shares, multiplying by a public constant) are free. Everything else needs
+the parties to *open* a masked value: each party sends its share to every other party, all at the
+same time. One such exchange is one **round** (a network round trip — latency); every opened element
+costs ``n·(n−1)`` messages of one 64-bit word, i.e. ``8·n·(n−1)`` **bytes** (bandwidth). We count
+every opened element as a full 64-bit word, also single bits (no bit packing), to keep the formulas
+simple. The dealer's messages (triples and masks sent before the computation) are counted separately
+as *offline* bytes.
+
+:class:`CommunicationLog` charges each exchange to the outermost operation running at the time
+(``"mul"``, ``"relu"``, ...), so a lesson can print a cost table per operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+__all__ = ["Cost", "CommunicationLog", "WORD_BYTES"]
+
+#: Bytes per ring element on the wire.
+WORD_BYTES = 8
+
+
+@dataclass
+class Cost:
+    """Rounds and bytes of online communication, plus bytes the dealer sent beforehand."""
+
+    rounds: int = 0
+    bytes: int = 0
+    offline_bytes: int = 0
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(
+            self.rounds + other.rounds,
+            self.bytes + other.bytes,
+            self.offline_bytes + other.offline_bytes,
+        )
+
+    def __sub__(self, other: Cost) -> Cost:
+        return Cost(
+            self.rounds - other.rounds,
+            self.bytes - other.bytes,
+            self.offline_bytes - other.offline_bytes,
+        )
+
+
+@dataclass
+class CommunicationLog:
+    """Running totals of rounds and bytes, overall and per operation."""
+
+    n_parties: int
+    total: Cost = field(default_factory=Cost)
+    by_operation: dict[str, Cost] = field(default_factory=dict)
+    _stack: list[str] = field(default_factory=list, repr=False)
+
+    def _charge(self, cost: Cost) -> None:
+        name = self._stack[0] if self._stack else "other"
+        self.total = self.total + cost
+        self.by_operation[name] = self.by_operation.get(name, Cost()) + cost
+
+    def record_open(self, elements: int) -> None:
+        """One round in which every party sends ``elements`` words to every other party."""
+        n = self.n_parties
+        self._charge(Cost(rounds=1, bytes=WORD_BYTES * n * (n - 1) * elements))
+
+    def record_dealer(self, elements: int) -> None:
+        """The dealer sent each party one share of ``elements`` words (offline)."""
+        self._charge(Cost(offline_bytes=WORD_BYTES * self.n_parties * elements))
+
+    @contextmanager
+    def operation(self, name: str) -> Iterator[None]:
+        """Charge the communication in this block to ``name`` (unless an outer op is running)."""
+        self._stack.append(name)
+        try:
+            yield
+        finally:
+            self._stack.pop()
+
+    @contextmanager
+    def measure(self) -> Iterator[Cost]:
+        """``with log.measure() as cost: ...`` — afterwards ``cost`` holds what the block used."""
+        before = self.total
+        cost = Cost()
+        try:
+            yield cost
+        finally:
+            spent = self.total - before
+            cost.rounds, cost.bytes, cost.offline_bytes = (
+                spent.rounds,
+                spent.bytes,
+                spent.offline_bytes,
+            )
+
+    def reset(self) -> None:
+        """Forget everything counted so far."""
+        self.total = Cost()
+        self.by_operation = {}
+
+    def table(self) -> str:
+        """A plain-text table: operation, rounds, online bytes, offline (dealer) bytes."""
+        lines = [f"{'operation':<14}{'rounds':>8}{'online bytes':>16}{'dealer bytes':>16}"]
+        for name, c in list(self.by_operation.items()) + [("total", self.total)]:
+            lines.append(f"{name:<14}{c.rounds:>8}{c.bytes:>16,}{c.offline_bytes:>16,}")
+        return "\n".join(lines)
