@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# Tests and stored outputs run torch on one thread: the lessons' small models are faster that way
+# on a busy 2-core machine, and float results do not depend on the machine's core count.
+RUN    := COURSE_OFFLINE=1 OMP_NUM_THREADS=1
 
 .PHONY: install lab test execute student lint clean
 
@@ -24,14 +27,14 @@ lab: install
 
 ## Unit tests + every notebook re-run by nbval (offline), then ruff.
 test: install
-	COURSE_OFFLINE=1 $(BIN)/python -m pytest --durations=0
+	$(RUN) $(BIN)/python -m pytest --durations=0
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check course_lib tests benchmarks
 
 ## Re-execute every lesson in place (refreshes the stored outputs; run before committing a lesson).
 execute: install
 	cd notebooks && for nb in $(notdir $(NOTEBOOKS)); do \
-	  echo "== $$nb"; COURSE_OFFLINE=1 ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	  echo "== $$nb"; $(RUN) ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; done
 
 ## Write the student edition (solutions stubbed, outputs cleared) to build/student/.

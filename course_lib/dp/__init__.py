@@ -7,7 +7,13 @@
   floating-point attack on textbook Laplace (lesson 06).
 - :mod:`course_lib.dp.composition` — sequential, parallel and advanced composition and a privacy
   budget that refuses to overspend (lesson 06).
-- :mod:`course_lib.dp.accounting` — Rényi-DP accounting of the subsampled Gaussian for DP-SGD.
+- :mod:`course_lib.dp.pate` — teacher ensembles, noisy vote aggregation (LNMax, GNMax) and their
+  data-independent and data-dependent privacy analysis (lesson 07).
+- :mod:`course_lib.dp.accounting` — Rényi-DP accounting of the subsampled Gaussian for DP-SGD
+  (lesson 08); it also re-exports the composition API.
+- :mod:`course_lib.dp.dpsgd` — per-sample gradients, clipping, secure Gaussian noise, Poisson
+  sampling and a private trainer that reports ε (lesson 08).
+- :mod:`course_lib.dp.attacks` — membership inference: loss threshold and LiRA (lesson 08).
 
 Import what you need from its module, e.g.
 ``from course_lib.dp.mechanisms import laplace_mechanism``.

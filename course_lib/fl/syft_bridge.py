@@ -1,0 +1,658 @@
+"""A federation of data owners and one data scientist on syft 0.10 (``syft`` + ``syft-rds``).
+
+syft's *remote data science* workflow has two roles:
+
+- a **data owner** (a hospital, say) publishes a dataset in two parts: a *mock* part with the same
+  format but fake values, which peers may download, and a *private* part that never leaves the
+  owner's machine;
+- a **data scientist** explores the mock, writes a Python script and *submits* it as a job. Each
+  owner reads the code, approves (or rejects) it, runs it on the private data, and shares back
+  only the job's ``outputs/`` folder. A job is a plain subprocess on the owner's machine, not a
+  sandbox: the owner's code review is the only guard.
+
+Parties talk through Google Drive. Offline (the default here, and what the tests use) syft's own
+in-memory *mock Drive* stands in for it: the same transport code runs, only the Drive API calls are
+answered from memory. :func:`create_federation` builds N owners + 1 scientist on one mock Drive in
+a temporary directory. ``mode="real"`` signs in to Google Drive with ``syft_rds.login_do`` /
+``login_ds`` instead; one Google account signs in per Colab session, so there a learner plays
+*one* role and pairs with a partner who plays the other.
+
+Running a job with the owner's own interpreter
+    ``submit_python_job`` writes a ``run.sh`` that builds a fresh virtual environment with ``uv``
+    and installs syft into it. Offline that cannot work (no package index), and even online the
+    new environment has no PyTorch. The owner decides what runs on their machine, so before
+    approving, the owner rewrites ``run.sh`` to run the reviewed ``main.py`` with the interpreter
+    that already has torch and course_lib (:func:`use_owner_python`). The job's
+    ``dependencies=`` are then ignored.
+
+Pinned: this module uses a few underscore APIs of syft 0.10.0 / syft-rds 0.6.1 to build more than
+two parties (syft only ships a two-party helper). ``tests/test_fl_syft_bridge.py`` exercises every
+one, so an upgrade that breaks them fails loudly.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import shlex
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import nn
+
+from course_lib.paths import offline
+
+if TYPE_CHECKING:  # syft is an optional extra (`pip install course_lib[fl]`)
+    from syft_job.job import JobInfo
+    from syft_rds.client import SyftRDSClient
+
+__all__ = [
+    "SCIENTIST_EMAIL",
+    "owner_email",
+    "Federation",
+    "RoundReport",
+    "JobFailedError",
+    "create_federation",
+    "login",
+    "use_owner_python",
+    "approve_if_code_is",
+    "pending_jobs",
+    "run_approved_jobs",
+    "collect_outputs",
+    "run_round",
+    "private_files_seen_by",
+    "publish_shards",
+    "LOCAL_TRAINING_SCRIPT",
+    "TRAINING_JOB_DATA_FILES",
+    "write_training_job",
+    "encode_state",
+    "decode_state",
+    "fedavg_round",
+]
+
+SCIENTIST_EMAIL = "scientist@research-lab.example"
+Reviewer = Callable[["JobInfo"], bool]
+
+
+class JobFailedError(RuntimeError):
+    """A job was rejected by its owner or exited with an error (the message has its stderr)."""
+
+
+def owner_email(i: int) -> str:
+    """The mock email address of the ``i``-th data owner (0-based): ``hospital1@...``."""
+    return f"hospital{i + 1}@health.example"
+
+
+@contextlib.contextmanager
+def _maybe_quiet(quiet: bool) -> Iterator[None]:
+    """syft narrates every step with prints; hide them when ``quiet`` (they name temp paths)."""
+    if quiet:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    else:
+        yield
+
+
+@dataclass
+class Federation:
+    """The parties of one federation: data owners and (at most) one data scientist.
+
+    In mock mode all parties live in this process, each with its own folder under ``root`` (a
+    temporary directory deleted by :meth:`close`, or on leaving a ``with`` block). In real mode
+    only the party you signed in as is set.
+    """
+
+    owners: list[SyftRDSClient]
+    scientist: SyftRDSClient | None
+    mode: Literal["mock", "real"]
+    root: Path | None = None
+    quiet: bool = True
+    _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def owner_emails(self) -> list[str]:
+        return [o.email for o in self.owners]
+
+    def owner(self, email_or_index: str | int) -> SyftRDSClient:
+        """An owner's client, by email or position."""
+        if isinstance(email_or_index, int):
+            return self.owners[email_or_index]
+        for o in self.owners:
+            if o.email == email_or_index:
+                return o
+        raise ValueError(f"no data owner {email_or_index!r}; owners are {self.owner_emails}")
+
+    def _need_scientist(self) -> SyftRDSClient:
+        if self.scientist is None:
+            raise ValueError(
+                "this federation has no data scientist client (you signed in as an owner)"
+            )
+        return self.scientist
+
+    def publish(
+        self,
+        owner: str | int | SyftRDSClient,
+        name: str,
+        *,
+        mock_dir: str | Path,
+        private_dir: str | Path,
+        summary: str = "",
+        readme: str | Path | None = None,
+    ):
+        """``owner`` publishes dataset ``name``: the mock files are shared with the scientist, the
+        private files stay in the owner's own folder (:meth:`SyftRDSClient.create_dataset`)."""
+        client = owner if not isinstance(owner, str | int) else self.owner(owner)
+        users = [self.scientist.email] if self.scientist is not None else []
+        with _maybe_quiet(self.quiet):
+            return client.create_dataset(
+                name=name,
+                mock_path=Path(mock_dir),
+                private_path=Path(private_dir),
+                summary=summary,
+                readme_path=Path(readme) if readme else None,
+                users=users,
+            )
+
+    def mock_files(self, name: str, owner: str | int) -> list[Path]:
+        """The scientist's local copies of ``owner``'s *mock* files of dataset ``name``."""
+        import syft as sy
+
+        scientist = self._need_scientist()
+        with _maybe_quiet(self.quiet):
+            scientist.sync()
+            return sy.resolve_dataset_files_path(
+                name, client=scientist, owner_email=self.owner(owner).email
+            )
+
+    def close(self) -> None:
+        """Delete the mock federation's folders."""
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _mock_party(store: Any, email: str, folder: Path, *, owner: bool) -> SyftRDSClient:
+    """Build one party on the shared in-memory Drive ``store``, the way syft's own two-party
+    helper ``SyftboxManager.pair_with_mock_drive_service_connection`` builds each of its two."""
+    from syft.sync.connections.drive.gdrive_transport import GDriveConnection
+    from syft.sync.connections.drive.mock_drive_service import MockDriveService
+    from syft.sync.syftbox_manager import SyftboxManager, SyftboxManagerConfig
+    from syft_datasets.dataset_manager import SyftDatasetManager
+    from syft_job.client import JobClient
+    from syft_job.job_runner import SyftJobRunner
+    from syft_rds.client import SyftRDSClient
+    from syft_rds.config import DATASET_COLLECTION_SPECS, SyftRDSClientConfig
+
+    config = SyftboxManagerConfig._base_config_for_testing(
+        email=email,
+        syftbox_folder=folder,
+        has_do_role=owner,
+        has_ds_role=not owner,
+        use_in_memory_cache=False,
+        collection_specs=DATASET_COLLECTION_SPECS,
+    )
+    manager = SyftboxManager.from_config(config)
+    manager._add_connection(GDriveConnection.from_service(email, MockDriveService(store, email)))
+    if owner:  # the owner reacts to incoming job files
+        manager.datasite_owner_syncer.event_cache.add_callback(
+            "on_event_local_write", manager.job_file_change_handler._handle_file_change
+        )
+    else:  # the scientist's local writes are proposed to the owners
+        manager.file_writer.add_callback(
+            "write_file", manager.datasite_watcher_syncer.on_file_change
+        )
+    manager.peer_manager.write_own_version()
+    rds = SyftRDSClientConfig._compose(config)
+    return SyftRDSClient(
+        sync_engine=manager,
+        job_client=JobClient.from_config(rds.job),
+        job_runner=SyftJobRunner.from_config(rds.job) if owner else None,
+        dataset_manager=SyftDatasetManager.from_config(rds.dataset),
+    )
+
+
+def login(
+    role: Literal["owner", "scientist"], email: str, *, token_path: str | Path | None = None
+) -> SyftRDSClient:
+    """Real mode: sign in to Google Drive as a data owner or data scientist.
+
+    On Colab, syft uses Colab's Google sign-in (one account per session: one role per learner).
+    In a local Jupyter, pass ``token_path`` (an OAuth token file, see syft's docs).
+    """
+    if role not in ("owner", "scientist"):
+        raise ValueError(f"role must be 'owner' or 'scientist', got {role!r}")
+    if offline():
+        raise RuntimeError(
+            "real-mode syft talks to Google Drive, but COURSE_OFFLINE=1 forbids network access. "
+            "Use create_federation() (mock mode) offline, or unset COURSE_OFFLINE on Colab."
+        )
+    from syft_rds import login_do, login_ds
+
+    sign_in = login_do if role == "owner" else login_ds
+    try:
+        return sign_in(email=email, token_path=token_path)
+    except (NotImplementedError, FileNotFoundError, ValueError) as error:
+        raise RuntimeError(
+            f"could not sign in to Google Drive as {email!r} ({type(error).__name__}: {error}). "
+            "Real mode needs a Google account: run on Colab (it signs you in), or pass "
+            "token_path= to an OAuth token file. Offline, use mode='mock'."
+        ) from error
+
+
+def create_federation(
+    num_owners: int = 3,
+    *,
+    mode: Literal["mock", "real"] = "mock",
+    owner_emails: Sequence[str] | None = None,
+    scientist_email: str = SCIENTIST_EMAIL,
+    root: str | Path | None = None,
+    quiet: bool = True,
+    role: Literal["owner", "scientist"] | None = None,
+    email: str | None = None,
+    token_path: str | Path | None = None,
+) -> Federation:
+    """Build a federation: ``num_owners`` data owners and one data scientist, already peered.
+
+    Mock mode (default, offline): every party gets its own folder under ``root`` (default: a new
+    temporary directory, deleted by :meth:`Federation.close`) and they share one in-memory Drive.
+    The scientist sends each owner a peer request and each owner approves it.
+
+    Real mode: signs in as ``role`` with Google account ``email`` (see :func:`login`) and returns a
+    federation holding just that party; pair with your partner with ``client.add_peer(...)``
+    (scientist) and ``client.approve_peer_request(...)`` (owner), as in syft's docs.
+    """
+    if mode == "real":
+        if role is None or email is None:
+            raise ValueError("mode='real' needs role='owner' or 'scientist' and your Google email")
+        client = login(role, email, token_path=token_path)
+        return Federation(
+            owners=[client] if role == "owner" else [],
+            scientist=client if role == "scientist" else None,
+            mode="real",
+            quiet=quiet,
+        )
+    if mode != "mock":
+        raise ValueError(f"mode must be 'mock' or 'real', got {mode!r}")
+    if isinstance(num_owners, bool) or not isinstance(num_owners, int) or num_owners < 1:
+        raise ValueError(f"a federation needs at least one data owner, got {num_owners!r}")
+    emails = (
+        list(owner_emails)
+        if owner_emails is not None
+        else [owner_email(i) for i in range(num_owners)]
+    )
+    if len(emails) < 1 or len(set(emails + [scientist_email])) != len(emails) + 1:
+        raise ValueError("owner and scientist emails must be distinct, with at least one owner")
+
+    from syft.sync.connections.drive.mock_drive_service import MockDriveBackingStore
+
+    tmp = tempfile.TemporaryDirectory(prefix="syft_federation_") if root is None else None
+    base = Path(tmp.name if tmp is not None else root)
+    store = MockDriveBackingStore()  # the one shared "Google Drive"
+    with _maybe_quiet(quiet):
+        owners = [_mock_party(store, e, base / e.split("@")[0], owner=True) for e in emails]
+        scientist = _mock_party(store, scientist_email, base / "scientist", owner=False)
+        for owner in owners:
+            scientist.add_peer(owner.email, sync=False)  # peer request ...
+            owner.load_peers()
+            owner.approve_peer_request(scientist.email)  # ... approved by the owner
+        scientist.load_peers()
+    return Federation(
+        owners=owners, scientist=scientist, mode="mock", root=base, quiet=quiet, _tmp=tmp
+    )
+
+
+# -- the owner's side -------------------------------------------------------------------------
+
+
+def pending_jobs(owner: SyftRDSClient, *, quiet: bool = True) -> list[JobInfo]:
+    """Jobs waiting for ``owner``'s review (after pulling new submissions)."""
+    with _maybe_quiet(quiet):
+        owner.sync()
+        return [job for job in owner.job_client.jobs if job.status == "pending"]
+
+
+def use_owner_python(job: JobInfo, python: str | Path | None = None) -> str:
+    """The owner replaces the job's ``run.sh`` so it runs the reviewed entrypoint with ``python``
+    (default: this kernel's interpreter, which has torch and course_lib) instead of building a
+    fresh virtual environment. Returns the new script. Call it *before* approving."""
+    entrypoint = job.job_metadata.entrypoint or "main.py"
+    python = str(python or sys.executable)
+    script = (
+        "#!/bin/bash\n"
+        "# run.sh rewritten by the data owner: use the owner's Python, install nothing\n"
+        "set -euo pipefail\n"
+        "cd code\n"
+        f"exec {shlex.quote(python)} {shlex.quote(entrypoint)}\n"
+    )
+    (Path(job.job_submission_path) / "run.sh").write_text(script)
+    return script
+
+
+def approve_if_code_is(
+    expected: dict[str, str], *, data_files: Sequence[str] = (), scientist: str | None = None
+) -> Reviewer:
+    """A reviewer that approves a job only if its code files are exactly ``expected``
+    (``{"main.py": source}``), it contains no files other than those and ``data_files``, and
+    (optionally) it comes from ``scientist``. Built on syft-rds' own auto-approval rules."""
+    from syft_rds.job_auto_approval import job_matches_criteria
+
+    def review(job: JobInfo) -> bool:
+        return job_matches_criteria(
+            job,
+            required_file_contents=dict(expected),
+            required_file_paths=[*expected, *data_files],
+            allowed_users=[scientist] if scientist else None,
+        )
+
+    return review
+
+
+def run_approved_jobs(owner: SyftRDSClient, *, timeout: int = 300, quiet: bool = True) -> None:
+    """Run every approved job of ``owner`` and share its outputs and logs with the submitter."""
+    with _maybe_quiet(quiet):
+        owner.job_runner.process_approved_jobs(
+            stream_output=False,
+            timeout=timeout,
+            share_outputs_with_submitter=True,
+            share_logs_with_submitter=True,
+        )
+        owner.sync()
+
+
+# -- the scientist's side ---------------------------------------------------------------------
+
+
+def _submit(federation: Federation, code_dir: Path, job_name: str, owners: Sequence[str]) -> None:
+    scientist = federation._need_scientist()
+    if not (code_dir / "main.py").is_file():
+        raise ValueError(f"{code_dir} must contain the job's entrypoint main.py")
+    with _maybe_quiet(federation.quiet):
+        for email in owners:
+            scientist.submit_python_job(
+                user=email, code_path=str(code_dir), job_name=job_name, entrypoint="main.py"
+            )
+
+
+def collect_outputs(
+    federation: Federation, job_name: str, owners: Sequence[str] | None = None
+) -> dict[str, dict[str, Path]]:
+    """The scientist pulls results: ``{owner email: {output file name: local path}}``.
+
+    Raises :class:`JobFailedError` (with the job's stderr) if a job failed or was rejected.
+    """
+    scientist = federation._need_scientist()
+    owners = list(owners) if owners is not None else federation.owner_emails
+    with _maybe_quiet(federation.quiet):
+        scientist.sync()
+        jobs = {(j.datasite_owner_email, j.name): j for j in scientist.job_client.jobs}
+    results: dict[str, dict[str, Path]] = {}
+    for email in owners:
+        job = jobs.get((email, job_name))
+        if job is None:
+            raise JobFailedError(f"no job {job_name!r} at {email}: was it submitted?")
+        if job.status != "done":
+            detail = str(job.stderr)[-2000:] if job.status == "failed" else ""
+            raise JobFailedError(f"job {job_name!r} at {email} is {job.status!r}. {detail}")
+        with _maybe_quiet(True):
+            results[email] = {p.name: p for p in job.output_paths}
+    return results
+
+
+@dataclass
+class RoundReport:
+    """What happened in one :func:`run_round`: who approved, and the outputs that came back."""
+
+    job_name: str
+    approved: list[str]
+    outputs: dict[str, dict[str, Path]]
+
+
+def run_round(
+    federation: Federation,
+    code_dir: str | Path,
+    job_name: str,
+    *,
+    review: Reviewer,
+    owners: Sequence[str] | None = None,
+    timeout: int = 300,
+) -> RoundReport:
+    """One full remote-execution round across the owners (mock mode):
+
+    the scientist submits ``code_dir`` (with ``main.py``) to each owner → each owner reviews the
+    job with ``review`` and rejects it if the reviewer says no → approves it, with the job's run.sh
+    pointed at the owner's Python (:func:`use_owner_python`) → runs it on the private data → shares
+    the outputs → the scientist collects them.
+    """
+    if federation.mode != "mock":
+        raise ValueError(
+            "run_round drives every party, so it needs a mock federation; in real mode "
+            "each party runs its own half (submit / pending_jobs + approve)"
+        )
+    owners = list(owners) if owners is not None else federation.owner_emails
+    _submit(federation, Path(code_dir), job_name, owners)
+    approved = []
+    for email in owners:
+        owner = federation.owner(email)
+        job = next(
+            (j for j in pending_jobs(owner, quiet=federation.quiet) if j.name == job_name), None
+        )
+        if job is None:
+            raise JobFailedError(f"{email} did not receive job {job_name!r}")
+        with _maybe_quiet(federation.quiet):
+            if not review(job):
+                job.reject(reason="the code is not what this owner reviewed and agreed to run")
+                owner.sync()  # tell the scientist
+                raise JobFailedError(
+                    f"{email} rejected job {job_name!r}: the code did not pass review"
+                )
+            use_owner_python(job)
+            job.approve(reason="code reviewed")
+        approved.append(email)
+        run_approved_jobs(owner, timeout=timeout, quiet=federation.quiet)
+    return RoundReport(job_name, approved, collect_outputs(federation, job_name, owners))
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def private_files_seen_by(client: SyftRDSClient, private_dirs: Sequence[str | Path]) -> list[Path]:
+    """Files under ``client``'s folder whose *contents* equal a file in ``private_dirs``.
+
+    The check behind "no private file reached the scientist": it compares SHA-256 digests, so a
+    renamed copy would be caught too. Returns the offending paths (empty when nothing leaked).
+    """
+    private = {_digest(p) for d in private_dirs for p in Path(d).rglob("*") if p.is_file()}
+    seen = [p for p in Path(client.syftbox_folder).rglob("*") if p.is_file()]
+    return sorted(p for p in seen if _digest(p) in private)
+
+
+# -- federated learning on top: shards, the local-training job, one FedAvg round ---------------
+
+
+def publish_shards(
+    federation: Federation,
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    parts: Sequence[torch.Tensor],
+    *,
+    mock_size: int = 32,
+    seed: int = 0,
+) -> list[Path]:
+    """Each owner ``k`` publishes dataset ``name``: private ``shard.pt`` = its part ``parts[k]``
+    of ``(images, labels)``; mock ``shard.pt`` = ``mock_size`` random-noise images with random
+    labels (same shapes and dtypes, no real data). Returns the owners' private staging folders."""
+    if len(parts) != len(federation.owners):
+        raise ValueError(f"{len(parts)} parts for {len(federation.owners)} data owners")
+    if federation.root is None:
+        raise ValueError("publish_shards needs a mock federation (it stages files under its root)")
+    generator = torch.Generator().manual_seed(seed)
+    private_dirs = []
+    for owner, part in zip(federation.owners, parts, strict=True):
+        if len(part) == 0:
+            raise ValueError(f"{owner.email} would get an empty shard")
+        stage = federation.root / "staging" / owner.email.split("@")[0]
+        (stage / "private").mkdir(parents=True, exist_ok=True)
+        (stage / "mock").mkdir(parents=True, exist_ok=True)
+        torch.save((images[part].clone(), labels[part].clone()), stage / "private" / "shard.pt")
+        fake_images = torch.rand((mock_size, *images.shape[1:]), generator=generator)
+        fake_labels = torch.randint(0, int(labels.max()) + 1, (mock_size,), generator=generator)
+        torch.save(
+            (fake_images.to(images.dtype), fake_labels.to(labels.dtype)),
+            stage / "mock" / "shard.pt",
+        )
+        federation.publish(
+            owner,
+            name,
+            mock_dir=stage / "mock",
+            private_dir=stage / "private",
+            summary=f"{len(part)} labelled images (mock: {mock_size} noise images)",
+        )
+        private_dirs.append(stage / "private")
+    return private_dirs
+
+
+def encode_state(state: dict[str, torch.Tensor]) -> str:
+    """A state dict as base64 text (``torch.save`` bytes): syft 0.10 moves job files as text."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_state(text: str) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`encode_state` (tensors only: ``weights_only`` loading)."""
+    return torch.load(io.BytesIO(base64.b64decode(text)), weights_only=True)
+
+
+#: The job every owner runs in a syft FedAvg round. Inside a job, ``resolve_dataset_files_path``
+#: returns the owner's PRIVATE files; outside (the scientist testing it) the mock ones.
+LOCAL_TRAINING_SCRIPT = """\
+\"\"\"One round of federated local training, run by a data owner on its private shard.\"\"\"
+import json
+from pathlib import Path
+
+import syft as sy
+import torch
+from torch.utils.data import TensorDataset
+
+import course_lib.models
+from course_lib.fl.fedavg import local_train
+from course_lib.fl.syft_bridge import decode_state, encode_state
+from course_lib.training import make_loader
+
+torch.set_num_threads(1)  # a small model: one thread is as fast and shares the machine better
+params = json.loads(Path("params.json").read_text())
+(shard,) = sy.resolve_dataset_files_path(params["dataset"])  # the private shard, in a job
+images, labels = torch.load(shard, weights_only=True)
+model = getattr(course_lib.models, params["model"])()
+model.load_state_dict(decode_state(Path("global_model.b64").read_text()))
+loader = make_loader(TensorDataset(images, labels), params["batch_size"], seed=params["seed"])
+new_state = local_train(model, loader, epochs=params["epochs"], lr=params["lr"], mu=params["mu"])
+
+Path("outputs").mkdir(exist_ok=True)
+Path("outputs/model.b64").write_text(encode_state(new_state))  # only the new weights leave ...
+Path("outputs/num_samples.json").write_text(json.dumps(len(labels)))  # ... and the shard size
+"""
+
+#: Files of a training job besides ``main.py`` (what an owner expects to see in one).
+TRAINING_JOB_DATA_FILES = ("params.json", "global_model.b64")
+
+
+def write_training_job(
+    folder: str | Path,
+    model: nn.Module,
+    *,
+    dataset: str,
+    epochs: int = 1,
+    lr: float = 0.05,
+    batch_size: int = 32,
+    mu: float = 0.0,
+    seed: int = 0,
+) -> Path:
+    """Write a job folder: ``main.py`` (:data:`LOCAL_TRAINING_SCRIPT`), ``params.json`` and the
+    current global weights ``global_model.b64``. ``model`` must be a class of course_lib.models."""
+    import course_lib.models
+
+    model_name = type(model).__name__
+    if getattr(course_lib.models, model_name, None) is not type(model):
+        raise ValueError(
+            f"the job rebuilds the model by name; {model_name} is not in course_lib.models"
+        )
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "main.py").write_text(LOCAL_TRAINING_SCRIPT)
+    params = {
+        "dataset": dataset,
+        "model": model_name,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "mu": mu,
+        "seed": seed,
+    }
+    (folder / "params.json").write_text(json.dumps(params, indent=1))
+    (folder / "global_model.b64").write_text(encode_state(model.state_dict()))
+    return folder
+
+
+def fedavg_round(
+    federation: Federation,
+    model: nn.Module,
+    *,
+    dataset: str,
+    round_index: int,
+    review: Reviewer | None = None,
+    epochs: int = 1,
+    lr: float = 0.05,
+    batch_size: int = 32,
+    mu: float = 0.0,
+    seed: int = 0,
+) -> tuple[list[dict[str, torch.Tensor]], list[float]]:
+    """One FedAvg round where every owner's local training is a reviewed syft job.
+
+    Writes the job (current weights of ``model``), runs :func:`run_round` with ``review``
+    (default: approve only :data:`LOCAL_TRAINING_SCRIPT` from this federation's scientist) and
+    returns the owners' new state dicts and sample counts, ready for
+    :func:`course_lib.fl.fedavg.fedavg`.
+    """
+    if federation.root is None:
+        raise ValueError("fedavg_round needs a mock federation")
+    if review is None:
+        review = approve_if_code_is(
+            {"main.py": LOCAL_TRAINING_SCRIPT},
+            data_files=TRAINING_JOB_DATA_FILES,
+            scientist=federation._need_scientist().email,
+        )
+    job_name = f"fedavg-round-{round_index}"
+    code = write_training_job(
+        federation.root / "jobs" / job_name,
+        model,
+        dataset=dataset,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        mu=mu,
+        seed=seed * 1_000 + round_index,
+    )
+    report = run_round(federation, code, job_name, review=review)
+    states, weights = [], []
+    for email in report.approved:
+        files = report.outputs[email]
+        states.append(decode_state(files["model.b64"].read_text()))
+        weights.append(float(json.loads(files["num_samples.json"].read_text())))
+    return states, weights

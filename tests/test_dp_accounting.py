@@ -1,0 +1,96 @@
+"""course_lib.dp.accounting agrees with Opacus' RDPAccountant and rejects bad input."""
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+from opacus.accountants import RDPAccountant as OpacusRDPAccountant
+
+from course_lib.dp.accounting import (
+    DEFAULT_ORDERS,
+    RDPAccountant,
+    rdp_epsilon,
+    rdp_to_epsilon,
+    subsampled_gaussian_rdp,
+)
+
+GRID = list(
+    itertools.product(
+        [0.5, 0.8, 1.1, 2.0, 4.0],  # noise multiplier σ
+        [0.001, 1 / 64, 1 / 16, 0.2, 1.0],  # sample rate q
+        [1, 100, 3000],  # steps
+        [1e-5, 1e-3],  # δ
+    )
+)
+
+
+def opacus_epsilon(sigma: float, q: float, steps: int, delta: float) -> float:
+    accountant = OpacusRDPAccountant()
+    accountant.history = [(sigma, q, steps)]
+    with warnings.catch_warnings():  # Opacus warns when the best order is at the grid's edge
+        warnings.simplefilter("ignore")
+        return accountant.get_epsilon(delta=delta)
+
+
+@pytest.mark.parametrize(("sigma", "q", "steps", "delta"), GRID)
+def test_rdp_epsilon_matches_opacus(sigma, q, steps, delta):
+    ours = rdp_epsilon(sigma, q, steps, delta)
+    assert ours == pytest.approx(opacus_epsilon(sigma, q, steps, delta), rel=1e-6)
+
+
+def test_known_value_from_the_baselines():
+    # σ = 1.1, q = 1/16, 80 steps (5 epochs of 4,000 examples in batches of 250 on average)
+    assert rdp_epsilon(1.1, 1 / 16, 80, 1e-5) == pytest.approx(3.77, abs=0.01)
+
+
+def test_accountant_accumulates_like_opacus():
+    ours, theirs = RDPAccountant(), OpacusRDPAccountant()
+    for sigma, q, n in [(1.0, 0.01, 30), (2.0, 0.05, 20), (1.0, 0.01, 10)]:
+        for _ in range(n):
+            ours.step(noise_multiplier=sigma, sample_rate=q)
+            theirs.step(noise_multiplier=sigma, sample_rate=q)
+    assert ours.steps == len(ours) == 60
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs.get_epsilon(delta=1e-5)
+    assert ours.get_epsilon(1e-5) == pytest.approx(expected, rel=1e-6)
+
+
+def test_epsilon_grows_with_steps_and_shrinks_with_noise():
+    assert rdp_epsilon(1.0, 0.01, 100, 1e-5) < rdp_epsilon(1.0, 0.01, 200, 1e-5)
+    assert rdp_epsilon(2.0, 0.01, 100, 1e-5) < rdp_epsilon(1.0, 0.01, 100, 1e-5)
+    assert RDPAccountant().get_epsilon(1e-5) == 0.0
+
+
+def test_no_subsampling_is_the_gaussian_mechanism():
+    # q = 1: RDP(α) = α / (2σ²) exactly
+    sigma = 3.0
+    rdp = subsampled_gaussian_rdp(sigma, 1.0, 1)
+    np.testing.assert_allclose(rdp, np.array(DEFAULT_ORDERS) / (2 * sigma**2))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"noise_multiplier": 0.0},
+        {"noise_multiplier": -1.0},
+        {"noise_multiplier": float("nan")},
+        {"sample_rate": 0.0},
+        {"sample_rate": 1.5},
+        {"steps": -1},
+        {"steps": 2.5},
+        {"delta": 0.0},
+        {"delta": 1.0},
+        {"delta": float("nan")},
+    ],
+)
+def test_bad_input_raises_value_error(kwargs):
+    args = {"noise_multiplier": 1.0, "sample_rate": 0.01, "steps": 10, "delta": 1e-5} | kwargs
+    with pytest.raises(ValueError):
+        rdp_epsilon(**args)
+
+
+def test_rdp_to_epsilon_checks_lengths():
+    with pytest.raises(ValueError, match="orders"):
+        rdp_to_epsilon([0.1, 0.2], 1e-5, orders=[2.0, 3.0, 4.0])

@@ -1,0 +1,202 @@
+"""End-to-end checks of course_lib.fl.syft_bridge on syft's in-memory mock Drive.
+
+Every syft / syft-rds API the bridge relies on (including the pinned underscore APIs that build a
+federation of more than two parties) runs here, so an upgrade that breaks one fails loudly.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from course_lib.fl import syft_bridge as sb
+from course_lib.fl.fedavg import fedavg
+from course_lib.models import MLP
+
+SUM_JOB = """\
+import csv
+from pathlib import Path
+
+import syft as sy
+
+(path,) = sy.resolve_dataset_files_path("numbers")
+total = sum(float(row["x"]) for row in csv.DictReader(open(path)))
+Path("outputs").mkdir(exist_ok=True)
+Path("outputs/total.json").write_text(str(total))
+"""
+
+
+@pytest.fixture(scope="module")
+def federation():
+    fed = sb.create_federation(2)
+    yield fed
+    root = fed.root
+    fed.close()
+    assert not root.exists()  # close() removes every party's folder
+
+
+@pytest.fixture(scope="module")
+def numbers(federation):
+    """Each owner publishes a CSV: private values differ per owner, the mock is fake."""
+    private_dirs = []
+    for k, owner in enumerate(federation.owners):
+        stage = federation.root / "numbers" / str(k)
+        (stage / "mock").mkdir(parents=True)
+        (stage / "private").mkdir(parents=True)
+        (stage / "mock" / "values.csv").write_text("x\n0\n0\n")
+        (stage / "private" / "values.csv").write_text(f"x\n{k + 1}\n{10 * (k + 1)}\n")
+        federation.publish(
+            owner,
+            "numbers",
+            mock_dir=stage / "mock",
+            private_dir=stage / "private",
+            summary="some numbers",
+        )
+        private_dirs.append(stage / "private")
+    return private_dirs
+
+
+def test_federation_is_built_and_peered(federation):
+    assert federation.mode == "mock"
+    assert federation.owner_emails == [sb.owner_email(0), sb.owner_email(1)]
+    assert federation.scientist.email == sb.SCIENTIST_EMAIL
+    assert federation.scientist.has_ds_role and not federation.scientist.has_do_role
+    for owner in federation.owners:
+        assert owner.has_do_role
+        assert federation.scientist.email in [p.email for p in owner.peer_manager.approved_peers]
+    assert federation.owner(1) is federation.owner(sb.owner_email(1))
+    with pytest.raises(ValueError, match="no data owner"):
+        federation.owner("nobody@example.org")
+
+
+def test_scientist_sees_only_the_mock(federation, numbers):
+    names = {d.name for d in federation.scientist.datasets.get_all()}
+    assert "numbers" in names
+    (mock,) = federation.mock_files("numbers", 0)
+    assert mock.read_text() == "x\n0\n0\n"
+    assert sb.private_files_seen_by(federation.scientist, numbers) == []
+    # the check can fail: the owner's own folder does hold its private file
+    assert len(sb.private_files_seen_by(federation.owner(0), numbers)) == 1
+
+
+def test_a_reviewed_job_runs_on_private_data_and_only_outputs_come_back(
+    federation, numbers, tmp_path
+):
+    (tmp_path / "main.py").write_text(SUM_JOB)
+    review = sb.approve_if_code_is({"main.py": SUM_JOB}, scientist=sb.SCIENTIST_EMAIL)
+    report = sb.run_round(federation, tmp_path, "sum-numbers", review=review)
+    assert report.approved == federation.owner_emails
+    totals = {e: float(files["total.json"].read_text()) for e, files in report.outputs.items()}
+    assert totals == {sb.owner_email(0): 11.0, sb.owner_email(1): 22.0}
+    # the outputs are the scientist's local copies, inside the scientist's folder
+    scientist_root = Path(federation.scientist.syftbox_folder)
+    assert all(scientist_root in p.parents for f in report.outputs.values() for p in f.values())
+    # the owner ran its own Python: the run.sh it approved says so
+    job = next(j for j in federation.owner(0).job_client.jobs if j.name == "sum-numbers")
+    assert job.status == "done"
+    assert sys.executable in job.run_script and "uv venv" not in job.run_script
+    assert sb.private_files_seen_by(federation.scientist, numbers) == []
+
+
+def test_changed_code_is_rejected(federation, numbers, tmp_path):
+    (tmp_path / "main.py").write_text(SUM_JOB.replace("sum(", "max(") + "\n")
+    review = sb.approve_if_code_is({"main.py": SUM_JOB})
+    with pytest.raises(sb.JobFailedError, match="rejected"):
+        sb.run_round(federation, tmp_path, "sneaky", review=review, owners=[sb.owner_email(0)])
+    job = next(j for j in federation.owner(0).job_client.jobs if j.name == "sneaky")
+    assert job.status == "rejected"
+    with pytest.raises(sb.JobFailedError, match="rejected"):
+        sb.collect_outputs(federation, "sneaky", owners=[sb.owner_email(0)])
+
+
+def test_a_fedavg_round_through_syft_matches_local_training(federation):
+    """Two owners with tiny MNIST-shaped shards; the syft round equals the same training here."""
+    from torch.utils.data import TensorDataset
+
+    from course_lib.fl.fedavg import local_train
+    from course_lib.training import make_loader
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = (
+        torch.rand(40, 1, 28, 28, generator=g),
+        torch.randint(0, 10, (40,), generator=g),
+    )
+    parts = [torch.arange(0, 15), torch.arange(15, 40)]
+    private = sb.publish_shards(federation, "digits", images, labels, parts, mock_size=8)
+    torch.manual_seed(0)
+    model = MLP()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    states, weights = sb.fedavg_round(
+        federation, model, dataset="digits", round_index=1, epochs=1, lr=0.1, batch_size=8, seed=0
+    )
+    assert weights == [15.0, 25.0]
+    expected = []
+    for part in parts:
+        local = MLP()
+        local.load_state_dict(start)
+        loader = make_loader(TensorDataset(images[part], labels[part]), 8, seed=1)
+        expected.append(local_train(local, loader, lr=0.1))
+    for got, want in zip(states, expected, strict=True):
+        for name in want:
+            torch.testing.assert_close(got[name], want[name])
+    assert fedavg(states, weights).keys() == start.keys()
+    assert sb.private_files_seen_by(federation.scientist, private) == []
+
+
+def test_state_encoding_round_trips():
+    state = MLP().state_dict()
+    decoded = sb.decode_state(sb.encode_state(state))
+    assert all(torch.equal(decoded[k], state[k]) for k in state)
+    assert isinstance(sb.encode_state(state), str)
+
+
+def test_use_owner_python_rewrites_run_sh(federation, tmp_path):
+    class FakeJob:  # just the two attributes use_owner_python reads
+        job_submission_path = tmp_path
+
+        class job_metadata:  # noqa: N801
+            entrypoint = "main.py"
+
+    script = sb.use_owner_python(FakeJob(), python="/opt/py/bin/python")
+    assert (tmp_path / "run.sh").read_text() == script
+    assert script.splitlines()[-1] == "exec /opt/py/bin/python main.py"
+
+
+def test_real_mode_fails_clearly_offline(monkeypatch):
+    monkeypatch.setenv("COURSE_OFFLINE", "1")
+    with pytest.raises(RuntimeError, match="COURSE_OFFLINE"):
+        sb.create_federation(mode="real", role="owner", email="me@gmail.com")
+    # without the offline switch, syft itself refuses outside Colab without a token
+    monkeypatch.setenv("COURSE_OFFLINE", "0")
+    with pytest.raises(RuntimeError, match="needs a Google account"):
+        sb.login("scientist", "me@gmail.com")
+    with pytest.raises(RuntimeError, match="needs a Google account"):
+        sb.login("owner", "me@gmail.com", token_path="/nonexistent/token.json")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_owners=0), "at least one data owner"),
+        (dict(mode="cloud"), "mode must be"),
+        (dict(mode="real"), "needs role"),
+        (dict(owner_emails=["a@x.org", "a@x.org"]), "distinct"),
+    ],
+)
+def test_bad_federation_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        sb.create_federation(**kwargs)
+
+
+def test_params_of_a_training_job(tmp_path):
+    folder = sb.write_training_job(tmp_path / "job", MLP(), dataset="d", epochs=2, lr=0.3)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "global_model.b64",
+        "main.py",
+        "params.json",
+    ]
+    assert json.loads((folder / "params.json").read_text())["model"] == "MLP"
+    with pytest.raises(ValueError, match="course_lib.models"):
+        sb.write_training_job(tmp_path / "bad", torch.nn.Linear(2, 2), dataset="d")
