@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from course_lib.dp.accounting import RDPAccountant
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import History, evaluate
+from course_lib.validation import check_positive
 
 __all__ = [
     "per_sample_gradients",
@@ -92,7 +93,7 @@ def clip_gradients(
 
     Returns the clipped per-sample gradients and the per-sample norms *before* clipping.
     """
-    _check_positive(max_grad_norm, "max_grad_norm")
+    check_positive(max_grad_norm, "max_grad_norm")
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()], dim=1).norm(dim=1)
     factors = _clip_factors(norms, max_grad_norm)
     clipped = {name: g * factors.view(-1, *[1] * (g.dim() - 1)) for name, g in grads.items()}
@@ -372,8 +373,8 @@ class DPSGD:
             raise ValueError(
                 f"noise_multiplier must be a finite number ≥ 0, got {noise_multiplier}"
             )
-        _check_positive(max_grad_norm, "max_grad_norm")
-        _check_positive(expected_batch_size, "expected_batch_size")
+        check_positive(max_grad_norm, "max_grad_norm")
+        check_positive(expected_batch_size, "expected_batch_size")
         if method not in ("auto", "taps", "vmap"):
             raise ValueError(f"method must be 'auto', 'taps' or 'vmap', got {method!r}")
         _reject_batchnorm(model)
@@ -468,7 +469,7 @@ def train_private(
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    _check_positive(lr, "lr")
+    check_positive(lr, "lr")
     rng = resolve_random_source(rng)
     if not isinstance(train_data, TensorDataset):
         raise TypeError("train_data must be a TensorDataset of (inputs, labels), e.g. load_mnist()")
@@ -511,13 +512,6 @@ def train_private(
 
 
 # -- validation helpers ----------------------------------------------------------------------------
-
-
-def _check_positive(value: float, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
 
 
 def _check_batch(inputs: torch.Tensor, targets: torch.Tensor) -> None:

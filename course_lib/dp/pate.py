@@ -38,6 +38,7 @@ from course_lib.dp.accounting import rdp_to_epsilon
 from course_lib.dp.dpsgd import gaussian_noise
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import fit, make_loader
+from course_lib.validation import check_positive
 
 __all__ = [
     "PATE_ORDERS",
@@ -126,19 +127,11 @@ def _as_votes(votes: torch.Tensor | np.ndarray | Sequence) -> torch.Tensor:
     return votes.to(torch.int64)
 
 
-def _check_positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return float(value)
-
-
 def laplace_noise(
     shape: tuple[int, ...], scale: float, rng: RandomSource | None = None
 ) -> torch.Tensor:
     """Continuous Laplace noise of the given scale (inverse CDF of a secure uniform), float64."""
-    scale = _check_positive(scale, "scale")
+    scale = check_positive(scale, "scale")
     u = resolve_random_source(rng).uniform(shape) - 0.5  # in [-1/2, 1/2)
     return -scale * torch.sign(u) * torch.log1p(-2 * u.abs())
 
@@ -146,14 +139,14 @@ def laplace_noise(
 def laplace_noisy_max(votes, gamma: float, rng: RandomSource | None = None) -> torch.Tensor:
     """LNMax: arg-max of the counts plus Laplace(1/γ) noise — one label per query."""
     votes = _as_votes(votes)
-    gamma = _check_positive(gamma, "gamma")
+    gamma = check_positive(gamma, "gamma")
     return (votes + laplace_noise(tuple(votes.shape), 1 / gamma, rng)).argmax(1)
 
 
 def gaussian_noisy_max(votes, sigma: float, rng: RandomSource | None = None) -> torch.Tensor:
     """GNMax: arg-max of the counts plus N(0, σ²) noise — one label per query."""
     votes = _as_votes(votes)
-    sigma = _check_positive(sigma, "sigma")
+    sigma = check_positive(sigma, "sigma")
     return (votes + gaussian_noise(tuple(votes.shape), sigma, rng)).argmax(1)
 
 
@@ -167,7 +160,7 @@ def lnmax_q(votes, gamma: float) -> np.ndarray:
     P[j beats the winner] ≤ (2 + γΔ_j) / (4 e^{γΔ_j}).
     """
     votes = _as_votes(votes).numpy().astype(np.float64)
-    gamma = _check_positive(gamma, "gamma")
+    gamma = check_positive(gamma, "gamma")
     gaps = gamma * (votes.max(1, keepdims=True) - votes)
     winner = votes.argmax(1)
     terms = (2 + gaps) / (4 * np.exp(gaps))
@@ -218,7 +211,7 @@ def gnmax_log_q(votes, sigma: float) -> np.ndarray:
     the gap, so q ≤ Σ_j P[N(0, 2σ²) ≥ n_max - n_j].
     """
     votes = _as_votes(votes).numpy().astype(np.float64)
-    sigma = _check_positive(sigma, "sigma")
+    sigma = check_positive(sigma, "sigma")
     gaps = votes.max(1, keepdims=True) - votes
     log_tails = stats.norm.logsf(gaps, scale=math.sqrt(2) * sigma)
     log_tails[np.arange(len(votes)), votes.argmax(1)] = -np.inf
@@ -239,7 +232,7 @@ def gnmax_rdp(log_q: float, sigma: float, orders: Sequence[float] = PATE_ORDERS)
     answer is very likely the plurality label (small q), a tighter bound holds for orders below
     μ₁ = σ√(-log q) + 1; where it does not apply or is worse, the data-independent one is kept.
     """
-    sigma = _check_positive(sigma, "sigma")
+    sigma = check_positive(sigma, "sigma")
     orders = np.asarray(orders, dtype=np.float64)
     if log_q > 0:
         raise ValueError(f"log_q is the log of a probability, so ≤ 0; got {log_q}")
@@ -273,7 +266,7 @@ def gnmax_epsilon(
 ) -> float:
     """ε spent by answering every query in ``votes`` with GNMax (RDP summed, then converted)."""
     votes = _as_votes(votes)
-    sigma = _check_positive(sigma, "sigma")
+    sigma = check_positive(sigma, "sigma")
     if not 0 < delta < 1:
         raise ValueError(f"delta must lie strictly between 0 and 1, got {delta!r}")
     orders = np.asarray(orders, dtype=np.float64)

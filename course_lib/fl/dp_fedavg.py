@@ -40,6 +40,7 @@ from course_lib.dp.dpsgd import gaussian_noise
 from course_lib.fl.fedavg import local_train
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import evaluate, make_loader
+from course_lib.validation import check_positive
 
 __all__ = [
     "update_norm",
@@ -63,17 +64,10 @@ def clip_update(update: Mapping[str, torch.Tensor], clip_norm: float) -> tuple[U
 
     Returns the clipped update and the norm it had before clipping.
     """
-    _check_positive("clip_norm", clip_norm)
+    check_positive(clip_norm, "clip_norm")
     norm = update_norm(update)
     factor = min(1.0, clip_norm / norm) if norm > 0 else 1.0
     return {k: v.detach() * factor for k, v in update.items()}, norm
-
-
-def _check_positive(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f"{name} must be a positive finite number, got {value}")
 
 
 def dp_aggregate(
@@ -91,8 +85,8 @@ def dp_aggregate(
     no client was sampled, since the noise is added anyway. Returns the noisy average update and
     the clients' norms before clipping.
     """
-    _check_positive("clip_norm", clip_norm)
-    _check_positive("expected_clients", expected_clients)
+    check_positive(clip_norm, "clip_norm")
+    check_positive(expected_clients, "expected_clients")
     if isinstance(noise_multiplier, bool) or not noise_multiplier >= 0:
         raise ValueError(f"noise_multiplier must be non-negative, got {noise_multiplier}")
     if any(not v.is_floating_point() for v in template.values()):
@@ -178,7 +172,7 @@ def run_dp_fedavg(
         raise ValueError(f"sample_rate is a probability in (0, 1], got {sample_rate}")
     if not 0 < delta < 1:
         raise ValueError(f"delta must lie in (0, 1), got {delta}")
-    _check_positive("server_lr", server_lr)
+    check_positive(server_lr, "server_lr")
     if len(client_datasets) == 0:
         raise ValueError("a federation needs at least one client dataset")
     rng = resolve_random_source(rng)
