@@ -32,6 +32,7 @@ __all__ = [
     "check",
     "exercise",
     "expect",
+    "expect_callable",
     "expect_close",
     "expect_equal",
     "expect_shape",
@@ -135,6 +136,14 @@ def expect(condition: bool, message: str) -> None:
     """Fail with ``message`` unless ``condition`` holds."""
     if not condition:
         raise Incorrect(message)
+
+
+def expect_callable(answer: Any, name: str, exercise_name: str) -> None:
+    """Fail unless the learner passed their function itself (not the result of calling it)."""
+    expect(
+        callable(answer),
+        f"pass your function itself: check('{exercise_name}', {name}), not its result",
+    )
 
 
 def _as_tensor(value: Any, what: str) -> torch.Tensor:

@@ -11,16 +11,15 @@ import torch
 from course_lib.dp.composition import advanced_composition
 from course_lib.dp.databases import empirical_sensitivity, parallel_databases
 from course_lib.dp.mechanisms import gaussian_sigma_classic, randomized_response_epsilon
-from course_lib.exercises._registry import exercise, expect, expect_close, expect_equal
+from course_lib.exercises._registry import (
+    exercise,
+    expect,
+    expect_callable,
+    expect_close,
+    expect_equal,
+)
 
 _DB = torch.tensor([1, 0, 1, 1, 0, 0, 1])
-
-
-def _callable(answer: object, name: str, exercise_name: str) -> None:
-    expect(
-        callable(answer),
-        f"pass your function itself: check('{exercise_name}', {name}), not its result",
-    )
 
 
 def _mean(db: torch.Tensor) -> torch.Tensor:
@@ -35,7 +34,7 @@ def _mean(db: torch.Tensor) -> torch.Tensor:
     hint="for each index i, torch.cat([db[:i], db[i + 1:]]) is the database without person i",
 )
 def _(get_parallel_dbs) -> None:
-    _callable(get_parallel_dbs, "get_parallel_dbs", "04.parallel_databases")
+    expect_callable(get_parallel_dbs, "get_parallel_dbs", "04.parallel_databases")
     answer = list(get_parallel_dbs(_DB))
     expected = parallel_databases(_DB)
     expect(
@@ -52,7 +51,7 @@ def _(get_parallel_dbs) -> None:
     hint="the largest abs(query(db) - query(pdb)) over the parallel databases pdb",
 )
 def _(sensitivity) -> None:
-    _callable(sensitivity, "sensitivity", "04.sensitivity")
+    expect_callable(sensitivity, "sensitivity", "04.sensitivity")
     for query, name in [(torch.sum, "sum"), (_mean, "mean")]:
         expect_close(
             float(sensitivity(query, _DB)),
@@ -68,7 +67,7 @@ def _(sensitivity) -> None:
     hint="sum(db) - sum(db without person i) is exactly person i's value",
 )
 def _(reveal) -> None:
-    _callable(reveal, "reveal", "04.differencing_attack")
+    expect_callable(reveal, "reveal", "04.differencing_attack")
     database = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1])
     for index in range(len(database)):
         got = float(reveal(database, index))
@@ -87,7 +86,7 @@ def _(reveal) -> None:
     hint="torch.where(first_coin, truth, second_coin): heads → the truth, tails → the second coin",
 )
 def _(coin_flip_response) -> None:
-    _callable(coin_flip_response, "coin_flip_response", "05.coin_flip")
+    expect_callable(coin_flip_response, "coin_flip_response", "05.coin_flip")
     truth = torch.tensor([True, True, False, False, True, False, True, False])
     first = torch.tensor([True, False, True, False, True, False, False, True])
     second = torch.tensor([False, False, True, True, True, False, True, False])
@@ -101,7 +100,7 @@ def _(coin_flip_response) -> None:
     hint="P[yes | yes] = p + (1 - p)/2 and P[yes | no] = (1 - p)/2; ε is the log of their ratio",
 )
 def _(rr_epsilon) -> None:
-    _callable(rr_epsilon, "rr_epsilon", "05.rr_epsilon")
+    expect_callable(rr_epsilon, "rr_epsilon", "05.rr_epsilon")
     for p in (0.5, 0.25, 0.9):
         expect_close(float(rr_epsilon(p)), randomized_response_epsilon(p), what=f"rr_epsilon({p})")
 
@@ -111,7 +110,7 @@ def _(rr_epsilon) -> None:
     hint="E[observed] = p·π + (1 - p)/2, so π̂ = (observed - (1 - p)/2) / p",
 )
 def _(debias) -> None:
-    _callable(debias, "debias", "05.debias")
+    expect_callable(debias, "debias", "05.debias")
     noisy = torch.tensor([1, 1, 0, 1, 0, 0, 1, 1, 1, 0], dtype=torch.bool)  # 60% said yes
     for p, expected in [(0.5, 0.7), (0.8, 0.625)]:
         expect_close(float(debias(noisy, p)), expected, what=f"debias(noisy, p_truth={p})")
@@ -122,7 +121,7 @@ def _(debias) -> None:
 
 @exercise("06.laplace_scale", hint="b = sensitivity / epsilon")
 def _(laplace_scale) -> None:
-    _callable(laplace_scale, "laplace_scale", "06.laplace_scale")
+    expect_callable(laplace_scale, "laplace_scale", "06.laplace_scale")
     for sensitivity, epsilon in [(1.0, 1.0), (1.0, 0.1), (5.0, 2.0)]:
         expect_close(
             float(laplace_scale(sensitivity, epsilon)),
@@ -133,7 +132,7 @@ def _(laplace_scale) -> None:
 
 @exercise("06.gaussian_sigma", hint="σ = Δ·√(2·ln(1.25/δ)) / ε  (math.sqrt, math.log)")
 def _(gaussian_sigma) -> None:
-    _callable(gaussian_sigma, "gaussian_sigma", "06.gaussian_sigma")
+    expect_callable(gaussian_sigma, "gaussian_sigma", "06.gaussian_sigma")
     for sensitivity, epsilon, delta in [(1.0, 0.5, 1e-5), (2.0, 0.9, 1e-3)]:
         expect_close(
             float(gaussian_sigma(sensitivity, epsilon, delta)),
@@ -147,7 +146,7 @@ def _(gaussian_sigma) -> None:
     hint="ε·√(2k·ln(1/δ')) + k·ε·(e^ε − 1)  (math.expm1(ε) is e^ε − 1)",
 )
 def _(advanced_epsilon) -> None:
-    _callable(advanced_epsilon, "advanced_epsilon", "06.advanced_composition")
+    expect_callable(advanced_epsilon, "advanced_epsilon", "06.advanced_composition")
     for epsilon, k, delta_prime in [(0.1, 100, 1e-5), (0.5, 10, 1e-6)]:
         got = float(advanced_epsilon(epsilon, k, delta_prime))
         expected, _ = advanced_composition(epsilon, 0.0, k, delta_prime)

@@ -10,15 +10,13 @@ import torch
 
 from course_lib.dp.accounting import rdp_epsilon
 from course_lib.dp.pate import gnmax_epsilon
-from course_lib.exercises._registry import exercise, expect, expect_close, expect_equal
-
-
-def _callable(answer: object, name: str, exercise_name: str) -> None:
-    expect(
-        callable(answer),
-        f"pass your function itself: check('{exercise_name}', {name}), not its result",
-    )
-
+from course_lib.exercises._registry import (
+    exercise,
+    expect,
+    expect_callable,
+    expect_close,
+    expect_equal,
+)
 
 # -- 07 PATE ---------------------------------------------------------------------------------------
 
@@ -28,7 +26,7 @@ def _callable(answer: object, name: str, exercise_name: str) -> None:
     hint="for each query q, torch.bincount(predictions[:, q], minlength=num_classes)",
 )
 def _(vote_counts) -> None:
-    _callable(vote_counts, "vote_counts", "07.vote_counts")
+    expect_callable(vote_counts, "vote_counts", "07.vote_counts")
     predictions = torch.tensor([[0, 2, 2, 1], [0, 2, 1, 1], [3, 2, 1, 1]])  # 3 teachers, 4 queries
     expected = torch.tensor([[2, 0, 0, 1], [0, 0, 3, 0], [0, 2, 1, 0], [0, 3, 0, 0]])
     answer = vote_counts(predictions, 4)
@@ -41,7 +39,7 @@ def _(vote_counts) -> None:
     "rdp_to_epsilon(rdp, delta, orders)",
 )
 def _(epsilon_fn) -> None:
-    _callable(epsilon_fn, "data_independent_epsilon", "07.gnmax_data_independent")
+    expect_callable(epsilon_fn, "data_independent_epsilon", "07.gnmax_data_independent")
     for queries, sigma, delta in [(100, 40.0, 1e-5), (10, 5.0, 1e-6), (1000, 100.0, 1e-5)]:
         expected = gnmax_epsilon([[1, 0]] * queries, sigma, delta, data_dependent=False)
         expect_close(
@@ -60,7 +58,7 @@ def _(epsilon_fn) -> None:
     hint="norms = grads.norm(dim=1, keepdim=True); scale each row by min(1, C / norm)",
 )
 def _(clip) -> None:
-    _callable(clip, "clip_per_sample", "08.clip_per_sample")
+    expect_callable(clip, "clip_per_sample", "08.clip_per_sample")
     grads = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, 0.0], [-6.0, 8.0]])
     answer = clip(grads.clone(), 1.0)
     expected = torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, 0.0], [-0.6, 0.8]])
