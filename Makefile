@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # on a busy 2-core machine, and float results do not depend on the machine's core count.
 RUN    := COURSE_OFFLINE=1 OMP_NUM_THREADS=1
 
-.PHONY: install lab test execute student lint clean
+.PHONY: install lab test execute student site lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ execute: install
 ## Write the student edition (solutions stubbed, outputs cleared) to build/student/.
 student: install
 	$(BIN)/python -m course_lib.release
+
+## Write every lesson as a web page (stored outputs, not re-run) plus an index to build/site/.
+site: install
+	$(BIN)/python -m course_lib.site
 
 lint: install
 	$(BIN)/ruff check .

@@ -12,6 +12,9 @@ The student edition (written to ``build/student/`` by default) replaces each suc
 - a block made only of assignments (``answer = ...``) keeps the names:
   ``answer = ...  # your code here``
   — the exercise's ``check`` then says "not answered yet";
+- a block at the top level of a cell that does more than assign (``y = f(x); y.backward();
+  answer = x.grad``) keeps only the names its *last* statement assigns — the answer — so the
+  learner's *Run All* never stops there; such a block must end with that assignment;
 - any other block (typically a function body) becomes
   ``raise NotImplementedError("your code here")``
   at the block's indentation — the ``check`` then says "not implemented yet".
@@ -48,30 +51,49 @@ CHECK_OUTPUT_MARKER = "# NBVAL_CHECK_OUTPUT"
 
 
 class SolutionMarkerError(ValueError):
-    """A ``# BEGIN SOLUTION`` without its ``# END SOLUTION`` (or the other way round)."""
+    """A solution block the student edition cannot stub: a ``# BEGIN SOLUTION`` without its
+    ``# END SOLUTION`` (or the other way round), or a top-level block without a final answer."""
 
 
-def _stub_for(block: list[str], indent: str) -> list[str]:
-    """The student's replacement for one solution block of code."""
+def _assigned_names(statement: ast.stmt) -> list[str] | None:
+    """The names a plain assignment binds (``a = b = 1``, ``a: int = 1``), else None."""
+    if isinstance(statement, ast.Assign):
+        targets = statement.targets
+    elif isinstance(statement, ast.AnnAssign):
+        targets = [statement.target]
+    else:
+        return None
+    if not all(isinstance(target, ast.Name) for target in targets):
+        return None
+    return [target.id for target in targets]
+
+
+def _stub_for(block: list[str], indent: str, line: int) -> list[str]:
+    """The student's replacement for one solution block of code (``line``: where it begins).
+
+    A ``raise`` is only safe inside a function (it fires when the learner's function is called, and
+    ``check`` reports it kindly): at the top level of a cell it would stop *Run All*, so a top-level
+    block keeps the names of its final assignment instead — or is refused if it has none.
+    """
     source = textwrap.dedent("\n".join(block))
     try:
         statements = ast.parse(source).body
     except SyntaxError:
         statements = []  # e.g. a fragment of a larger statement: fall back to raising
-    names = []
-    for statement in statements:
-        targets = (
-            statement.targets
-            if isinstance(statement, ast.Assign)
-            else ([statement.target] if isinstance(statement, ast.AnnAssign) else None)
+    assigned = [_assigned_names(statement) for statement in statements]
+    if statements and all(names is not None for names in assigned):
+        names = [name for names in assigned for name in names]
+    elif not indent and assigned and assigned[-1]:
+        names = assigned[-1]
+    elif not indent:
+        raise SolutionMarkerError(
+            f"the solution block at line {line} is at the top level of its cell, so it must end "
+            "by assigning the answer (e.g. 'answer = ...'): the student's copy keeps that "
+            "assignment as 'answer = ...' rather than raising an error that stops Run All"
         )
-        if targets is None or not all(isinstance(t, ast.Name) for t in targets):
-            names = []
-            break
-        names += [t.id for t in targets if t.id not in names]
-    if names:
-        return [f"{indent}{name} = ...  {STUB_COMMENT}" for name in names]
-    return [f'{indent}raise NotImplementedError("your code here")']
+    else:
+        return [f'{indent}raise NotImplementedError("your code here")']
+    return [f"{indent}{name} = ...  {STUB_COMMENT}" for name in dict.fromkeys(names)]
 
 
 def strip_solutions(source: str, *, markdown: bool = False) -> str:
@@ -93,22 +115,30 @@ def strip_solutions(source: str, *, markdown: bool = False) -> str:
         block = lines[i + 1 : end]
         if any(BEGIN.match(line) for line in block):
             raise SolutionMarkerError(f"nested '# BEGIN SOLUTION' inside the block at line {i + 1}")
-        out += [MARKDOWN_STUB] if markdown else _stub_for(block, begin.group(1))
+        out += [MARKDOWN_STUB] if markdown else _stub_for(block, begin.group(1), i + 1)
         i = end + 1
     return "\n".join(out)
+
+
+def _make_student_cell(cell: nbformat.NotebookNode) -> None:
+    """Stub ``cell``'s solutions in place; a code cell also loses its outputs and NBVAL marker."""
+    if cell.cell_type == "code":
+        lines = strip_solutions(cell.source).splitlines()
+        cell.source = "\n".join(line for line in lines if line.strip() != CHECK_OUTPUT_MARKER)
+        cell.outputs = []
+        cell.execution_count = None
+    elif cell.cell_type == "markdown":
+        cell.source = strip_solutions(cell.source, markdown=True)
 
 
 def make_student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of ``notebook`` with solutions stubbed out and all outputs cleared."""
     student = nbformat.from_dict(notebook)
-    for cell in student.cells:
-        if cell.cell_type == "code":
-            lines = strip_solutions(cell.source).splitlines()
-            cell.source = "\n".join(line for line in lines if line.strip() != CHECK_OUTPUT_MARKER)
-            cell.outputs = []
-            cell.execution_count = None
-        elif cell.cell_type == "markdown":
-            cell.source = strip_solutions(cell.source, markdown=True)
+    for index, cell in enumerate(student.cells):
+        try:
+            _make_student_cell(cell)
+        except SolutionMarkerError as error:
+            raise SolutionMarkerError(f"cell {index}: {error}") from None
     nbformat.validate(student)
     return student
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote, urlsplit
 
 import nbformat
 import pytest
 
 from course_lib.paths import REPO_ROOT
+from course_lib.site import Lesson, parse_course_map
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
@@ -50,3 +52,45 @@ def test_committed_executed_in_order_without_errors(path) -> None:
             assert "it/s]" not in text and "s/it]" not in text, (
                 "a checked cell shows a progress bar"
             )
+
+
+# -- the README course map and the docs' links ---------------------------------------------------
+
+COLAB = "https://colab.research.google.com/github/private-ai-course/private-ai/blob/main/notebooks/"
+BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+DOCS = ["README.md", "INSTALLATION.md", "INSTRUCTORS.md"]
+MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _course_map() -> list[Lesson]:
+    return parse_course_map((REPO_ROOT / "README.md").read_text(encoding="utf-8"))
+
+
+def test_readme_course_map_lists_every_lesson_and_nothing_else() -> None:
+    assert [lesson.notebook for lesson in _course_map()] == [p.name for p in NOTEBOOKS]
+
+
+def test_readme_course_map_rows_match_their_notebooks() -> None:
+    rows = {
+        line.split("](notebooks/", 1)[1].split(")", 1)[0]: line
+        for line in (REPO_ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| ") and "](notebooks/" in line
+    }
+    for lesson in _course_map():
+        heading = nbformat.read(REPO_ROOT / "notebooks" / lesson.notebook, as_version=4).cells[0]
+        assert heading.source.startswith(f"# {lesson.number} · {lesson.title}\n"), (
+            f"row {lesson.number}: the README's title must be the notebook's"
+        )
+        assert lesson.colab_url == COLAB + lesson.notebook
+        assert f"[![Open in Colab]({BADGE})]({COLAB}{lesson.notebook})" in rows[lesson.notebook]
+        assert re.fullmatch(r"< 10 s|~\d+ s|~\d+ min", lesson.run_time), lesson.run_time
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_relative_links_in_docs_resolve(doc: str) -> None:
+    text = (REPO_ROOT / doc).read_text(encoding="utf-8")
+    relative = [
+        link for link in MARKDOWN_LINK.findall(text) if not urlsplit(link).scheme and link[0] != "#"
+    ]
+    missing = [link for link in relative if not (REPO_ROOT / unquote(urlsplit(link).path)).exists()]
+    assert not missing, f"{doc} links to files that do not exist: {missing}"

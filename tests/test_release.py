@@ -33,9 +33,27 @@ def test_function_bodies_raise_at_their_indentation() -> None:
         namespace["f"](1)
 
 
-def test_statements_other_than_assignments_raise() -> None:
-    source = "# BEGIN SOLUTION\nx = torch.zeros(3)\nx.backward()\nanswer = x.grad\n# END SOLUTION"
-    assert strip_solutions(source) == 'raise NotImplementedError("your code here")'
+def test_indented_statements_other_than_assignments_raise() -> None:
+    solution = "    # BEGIN SOLUTION\n    x.backward()\n    g = x.grad\n    # END SOLUTION"
+    source = f"for x in xs:\n{solution}"
+    stub = 'for x in xs:\n    raise NotImplementedError("your code here")'
+    assert strip_solutions(source) == stub
+
+
+def test_top_level_blocks_keep_only_their_final_answer() -> None:
+    solution = "# BEGIN SOLUTION\nx = torch.ones(3)\nx.backward()\nanswer = x.grad\n# END SOLUTION"
+    stub = strip_solutions(f"{solution}\ncheck('01.gradient', answer)")
+    assert stub == "answer = ...  # your code here\ncheck('01.gradient', answer)"
+    namespace: dict = {"check": lambda name, value: value}
+    exec(stub, namespace)  # runs without raising: Run All carries on to the check
+    assert namespace["answer"] is Ellipsis
+
+
+@pytest.mark.parametrize("final", ["x.backward()", "print(answer)", "self.answer = x.grad"])
+def test_top_level_blocks_must_end_with_the_answer(final: str) -> None:
+    source = f"x = 1\n# BEGIN SOLUTION\nanswer = x + 1\n{final}\n# END SOLUTION"
+    with pytest.raises(SolutionMarkerError, match="line 2 is at the top level.*'answer = ...'"):
+        strip_solutions(source)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +95,18 @@ def test_student_edition_of_every_lesson(
         assert student_code.count("# your code here") + student_code.count(
             '"your code here"'
         ) >= len(solutions)
+
+
+def test_errors_name_the_notebook_and_cell(tmp_path: Path) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# A lesson"),
+        nbformat.v4.new_code_cell("# BEGIN SOLUTION\nmodel.fit()\n# END SOLUTION"),
+    ]
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(notebook, path)
+    with pytest.raises(SolutionMarkerError, match=r"^99_broken.ipynb: cell 1: the solution block"):
+        build_student_edition([path], tmp_path / "out")
 
 
 def test_default_output_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

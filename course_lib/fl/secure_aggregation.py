@@ -53,6 +53,8 @@ __all__ = [
     "encode_fixed_point",
     "decode_fixed_point",
     "expand_seed",
+    "generate_key_pair",
+    "add_pairwise_masks",
     "TrustedAggregator",
     "Transcript",
     "SecAggResult",
@@ -341,14 +343,9 @@ class _Client:
         self, keys: Mapping[int, tuple[bytes, bytes]], active: Sequence[int]
     ) -> torch.Tensor:
         """``y = x + PRG(b) + Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij)`` in Z_2^64."""
-        numel = self.encoded.numel()
-        y = self.encoded.flatten() + expand_seed(self.self_seed, numel)
-        for j in active:
-            if j == self.cid:
-                continue
-            mask = _pair_mask(self.s_sk, keys[j][1], self.session, self.cid, j, numel)
-            y = y + mask if j > self.cid else y - mask
-        return y
+        y = self.encoded.flatten() + expand_seed(self.self_seed, self.encoded.numel())
+        peers = {j: keys[j][1] for j in active}
+        return add_pairwise_masks(y, self.cid, self.s_sk_raw, peers, self.session)
 
     def unmasking_shares(self, included: Iterable[int], dropped: Iterable[int]) -> dict[int, Share]:
         """Self-mask shares of the included clients, key shares of the dropped — never both."""
@@ -360,11 +357,42 @@ class _Client:
         return reveal
 
 
-def _pair_mask(
-    sk: X25519PrivateKey, other_pk: bytes, session: bytes, a: int, b: int, numel: int
+def generate_key_pair(rng: RandomSource | None = None) -> tuple[bytes, bytes]:
+    """A fresh X25519 key pair for agreeing on pair masks: ``(secret key, public key)``, 32 raw
+    bytes each. The secret key stays with its owner; the public key may be shown to anyone."""
+    secret = resolve_random_source(rng).bytes(_SEED_BYTES)
+    public = X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
+    return secret, public
+
+
+def add_pairwise_masks(
+    encoded: torch.Tensor,
+    my_id: int,
+    secret_key: bytes,
+    peer_public_keys: Mapping[int, bytes],
+    session: bytes,
 ) -> torch.Tensor:
-    shared = sk.exchange(X25519PublicKey.from_public_bytes(other_pk))
-    return expand_seed(_kdf(shared, b"pair mask", session, a, b), numel)
+    """Mask ring elements for a secure sum: ``encoded + Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij)``.
+
+    ``s_ij`` is the seed client ``my_id`` (= i) agrees with client j by Diffie–Hellman: its own
+    ``secret_key`` with j's public key. Client j computes the same seed from its secret key and
+    i's public key, and adds the mask with the opposite sign, so once *every* client's masked
+    vector is summed the masks cancel exactly. ``peer_public_keys`` maps the other clients' ids to
+    their public keys (an entry for ``my_id`` itself is ignored); ``session`` (e.g. the round)
+    makes every round's masks fresh. Returns a flat int64 tensor.
+    """
+    if not isinstance(encoded, torch.Tensor) or encoded.dtype != torch.int64:
+        raise TypeError("add_pairwise_masks takes int64 ring elements (see encode_fixed_point)")
+    sk = X25519PrivateKey.from_private_bytes(secret_key)
+    numel = encoded.numel()
+    masked = encoded.flatten().clone()
+    for j, public_key in peer_public_keys.items():
+        if j == my_id:
+            continue
+        shared = sk.exchange(X25519PublicKey.from_public_bytes(public_key))
+        mask = expand_seed(_kdf(shared, b"pair mask", session, my_id, j), numel)
+        masked = masked + mask if j > my_id else masked - mask
+    return masked
 
 
 def _int_to_seed(value: int) -> bytes:
@@ -483,11 +511,11 @@ def secure_sum(
     for i in included:
         total = total - expand_seed(_int_to_seed(shamir_reconstruct(revealed[i])), numel)
     for j in dropped:
-        sk_j = X25519PrivateKey.from_private_bytes(_int_to_seed(shamir_reconstruct(revealed[j])))
-        for i in included:
-            mask = _pair_mask(sk_j, keys[i][1], session, i, j, numel)
-            # client i added +mask if j > i (else −mask); undo it
-            total = total - mask if j > i else total + mask
+        # the survivors' masks towards j are orphaned: add what j itself would have added, which
+        # is exactly their negation
+        sk_j = _int_to_seed(shamir_reconstruct(revealed[j]))
+        peers = {i: keys[i][1] for i in included}
+        total = total + add_pairwise_masks(torch.zeros_like(total), j, sk_j, peers, session)
     shape = updates[0].shape
     encoded_total = total.reshape(shape)
     return SecAggResult(

@@ -40,7 +40,7 @@ import json
 import shlex
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -73,6 +73,7 @@ __all__ = [
     "LOCAL_TRAINING_SCRIPT",
     "TRAINING_JOB_DATA_FILES",
     "write_training_job",
+    "write_model_job",
     "encode_state",
     "decode_state",
     "fedavg_round",
@@ -457,7 +458,7 @@ def run_round(
                 job.reject(reason="the code is not what this owner reviewed and agreed to run")
                 owner.sync()  # tell the scientist
                 raise JobFailedError(
-                    f"{email} rejected job {job_name!r}: the code did not pass review"
+                    f"{email} rejected job {job_name!r}: it did not pass the owner's review"
                 )
             use_owner_python(job)
             job.approve(reason="code reviewed")
@@ -493,17 +494,29 @@ def publish_shards(
     *,
     mock_size: int = 32,
     seed: int = 0,
+    private_extras: Sequence[Mapping[str, str]] = (),
+    mock_extras: Sequence[Mapping[str, str]] = (),
 ) -> list[Path]:
     """Each owner ``k`` publishes dataset ``name``: private ``shard.pt`` = its part ``parts[k]``
     of ``(images, labels)``; mock ``shard.pt`` = ``mock_size`` random-noise images with random
-    labels (same shapes and dtypes, no real data). Returns the owners' private staging folders."""
+    labels (same shapes and dtypes, no real data). Returns the owners' private staging folders.
+
+    ``private_extras[k]`` / ``mock_extras[k]`` (``{file name: text}``) add owner ``k``'s own text
+    files to the private / mock part, e.g. a secret key a job will need / its public key.
+    """
     if len(parts) != len(federation.owners):
         raise ValueError(f"{len(parts)} parts for {len(federation.owners)} data owners")
+    no_extras: list[Mapping[str, str]] = [{} for _ in parts]
+    private_extras, mock_extras = list(private_extras) or no_extras, list(mock_extras) or no_extras
+    if len(private_extras) != len(parts) or len(mock_extras) != len(parts):
+        raise ValueError("give extra files for every data owner (one mapping each), or none")
     if federation.root is None:
         raise ValueError("publish_shards needs a mock federation (it stages files under its root)")
     generator = torch.Generator().manual_seed(seed)
     private_dirs = []
-    for owner, part in zip(federation.owners, parts, strict=True):
+    for owner, part, private_extra, mock_extra in zip(
+        federation.owners, parts, private_extras, mock_extras, strict=True
+    ):
         if len(part) == 0:
             raise ValueError(f"{owner.email} would get an empty shard")
         stage = federation.root / "staging" / owner.email.split("@")[0]
@@ -516,6 +529,11 @@ def publish_shards(
             (fake_images.to(images.dtype), fake_labels.to(labels.dtype)),
             stage / "mock" / "shard.pt",
         )
+        for folder, extra in (("private", private_extra), ("mock", mock_extra)):
+            for file_name, text in extra.items():
+                if file_name == "shard.pt" or Path(file_name).name != file_name:
+                    raise ValueError(f"extra file name {file_name!r} must be a plain new name")
+                (stage / folder / file_name).write_text(text)
         federation.publish(
             owner,
             name,
@@ -586,6 +604,17 @@ def write_training_job(
 ) -> Path:
     """Write a job folder: ``main.py`` (:data:`LOCAL_TRAINING_SCRIPT`), ``params.json`` and the
     current global weights ``global_model.b64``. ``model`` must be a class of course_lib.models."""
+    params = {"dataset": dataset, "epochs": epochs, "lr": lr, "batch_size": batch_size}
+    params.update(mu=mu, seed=seed)
+    return write_model_job(folder, LOCAL_TRAINING_SCRIPT, model, params)
+
+
+def write_model_job(
+    folder: str | Path, script: str, model: nn.Module, params: dict[str, Any]
+) -> Path:
+    """Write a job that continues training ``model``: ``main.py`` = ``script``, ``params.json`` =
+    ``params`` plus ``"model"``, the model's class name, and ``global_model.b64`` = its current
+    weights. The job rebuilds the model by name, so it must be a class of course_lib.models."""
     import course_lib.models
 
     model_name = type(model).__name__
@@ -595,17 +624,8 @@ def write_training_job(
         )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "main.py").write_text(LOCAL_TRAINING_SCRIPT)
-    params = {
-        "dataset": dataset,
-        "model": model_name,
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "mu": mu,
-        "seed": seed,
-    }
-    (folder / "params.json").write_text(json.dumps(params, indent=1))
+    (folder / "main.py").write_text(script)
+    (folder / "params.json").write_text(json.dumps({"model": model_name, **params}, indent=1))
     (folder / "global_model.b64").write_text(encode_state(model.state_dict()))
     return folder
 

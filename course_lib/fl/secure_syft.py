@@ -1,0 +1,455 @@
+"""Secure, differentially private federated learning over reviewed syft jobs (lesson 20).
+
+Lesson 11 ran FedAvg as syft jobs, but each hospital's new weights reached the data scientist in
+the clear. Lesson 13 showed how pairwise masks hide individual updates and how differential privacy
+bounds what a model reveals. This module puts both *inside* the job every hospital reviews and runs
+on its private data (:data:`SECURE_DP_TRAINING_SCRIPT`):
+
+1. **DP-SGD on the private shard** (:func:`course_lib.dp.dpsgd.train_private`): every patient's
+   gradient is clipped and noised, so the hospital's new model is (ε, δ)-DP with respect to each of
+   its patients *before* anything leaves the hospital.
+2. **Masking** (:func:`mask_update`): the update (new minus global weights) is fixed-point encoded
+   and masked with the pair masks this hospital agrees with every other hospital by X25519
+   (:func:`course_lib.fl.secure_aggregation.add_pairwise_masks`). One masked update is uniformly
+   random; the hospitals' masked updates add up to the exact sum of their updates.
+3. Only the masked update leaves, as ``outputs/masked_update.b64``.
+
+The scientist adds the masked uploads (:func:`unmask_average`) and moves the global model by the
+average update (:func:`secure_dp_round`). A hospital's X25519 secret key is one of its *private*
+dataset files (the job reads it like the shard, and it never leaves); its public key is in the
+*mock* part, where the scientist reads every hospital's key to put them all in the job
+(:func:`publish_with_keys`, :func:`read_public_keys`).
+
+Whose privacy, whose budget
+    The ε protects one *patient*. Patients are disjoint across hospitals, so each hospital's
+    accountant covers its own patients and the federation's ε is the largest of them. It does *not*
+    hide whether a whole hospital took part (client-level DP); with three hospitals that takes noise
+    as large as a whole update on every coordinate — lesson 20 measures what that costs.
+    The budget belongs to the hospitals: a :class:`BudgetReviewer` approves a job only if its code
+    is the reviewed script and its DP parameters meet the hospital's :class:`PrivacyPolicy`, and it
+    refuses the job that would take the hospital past its ε budget.
+
+Threat model: an honest-but-curious scientist and hospitals; no dropouts (every hospital must upload
+for the masks to cancel — lesson 13's protocol adds recovery); the scientist relays the public keys
+faithfully (a job does refuse a key list that lacks its own key). Each hospital counts equally in
+the average: weighting by shard size would reveal the sizes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from torch import nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+from course_lib.dp.accounting import RDPAccountant
+from course_lib.fl import syft_bridge as sb
+from course_lib.fl.secure_aggregation import (
+    add_pairwise_masks,
+    decode_fixed_point,
+    encode_fixed_point,
+    generate_key_pair,
+)
+from course_lib.randomness import InsecureSeededRandom, RandomSource, SecureRandom
+from course_lib.validation import check_positive
+
+if TYPE_CHECKING:
+    from syft_job.job import JobInfo
+
+__all__ = [
+    "SECRET_KEY_FILE",
+    "PUBLIC_KEY_FILE",
+    "SECURE_DP_TRAINING_SCRIPT",
+    "SECURE_JOB_DATA_FILES",
+    "PrivacyPolicy",
+    "BudgetReviewer",
+    "SecureRoundResult",
+    "publish_with_keys",
+    "read_public_keys",
+    "hospital_index",
+    "job_random_source",
+    "mask_update",
+    "unmask_average",
+    "write_secure_job",
+    "secure_dp_round",
+]
+
+#: Private dataset file holding a hospital's X25519 secret key (hex); it never leaves the hospital.
+SECRET_KEY_FILE = "secagg_secret_key.hex"
+#: Mock (public) dataset file holding the hospital's X25519 public key (hex).
+PUBLIC_KEY_FILE = "secagg_public_key.hex"
+
+#: The job every hospital runs in a round. Inside a job ``resolve_dataset_files_path`` returns the
+#: hospital's PRIVATE files (the shard and its secret key).
+SECURE_DP_TRAINING_SCRIPT = """\
+\"\"\"One round of secure, differentially private training, run by a hospital on its own data.\"\"\"
+import json
+from pathlib import Path
+
+import syft as sy
+import torch
+from torch.nn.utils import parameters_to_vector
+from torch.utils.data import TensorDataset
+
+import course_lib.models
+from course_lib.dp.dpsgd import train_private
+from course_lib.fl.secure_syft import job_random_source, mask_update
+from course_lib.fl.syft_bridge import decode_state, encode_state
+
+torch.set_num_threads(1)  # a small model: one thread is as fast and shares the machine better
+params = json.loads(Path("params.json").read_text())
+files = {path.name: path for path in sy.resolve_dataset_files_path(params["dataset"])}
+images, labels = torch.load(files["shard.pt"], weights_only=True)  # this hospital's patients
+secret_key = bytes.fromhex(files["secagg_secret_key.hex"].read_text())  # stays here
+model = getattr(course_lib.models, params["model"])()
+model.load_state_dict(decode_state(Path("global_model.b64").read_text()))
+start = parameters_to_vector(model.parameters()).detach().clone()
+
+# 1. DP-SGD: each patient's gradient is clipped to max_grad_norm, then Gaussian noise is added
+train_private(
+    model, TensorDataset(images, labels), epochs=params["epochs"],
+    sample_rate=params["sample_rate"], lr=params["lr"], momentum=params["momentum"],
+    noise_multiplier=params["noise_multiplier"], max_grad_norm=params["max_grad_norm"],
+    delta=params["delta"], rng=job_random_source(params, secret_key), progress=False,
+)
+# 2. the update, masked so that only the sum over all hospitals can be read
+update = parameters_to_vector(model.parameters()).detach() - start
+keys, round_index = params["public_keys"], params["round"]
+masked = mask_update(update, secret_key, keys, round_index, params["frac_bits"])
+
+Path("outputs").mkdir(exist_ok=True)
+Path("outputs/masked_update.b64").write_text(encode_state({"masked": masked}))  # all that leaves
+"""
+
+#: Files of a secure training job besides ``main.py``.
+SECURE_JOB_DATA_FILES = ("params.json", "global_model.b64")
+
+
+# -- the hospitals' privacy terms ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """The DP terms the hospitals agreed to: a patient-level (ε, δ) budget and the DP-SGD settings
+    that spend it (σ at least ``noise_multiplier``, sampling rate at most ``sample_rate``).
+
+    ``allow_seeded_noise`` accepts jobs whose noise comes from a *seeded* generator: anyone who
+    knows the seed can recompute and subtract the noise, so this is **INSECURE** — only for a
+    lesson whose numbers must repeat.
+    """
+
+    epsilon_budget: float
+    delta: float
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    allow_seeded_noise: bool = False
+
+    def __post_init__(self) -> None:
+        check_positive(self.epsilon_budget, "epsilon_budget")
+        check_positive(self.noise_multiplier, "noise_multiplier")
+        check_positive(self.max_grad_norm, "max_grad_norm")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must lie in (0, 1), got {self.delta}")
+        if not 0 < self.sample_rate <= 1:
+            raise ValueError(f"sample_rate is a probability in (0, 1], got {self.sample_rate}")
+
+    def epsilon(self, epochs: int) -> float:
+        """ε after ``epochs`` epochs of DP-SGD under this policy (RDP accountant)."""
+        accountant = RDPAccountant()
+        if epochs > 0:
+            accountant.step(
+                noise_multiplier=self.noise_multiplier,
+                sample_rate=self.sample_rate,
+                steps=epochs * round(1 / self.sample_rate),
+            )
+        return accountant.get_epsilon(self.delta)
+
+    def problems_with(self, params: dict[str, Any]) -> list[str]:
+        """Why a job's ``params`` break this policy (empty when they meet it)."""
+        problems = []
+        if params.get("noise_multiplier", 0) < self.noise_multiplier:
+            problems.append(f"noise multiplier below the agreed {self.noise_multiplier}")
+        if params.get("max_grad_norm", math.inf) > self.max_grad_norm:
+            problems.append(f"clipping bound above the agreed {self.max_grad_norm}")
+        if params.get("sample_rate", 1.0) > self.sample_rate:
+            problems.append(f"sampling rate above the agreed {self.sample_rate}")
+        if params.get("delta") != self.delta:
+            problems.append(f"δ differs from the agreed {self.delta}")
+        if params.get("noise_seed") is not None and not self.allow_seeded_noise:
+            problems.append("seeded (removable) noise, which this hospital does not allow")
+        return problems
+
+
+class BudgetReviewer:
+    """The hospitals' review of a secure DP training job (pass it to :func:`secure_dp_round`).
+
+    A job is approved only if its code is exactly :data:`SECURE_DP_TRAINING_SCRIPT` from
+    ``scientist``, its parameters meet ``policy``, and running it keeps the hospital within its ε
+    budget. Every hospital keeps its *own* accountant (``accountants[email]``), stepped when it
+    approves; ``decisions`` records every verdict with its reason.
+    """
+
+    def __init__(self, policy: PrivacyPolicy, *, scientist: str) -> None:
+        self.policy = policy
+        self.accountants: dict[str, RDPAccountant] = {}
+        self.decisions: list[tuple[str, str, bool, str]] = []
+        self._same_code = sb.approve_if_code_is(
+            {"main.py": SECURE_DP_TRAINING_SCRIPT},
+            data_files=SECURE_JOB_DATA_FILES,
+            scientist=scientist,
+        )
+
+    def epsilon_spent(self, hospital: str) -> float:
+        """ε this hospital's patients have spent so far (0 before its first job)."""
+        return self.accountants.get(hospital, RDPAccountant()).get_epsilon(self.policy.delta)
+
+    def _decide(self, hospital: str, job_name: str, approved: bool, reason: str) -> bool:
+        self.decisions.append((hospital, job_name, approved, reason))
+        return approved
+
+    def __call__(self, job: JobInfo) -> bool:
+        hospital, name = job.datasite_owner_email, job.name
+        if not self._same_code(job):
+            return self._decide(hospital, name, False, "the code is not the reviewed script")
+        params = json.loads((Path(job.code_dir) / "params.json").read_text())
+        problems = self.policy.problems_with(params)
+        if problems:
+            return self._decide(hospital, name, False, "; ".join(problems))
+        after = copy.deepcopy(self.accountants.get(hospital, RDPAccountant()))
+        q = params["sample_rate"]
+        after.step(
+            noise_multiplier=params["noise_multiplier"],
+            sample_rate=q,
+            steps=params["epochs"] * round(1 / q),
+        )
+        epsilon = after.get_epsilon(self.policy.delta)
+        if epsilon > self.policy.epsilon_budget:
+            reason = f"ε would reach {epsilon:.2f} > budget {self.policy.epsilon_budget}"
+            return self._decide(hospital, name, False, reason)
+        self.accountants[hospital] = after
+        return self._decide(hospital, name, True, f"within budget: ε = {epsilon:.2f}")
+
+
+# -- keys: secret in the private part, public in the mock part ----------------------------------
+
+
+def publish_with_keys(
+    federation: sb.Federation,
+    name: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    parts: Sequence[torch.Tensor],
+    *,
+    rng: RandomSource | None = None,
+    mock_size: int = 32,
+    seed: int = 0,
+) -> list[Path]:
+    """Each hospital makes an X25519 key pair and publishes dataset ``name``: private part = its
+    shard and its secret key, mock part = noise images and its *public* key. Returns the private
+    staging folders (as :func:`~course_lib.fl.syft_bridge.publish_shards`). Keys come from ``rng``
+    (secure when None)."""
+    keys = [generate_key_pair(rng) for _ in federation.owners]
+    return sb.publish_shards(
+        federation,
+        name,
+        images,
+        labels,
+        parts,
+        mock_size=mock_size,
+        seed=seed,
+        private_extras=[{SECRET_KEY_FILE: secret.hex()} for secret, _ in keys],
+        mock_extras=[{PUBLIC_KEY_FILE: public.hex()} for _, public in keys],
+    )
+
+
+def read_public_keys(federation: sb.Federation, name: str) -> list[str]:
+    """The scientist reads every hospital's public key (hex) from the mock part of ``name``."""
+    keys = []
+    for email in federation.owner_emails:
+        files = {path.name: path for path in federation.mock_files(name, owner=email)}
+        if PUBLIC_KEY_FILE not in files:
+            raise ValueError(f"{email} published {name!r} without {PUBLIC_KEY_FILE}")
+        keys.append(files[PUBLIC_KEY_FILE].read_text().strip())
+    return keys
+
+
+def hospital_index(secret_key: bytes, public_keys: Sequence[str]) -> int:
+    """This hospital's position in the job's key list, found from its own secret key.
+
+    Raises ``ValueError`` if its public key is missing: the masks would not cancel, or someone
+    swapped the keys, so the hospital must not upload."""
+    mine = _public_key_hex(secret_key)
+    if mine not in public_keys:
+        raise ValueError(
+            "this hospital's public key is not in the job's key list: refusing to mask and upload"
+        )
+    if len(set(public_keys)) != len(public_keys):
+        raise ValueError("the job's key list contains the same public key twice")
+    return list(public_keys).index(mine)
+
+
+def _public_key_hex(secret_key: bytes) -> str:
+    if not isinstance(secret_key, bytes) or len(secret_key) != 32:
+        raise ValueError("an X25519 secret key is 32 bytes")
+    return X25519PrivateKey.from_private_bytes(secret_key).public_key().public_bytes_raw().hex()
+
+
+def job_random_source(params: dict[str, Any], secret_key: bytes) -> RandomSource:
+    """The randomness of a hospital's DP-SGD in a job: secure unless the job names a
+    ``noise_seed``; then a seed derived from it, the round and the hospital (**INSECURE**:
+    reproducible for a lesson, and the noise is removable by anyone who knows the seed)."""
+    if params.get("noise_seed") is None:
+        return SecureRandom()
+    index = hospital_index(secret_key, params["public_keys"])
+    material = f"{params['noise_seed']}|{params['round']}|{index}".encode()
+    return InsecureSeededRandom(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
+
+
+def _session(round_index: int) -> bytes:
+    return b"secure-dp-fedavg round %d" % round_index
+
+
+def mask_update(
+    update: torch.Tensor,
+    secret_key: bytes,
+    public_keys: Sequence[str],
+    round_index: int,
+    frac_bits: int = 24,
+) -> torch.Tensor:
+    """A hospital's masked upload: ``update`` fixed-point encoded (``frac_bits``) plus its pair
+    masks with every other hospital for this round. Values must stay small enough that the sum of
+    all hospitals' encodings cannot wrap around (else ``ValueError``)."""
+    if not isinstance(update, torch.Tensor) or not update.is_floating_point():
+        raise TypeError("the update must be a floating-point tensor")
+    index = hospital_index(secret_key, public_keys)
+    limit = 2.0 ** (62 - frac_bits) / len(public_keys)
+    encoded = encode_fixed_point(update.flatten(), frac_bits, max_abs=limit)
+    peers = {j: bytes.fromhex(key) for j, key in enumerate(public_keys)}
+    return add_pairwise_masks(encoded, index, secret_key, peers, _session(round_index))
+
+
+def unmask_average(masked_uploads: Sequence[torch.Tensor], frac_bits: int = 24) -> torch.Tensor:
+    """The scientist's side: add the masked uploads in Z_2^64 (the masks cancel), decode, and
+    divide by the number of hospitals. Every hospital of the round must be included."""
+    if not masked_uploads:
+        raise ValueError("no masked uploads to add up")
+    shapes = {tuple(m.shape) for m in masked_uploads}
+    if len(shapes) != 1 or any(m.dtype != torch.int64 for m in masked_uploads):
+        raise ValueError("masked uploads must be int64 tensors of one shape")
+    total = torch.zeros_like(masked_uploads[0])
+    for masked in masked_uploads:
+        total = total + masked  # int64 addition wraps around: arithmetic in Z_2^64
+    return (decode_fixed_point(total, frac_bits) / len(masked_uploads)).to(torch.float32)
+
+
+# -- the scientist's round ----------------------------------------------------------------------
+
+
+@dataclass
+class SecureRoundResult:
+    """What the scientist got from one :func:`secure_dp_round`."""
+
+    round_index: int
+    #: the masked update each hospital uploaded (uniformly random on its own)
+    masked_uploads: dict[str, torch.Tensor] = field(repr=False)
+    #: their average, the only thing the masks let the scientist read
+    average_update: torch.Tensor = field(repr=False)
+
+
+def write_secure_job(
+    folder: str | Path,
+    model: nn.Module,
+    *,
+    dataset: str,
+    round_index: int,
+    public_keys: Sequence[str],
+    policy: PrivacyPolicy,
+    epochs: int,
+    lr: float,
+    momentum: float = 0.0,
+    frac_bits: int = 24,
+    noise_seed: int | None = None,
+) -> Path:
+    """Write a secure training job: ``main.py`` (:data:`SECURE_DP_TRAINING_SCRIPT`),
+    ``params.json`` (the policy's DP settings, the keys, the round) and ``global_model.b64``."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    check_positive(lr, "lr")
+    params = {
+        "dataset": dataset,
+        "round": round_index,
+        "epochs": epochs,
+        "lr": lr,
+        "momentum": momentum,
+        "noise_multiplier": policy.noise_multiplier,
+        "max_grad_norm": policy.max_grad_norm,
+        "sample_rate": policy.sample_rate,
+        "delta": policy.delta,
+        "public_keys": list(public_keys),
+        "frac_bits": frac_bits,
+        "noise_seed": noise_seed,
+    }
+    return sb.write_model_job(folder, SECURE_DP_TRAINING_SCRIPT, model, params)
+
+
+def secure_dp_round(
+    federation: sb.Federation,
+    model: nn.Module,
+    *,
+    dataset: str,
+    round_index: int,
+    public_keys: Sequence[str],
+    policy: PrivacyPolicy,
+    review: sb.Reviewer,
+    epochs: int,
+    lr: float,
+    momentum: float = 0.0,
+    frac_bits: int = 24,
+    noise_seed: int | None = None,
+) -> SecureRoundResult:
+    """One round: every hospital reviews and runs the secure DP job on its private data; the
+    scientist adds the masked uploads and moves ``model`` (in place) by the average update.
+
+    ``model`` must be a course_lib model without buffers (its parameters are its whole state).
+    Raises :class:`~course_lib.fl.syft_bridge.JobFailedError` if a hospital rejects the job.
+    """
+    if federation.root is None:
+        raise ValueError("secure_dp_round needs a mock federation")
+    if len(public_keys) != len(federation.owners):
+        raise ValueError(f"{len(public_keys)} public keys for {len(federation.owners)} hospitals")
+    if list(model.buffers()):
+        raise ValueError("secure_dp_round averages parameters only: use a model without buffers")
+    job_name = f"secure-dp-fedavg-round-{round_index}"
+    code = write_secure_job(
+        federation.root / "jobs" / job_name,
+        model,
+        dataset=dataset,
+        round_index=round_index,
+        public_keys=public_keys,
+        policy=policy,
+        epochs=epochs,
+        lr=lr,
+        momentum=momentum,
+        frac_bits=frac_bits,
+        noise_seed=noise_seed,
+    )
+    report = sb.run_round(federation, code, job_name, review=review)
+    uploads = {
+        email: sb.decode_state(files["masked_update.b64"].read_text())["masked"]
+        for email, files in report.outputs.items()
+    }
+    average = unmask_average(list(uploads.values()), frac_bits)
+    with torch.no_grad():
+        start = parameters_to_vector(model.parameters())
+        vector_to_parameters(start + average, model.parameters())
+    return SecureRoundResult(round_index, uploads, average)

@@ -1,0 +1,280 @@
+"""Secure DP federated learning over syft jobs: masks cancel, budgets hold, nothing leaks."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch.nn.utils import parameters_to_vector
+from torch.utils.data import TensorDataset
+
+from course_lib.dp.accounting import rdp_epsilon
+from course_lib.dp.dpsgd import train_private
+from course_lib.fl import secure_syft as ss
+from course_lib.fl import syft_bridge as sb
+from course_lib.fl.secure_aggregation import generate_key_pair
+from course_lib.models import MLP
+from course_lib.randomness import InsecureSeededRandom, SecureRandom
+
+POLICY = ss.PrivacyPolicy(
+    epsilon_budget=3.0,
+    delta=1e-5,
+    noise_multiplier=1.5,
+    max_grad_norm=1.0,
+    sample_rate=0.125,
+    allow_seeded_noise=True,
+)
+
+
+def _keys(n, seed=0):
+    rng = InsecureSeededRandom(seed)
+    pairs = [generate_key_pair(rng) for _ in range(n)]
+    return [s for s, _ in pairs], [p.hex() for _, p in pairs]
+
+
+# -- masking, without syft ----------------------------------------------------------------------
+
+
+def test_masks_cancel_exactly_in_the_sum() -> None:
+    secrets, publics = _keys(3)
+    updates = [torch.randn(1000, generator=torch.Generator().manual_seed(k)) for k in range(3)]
+    masked = [
+        ss.mask_update(u, s, publics, round_index=1) for u, s in zip(updates, secrets, strict=True)
+    ]
+    average = ss.unmask_average(masked)
+    exact = sum(torch.round(u.double() * 2**24) for u in updates) / 2**24 / 3
+    assert torch.equal(average, exact.float())
+    assert (average - sum(updates) / 3).abs().max() < 1e-6
+
+
+def test_one_masked_upload_looks_uniformly_random() -> None:
+    secrets, publics = _keys(3)
+    update = torch.full((20_000,), 0.01)
+    masked = ss.mask_update(update, secrets[0], publics, round_index=1)
+    # the encoded update is the constant 167772; masked values spread over all of Z_2^64
+    top_bits = (masked >> 60) & 0xF
+    counts = torch.bincount(top_bits, minlength=16).double()
+    assert counts.min() > 0.8 * 20_000 / 16 and counts.max() < 1.2 * 20_000 / 16
+    assert len(masked.unique()) == 20_000
+
+
+def test_masks_are_fresh_every_round() -> None:
+    secrets, publics = _keys(3)
+    update = torch.zeros(50)
+    first = ss.mask_update(update, secrets[0], publics, round_index=1)
+    second = ss.mask_update(update, secrets[0], publics, round_index=2)
+    assert not torch.equal(first, second)
+
+
+def test_a_missing_hospital_breaks_the_sum() -> None:
+    secrets, publics = _keys(3)
+    updates = [torch.ones(10) * k for k in range(3)]
+    masked = [
+        ss.mask_update(u, s, publics, round_index=1) for u, s in zip(updates, secrets, strict=True)
+    ]
+    assert (ss.unmask_average(masked[:2]) - 0.5).abs().min() > 1e3  # garbage, not 0.5
+
+
+def test_a_job_without_the_hospitals_key_is_refused() -> None:
+    secrets, publics = _keys(3)
+    _, stranger = _keys(1, seed=9)
+    with pytest.raises(ValueError, match="not in the job's key list"):
+        ss.mask_update(torch.zeros(3), secrets[0], publics[1:] + stranger, round_index=1)
+    with pytest.raises(ValueError, match="same public key twice"):
+        ss.hospital_index(secrets[0], [publics[0], publics[0], publics[1]])
+    with pytest.raises(ValueError, match="32 bytes"):
+        ss.hospital_index(b"short", publics)
+
+
+def test_bad_inputs_get_clear_errors() -> None:
+    secrets, publics = _keys(2)
+    with pytest.raises(TypeError, match="floating-point"):
+        ss.mask_update(torch.arange(3), secrets[0], publics, round_index=1)
+    with pytest.raises(ValueError, match="exceeds"):
+        ss.mask_update(torch.tensor([1e15]), secrets[0], publics, round_index=1)
+    with pytest.raises(ValueError, match="no masked uploads"):
+        ss.unmask_average([])
+    with pytest.raises(ValueError, match="one shape"):
+        ss.unmask_average([torch.zeros(3, dtype=torch.int64), torch.zeros(4, dtype=torch.int64)])
+
+
+def test_job_randomness_is_secure_unless_a_seed_is_named() -> None:
+    secrets, publics = _keys(3)
+    params = {"noise_seed": None, "public_keys": publics, "round": 1}
+    assert isinstance(ss.job_random_source(params, secrets[0]), SecureRandom)
+    seeded = dict(params, noise_seed=7)
+    a, b = (ss.job_random_source(seeded, s).bytes(8) for s in secrets[:2])
+    assert a != b  # each hospital gets its own stream ...
+    assert ss.job_random_source(seeded, secrets[0]).bytes(8) == a  # ... which repeats
+    assert ss.job_random_source(dict(seeded, round=2), secrets[0]).bytes(8) != a
+
+
+# -- the policy and the reviewer -----------------------------------------------------------------
+
+
+def test_policy_epsilon_matches_the_accountant() -> None:
+    assert POLICY.epsilon(0) == 0.0
+    assert POLICY.epsilon(8) == pytest.approx(rdp_epsilon(1.5, 0.125, 64, 1e-5))
+    assert 3.9 < POLICY.epsilon(8) < 4.1  # the lesson's 4 rounds × 2 epochs (see 20)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("epsilon_budget", 0), ("delta", 1.0), ("noise_multiplier", -1), ("sample_rate", 1.5)],
+)
+def test_policy_rejects_bad_terms(field, value) -> None:
+    terms = dict(epsilon_budget=1.0, delta=1e-5, noise_multiplier=1.0, max_grad_norm=1.0)
+    terms["sample_rate"] = 0.1
+    terms[field] = value
+    with pytest.raises(ValueError, match=field.split("_")[0]):
+        ss.PrivacyPolicy(**terms)
+
+
+def _job(tmp_path: Path, params: dict, code: str = ss.SECURE_DP_TRAINING_SCRIPT):
+    """A stand-in for syft's JobInfo with just what the reviewer reads."""
+    code_dir = tmp_path / "code"
+    code_dir.mkdir(exist_ok=True)
+    (code_dir / "main.py").write_text(code)
+    (code_dir / "params.json").write_text(json.dumps(params))
+    (code_dir / "global_model.b64").write_text("")
+    return SimpleNamespace(
+        datasite_owner_email="hospital1@health.example",
+        name="job",
+        code_dir=code_dir,
+        submitted_by="sci@lab",
+    )
+
+
+def _params(**changes):
+    params = dict(noise_multiplier=1.5, max_grad_norm=1.0, sample_rate=0.125, delta=1e-5, epochs=2)
+    params["noise_seed"] = None
+    params.update(changes)
+    return params
+
+
+def test_reviewer_enforces_each_hospitals_budget(tmp_path, monkeypatch) -> None:
+    reviewer = ss.BudgetReviewer(POLICY, scientist="sci@lab")
+    monkeypatch.setattr(
+        reviewer,
+        "_same_code",
+        lambda job: job.code_dir.joinpath("main.py").read_text() == ss.SECURE_DP_TRAINING_SCRIPT,
+    )
+    hospital = "hospital1@health.example"
+    assert reviewer(_job(tmp_path, _params()))  # 2 epochs: ε ≈ 1.9
+    assert reviewer(_job(tmp_path, _params()))  # 4 epochs: ε ≈ 2.9
+    assert reviewer.epsilon_spent(hospital) == pytest.approx(POLICY.epsilon(4))
+    assert not reviewer(_job(tmp_path, _params()))  # 6 epochs would exceed 3.0
+    assert reviewer.epsilon_spent(hospital) == pytest.approx(POLICY.epsilon(4))  # unchanged
+    verdicts = [(ok, reason) for _, _, ok, reason in reviewer.decisions]
+    assert verdicts[-1][0] is False and "budget 3.0" in verdicts[-1][1]
+    assert reviewer.epsilon_spent("hospital2@health.example") == 0.0
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"noise_multiplier": 1.0}, "noise multiplier"),
+        ({"max_grad_norm": 5.0}, "clipping bound"),
+        ({"sample_rate": 0.5}, "sampling rate"),
+        ({"delta": 1e-3}, "δ differs"),
+    ],
+)
+def test_reviewer_refuses_weaker_privacy(tmp_path, monkeypatch, changes, reason) -> None:
+    reviewer = ss.BudgetReviewer(POLICY, scientist="sci@lab")
+    monkeypatch.setattr(reviewer, "_same_code", lambda job: True)
+    assert not reviewer(_job(tmp_path, _params(**changes)))
+    assert reason in reviewer.decisions[-1][3]
+
+
+def test_seeded_noise_needs_an_explicit_insecure_policy() -> None:
+    strict = ss.PrivacyPolicy(
+        epsilon_budget=3.0, delta=1e-5, noise_multiplier=1.5, max_grad_norm=1.0, sample_rate=0.125
+    )
+    assert "seeded" in strict.problems_with(_params(noise_seed=0))[0]
+    assert POLICY.problems_with(_params(noise_seed=0)) == []
+
+
+# -- a real round on syft's mock Drive -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def federation():
+    fed = sb.create_federation(3)
+    yield fed
+    fed.close()
+
+
+def test_a_secure_round_through_syft_jobs(federation) -> None:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(240, 1, 28, 28, generator=generator)
+    labels = torch.randint(0, 10, (240,), generator=generator)
+    parts = [torch.arange(k * 80, (k + 1) * 80) for k in range(3)]
+    private_dirs = ss.publish_with_keys(
+        federation, "ward", images, labels, parts, rng=InsecureSeededRandom(1)
+    )
+    keys = ss.read_public_keys(federation, "ward")
+    scientist = federation.scientist
+    reviewer = ss.BudgetReviewer(POLICY, scientist=scientist.email)
+    torch.manual_seed(0)
+    model = MLP()
+    start = parameters_to_vector(model.parameters()).detach().clone()
+    result = ss.secure_dp_round(
+        federation,
+        model,
+        dataset="ward",
+        round_index=1,
+        public_keys=keys,
+        policy=POLICY,
+        review=reviewer,
+        epochs=1,
+        lr=0.5,
+        noise_seed=3,
+    )
+    assert [ok for _, _, ok, _ in reviewer.decisions] == [True, True, True]
+
+    # the same three local trainings, redone here from each hospital's private files
+    expected = []
+    for part, private in zip(parts, private_dirs, strict=True):
+        secret = bytes.fromhex((private / ss.SECRET_KEY_FILE).read_text())
+        local = MLP()
+        local.load_state_dict(
+            sb.decode_state(
+                (
+                    federation.root / "jobs" / "secure-dp-fedavg-round-1" / "global_model.b64"
+                ).read_text()
+            )
+        )
+        params = {"noise_seed": 3, "public_keys": keys, "round": 1}
+        train_private(
+            local,
+            TensorDataset(images[part], labels[part]),
+            epochs=1,
+            sample_rate=0.125,
+            lr=0.5,
+            noise_multiplier=1.5,
+            max_grad_norm=1.0,
+            rng=ss.job_random_source(params, secret),
+            progress=False,
+        )
+        expected.append(parameters_to_vector(local.parameters()).detach() - start)
+    mean = sum(expected) / 3
+    assert (result.average_update - mean).abs().max() < 1e-5
+    new = parameters_to_vector(model.parameters()).detach()
+    assert torch.allclose(new, start + result.average_update)
+    # no upload on its own says anything about its hospital's update
+    for masked, update in zip(result.masked_uploads.values(), expected, strict=True):
+        assert masked.abs().float().mean() > 1e17 > update.abs().max() * 2**24
+    # neither the shards nor the secret keys ever reached the scientist
+    assert sb.private_files_seen_by(scientist, private_dirs) == []
+
+
+def test_extra_files_must_match_the_owners(federation) -> None:
+    images, labels = torch.zeros(6, 1, 28, 28), torch.zeros(6, dtype=torch.long)
+    parts = [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])]
+    with pytest.raises(ValueError, match="every data owner"):
+        sb.publish_shards(federation, "x", images, labels, parts, private_extras=[{"a": "1"}])
+    with pytest.raises(ValueError, match="plain new name"):
+        sb.publish_shards(
+            federation, "x", images, labels, parts, mock_extras=[{"../up": "1"}, {}, {}]
+        )
