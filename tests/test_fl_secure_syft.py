@@ -187,6 +187,18 @@ def test_reviewer_refuses_weaker_privacy(tmp_path, monkeypatch, changes, reason)
     assert reason in reviewer.decisions[-1][3]
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [{"epochs": 2.5}, {"epochs": True}, {"sample_rate": "0.1"}, {"delta": None}, {"epochs": 0}],
+)
+def test_reviewer_refuses_malformed_parameters(tmp_path, monkeypatch, changes) -> None:
+    reviewer = ss.BudgetReviewer(POLICY, scientist="sci@lab")
+    monkeypatch.setattr(reviewer, "_same_code", lambda job: True)
+    assert not reviewer(_job(tmp_path, _params(**changes)))
+    assert "missing or malformed parameters" in reviewer.decisions[-1][3]
+    assert reviewer.accountants == {}
+
+
 def test_seeded_noise_needs_an_explicit_insecure_policy() -> None:
     strict = ss.PrivacyPolicy(
         epsilon_budget=3.0, delta=1e-5, noise_multiplier=1.5, max_grad_norm=1.0, sample_rate=0.125

@@ -40,7 +40,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,14 +175,25 @@ class PrivacyPolicy:
 
     def problems_with(self, params: dict[str, Any]) -> list[str]:
         """Why a job's ``params`` break this policy (empty when they meet it)."""
+        required = ("noise_multiplier", "max_grad_norm", "sample_rate", "delta", "epochs")
+        malformed = [
+            key
+            for key in required
+            if isinstance(params.get(key), bool)
+            or not isinstance(params.get(key), int | float)
+            or not params[key] > 0
+            or (key == "epochs" and not isinstance(params[key], int))
+        ]
+        if malformed:
+            return [f"missing or malformed parameters: {', '.join(malformed)}"]
         problems = []
-        if params.get("noise_multiplier", 0) < self.noise_multiplier:
+        if params["noise_multiplier"] < self.noise_multiplier:
             problems.append(f"noise multiplier below the agreed {self.noise_multiplier}")
-        if params.get("max_grad_norm", math.inf) > self.max_grad_norm:
+        if params["max_grad_norm"] > self.max_grad_norm:
             problems.append(f"clipping bound above the agreed {self.max_grad_norm}")
-        if params.get("sample_rate", 1.0) > self.sample_rate:
+        if params["sample_rate"] > self.sample_rate:
             problems.append(f"sampling rate above the agreed {self.sample_rate}")
-        if params.get("delta") != self.delta:
+        if params["delta"] != self.delta:
             problems.append(f"δ differs from the agreed {self.delta}")
         if params.get("noise_seed") is not None and not self.allow_seeded_noise:
             problems.append("seeded (removable) noise, which this hospital does not allow")
