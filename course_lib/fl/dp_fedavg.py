@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from course_lib.dp.accounting import rdp_epsilon
 from course_lib.dp.dpsgd import gaussian_noise
 from course_lib.fl.fedavg import local_train
+from course_lib.fl.seeding import client_round_seed
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import evaluate, make_loader
 from course_lib.validation import check_positive
@@ -191,7 +192,7 @@ def run_dp_fedavg(
         for c in chosen:
             client_model = copy.deepcopy(global_model)
             loader = make_loader(
-                client_datasets[c], batch_size, shuffle=True, seed=seed * 100_003 + r * 1_009 + c
+                client_datasets[c], batch_size, shuffle=True, seed=client_round_seed(seed, r, c)
             )
             state = local_train(client_model, loader, epochs=local_epochs, lr=lr)
             updates.append({k: state[k] - global_state[k] for k in global_state})

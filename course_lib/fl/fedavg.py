@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from course_lib.fl.seeding import client_round_seed
 from course_lib.training import History, evaluate, make_loader
 
 __all__ = [
@@ -267,7 +268,7 @@ def run_fedavg(
         for c in chosen:
             client_model = copy.deepcopy(global_model)
             loader = make_loader(
-                client_datasets[c], batch_size, shuffle=True, seed=seed * 100_003 + r * 1_009 + c
+                client_datasets[c], batch_size, shuffle=True, seed=client_round_seed(seed, r, c)
             )
             state, loss, acc = local_train_with_metrics(
                 client_model, loader, epochs=local_epochs, lr=lr, mu=mu

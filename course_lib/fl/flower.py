@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from course_lib.fl.fedavg import FedHistory, local_train_with_metrics
+from course_lib.fl.seeding import client_round_seed
 from course_lib.training import evaluate, make_loader
 
 __all__ = ["run_flower_fedavg", "make_client_app", "make_server_app"]
@@ -67,7 +68,7 @@ def make_client_app(
             client_datasets[client],
             batch_size,
             shuffle=True,
-            seed=seed * 100_003 + round_index * 1_009 + client,
+            seed=client_round_seed(seed, round_index, client),
         )
         state, loss, acc = local_train_with_metrics(
             model,
