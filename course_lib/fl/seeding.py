@@ -1,9 +1,9 @@
 """The one rule that gives every simulated client its own, reproducible random stream.
 
-Every federated-learning loop in the course (hand-written FedAvg, DP-FedAvg, the Flower app) shuffles
-client ``c``'s data in round ``r`` with the seed :func:`client_round_seed` returns. Because all of
-them call this one function, the same experiment seed gives the same mini-batches everywhere — which
-is what lets lesson 10 compare the course's FedAvg with Flower's number for number.
+Every federated-learning loop in the course (hand-written FedAvg, DP-FedAvg, the Flower app)
+shuffles client ``c``'s data in round ``r`` with the seed :func:`client_round_seed` returns. Because
+all of them call this one function, the same experiment seed gives the same mini-batches everywhere
+— which is what lets lesson 10 compare the course's FedAvg with Flower's number for number.
 """
 
 from __future__ import annotations
