@@ -29,7 +29,7 @@ lab: install
 test: install
 	$(RUN) $(BIN)/python -m pytest --durations=0
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check course_lib tests benchmarks
+	$(BIN)/ruff format --check course_lib tests benchmarks tools
 
 ## Re-execute every lesson in place (refreshes the stored outputs; run before committing a lesson).
 execute: install
@@ -39,7 +39,7 @@ execute: install
 
 ## Write the student edition (solutions stubbed, outputs cleared) to build/student/.
 student: install
-	$(BIN)/python -m course_lib.release
+	$(BIN)/python -m tools.student_edition
 
 ## Write every lesson as a web page (stored outputs, not re-run) plus an index to build/site/.
 site: install
@@ -47,7 +47,7 @@ site: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check course_lib tests benchmarks
+	$(BIN)/ruff format --check course_lib tests benchmarks tools
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache

@@ -9,7 +9,9 @@ Each lesson first writes an idea out by hand, then moves it here so later lesson
 - :mod:`course_lib.fl` — federated learning (Part III)
 - :mod:`course_lib.smpc`, :mod:`course_lib.he`, :mod:`course_lib.psi` — encrypted computation
   (Part IV)
-- :mod:`course_lib.exercises` — self-checking exercises; :mod:`course_lib.release` — student edition
+- :mod:`course_lib.exercises` — self-checking exercises
+
+The instructors' build tools (student edition, site) live apart, in the top-level ``tools/``.
 - :mod:`course_lib.validation` — shared input checks
 """
 

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from course_lib.paths import REPO_ROOT
-from course_lib.release import SolutionMarkerError, build_student_edition, main, strip_solutions
+from tools.student_edition import SolutionMarkerError, build_student_edition, main, strip_solutions
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 BLOCK = re.compile(r"# BEGIN SOLUTION\n(.*?)\n\s*# END SOLUTION", re.S)

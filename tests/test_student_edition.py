@@ -18,7 +18,7 @@ import pytest
 from nbclient import NotebookClient
 
 from course_lib.paths import REPO_ROOT
-from course_lib.release import build_student_edition
+from tools.student_edition import build_student_edition
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT_SECONDS = 900

@@ -1,4 +1,4 @@
-"""Make the student edition of the course: ``python -m course_lib.release``.
+"""Make the student edition of the course: ``python -m tools.student_edition``.
 
 Instructors keep one set of notebooks with solutions. An exercise's solution sits between two
 marker lines::
