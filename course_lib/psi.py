@@ -2,30 +2,52 @@
 
 **Diffie–Hellman PSI.** Two parties — say two hospitals — each hold a set of patient identifiers and
 want to know which patients they share, without revealing anyone else. Both hash every identifier
-to a point of an elliptic curve and *blind* it with a secret scalar. Because scalar multiplication
-commutes, ``b·(a·H(x)) = a·(b·H(x))``: the doubly blinded values of shared identifiers match,
-while a singly blinded value looks random to anyone without the scalar (the decisional
-Diffie–Hellman assumption, with ``H`` modelled as a random oracle).
+to an element of a group of prime order and *blind* it with a secret scalar. Because scalar
+multiplication commutes, ``b·(a·H(x)) = a·(b·H(x))``: the doubly blinded values of shared
+identifiers match, while a singly blinded value looks random to anyone without the scalar (the
+decisional Diffie–Hellman assumption, with ``H`` modelled as a random oracle; Huberman, Franklin &
+Hogg 1999, "Enhancing privacy and trust in electronic communities").
 
-Protocol (semi-honest parties; the *client* learns the intersection, the server learns only the
-client's set size):
+Protocol and threat model (*semi-honest* parties: both follow the protocol and try to learn more
+from what they see). The *client* learns the intersection and the size of the server's set; the
+*server* learns only the size of the client's set. Nothing protects against a *malicious* party: a
+client may put guessed identifiers into its set, a server may answer with a different set.
 
-1. client → server: ``a·H(x)`` for each of its items, in a random order;
-2. server → client: ``b·(a·H(x))`` for each received value, *in the same order*, and ``b·H(y)`` for
-   each of its own items, in a random order;
-3. the client computes ``a·(b·H(y))`` and keeps the ``x`` whose ``b·a·H(x)`` is among them.
+1. client → server, a :class:`PSIRequest`: a fresh 16-byte request id and ``a·H(x)`` for each of
+   its items, in a random order;
+2. server → client, a :class:`PSIReply`: the SHA-256 digest of the request it answers,
+   ``b·(a·H(x))`` for each received value *in the same order*, and ``b·H(y)`` for each of its own
+   items, in a random order;
+3. the client checks that the digest is that of its latest request (a stale, replayed or misrouted
+   reply raises ``ValueError`` instead of pairing blinded values with the wrong items), computes
+   ``a·(b·H(y))`` and keeps the ``x`` whose ``b·a·H(x)`` is among them.
 
-Two messages, ``2·|X| + |Y|`` curve points of 32 bytes on the wire.
+Two messages, ``2·|X| + |Y|`` group elements of 32 bytes on the wire, plus 16 bytes of request id
+and 32 bytes of digest. Every received element is validated (canonical ristretto255 encoding, not
+the identity) before it is used.
 
-**The curve.** Curve25519 through the ``cryptography`` library's X25519 function, which computes
-the u-coordinate of ``clamp(k)·P`` with the Montgomery ladder. ``H(x)`` is SHA-512 of a
-domain-separation tag and ``x``, cut to 32 bytes with the top bit cleared (RFC 7748), used as a
-u-coordinate. Such a u lies on Curve25519 or on its quadratic twist; both have a large
-prime-order subgroup (about 2²⁵²), X25519 is designed to be secure on either ("twist security"),
-and clamping clears the small cofactor. Scalar multiplication commutes on the x-line, so the
-protocol is correct; the hash makes the discrete logarithm of every ``H(x)`` unknown, as DDH-PSI
-requires. (A full hash-to-curve such as Elligator 2 onto ristretto255 would stay on one
-prime-order group; this course keeps to the widely deployed primitive.)
+**The group.** ristretto255 (RFC 9496) through libsodium (the ``rbcl`` bindings): a group of prime
+order ``ℓ = 2²⁵² + 27742317777372353535851937790883648493`` built on Curve25519, with 32-byte
+canonical encodings. ``H(x) = from_hash(SHA-512(tag ‖ x))`` — libsodium's
+``crypto_core_ristretto255_from_hash``, the RFC 9496 §4.3.4 element derivation from 64 uniform
+bytes, which is how libsodium's documentation hashes to the group. Secret scalars are 64 bytes from
+the random source reduced modulo ``ℓ`` (``crypto_core_ristretto255_scalar_reduce``, RFC 9496 §4.4;
+bias ≈ 2⁻²⁵⁹), drawn from :class:`~course_lib.randomness.SecureRandom` unless a seeded — and then
+INSECURE — source is passed for a reproducible lesson.
+
+*Why not a Curve25519 u-coordinate?* :func:`naive_hash_to_u` shows the mistake this module once
+made: a hashed u-coordinate lies on Curve25519 or on its quadratic twist with probability about ½
+each, X25519 scalar multiplication keeps that membership, and anyone can test it
+(:func:`on_curve25519`, Euler's criterion). Every blinded value then carries one public bit of
+``H(x)``: a server that knows the client holds identifier A or B guesses which every time the bits
+differ. In a prime-order group every element is like every other, and there is no such bit.
+
+**Identifiers.** Items are ``str`` or ``bytes``. A ``str`` is put in Unicode normal form NFC and
+encoded as UTF-8, so ``"é"`` typed as one code point or as ``e`` + combining accent is the same
+identifier; ``bytes`` are compared as they are (a ``str`` and its UTF-8 bytes are one identifier).
+Nothing else is normalised: case, whitespace and punctuation count (``"Ana" ≠ "ana"``), so both
+parties must format identifiers the same way before running the protocol. The intersection is
+returned as these bytes.
 
 **Private information retrieval.** :class:`PIRServer` / :class:`PIRClient` let a client fetch record
 ``i`` of a server's table without the server learning ``i``: the table is laid out as a
@@ -42,34 +64,57 @@ from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from phe.paillier import EncryptedNumber, PaillierPrivateKey, PaillierPublicKey
+from rbcl import (
+    crypto_core_ristretto255_from_hash,
+    crypto_core_ristretto255_is_valid_point,
+    crypto_core_ristretto255_scalar_reduce,
+    crypto_scalarmult_ristretto255,
+)
 
 from course_lib.randomness import RandomSource, resolve_random_source
 
 __all__ = [
+    "P25519",
     "PIRClient",
     "PIRServer",
     "PSIClient",
     "PSIReply",
+    "PSIRequest",
     "PSIResult",
     "PSIServer",
     "hash_to_point",
+    "naive_hash_to_u",
+    "on_curve25519",
     "private_set_intersection",
 ]
 
 POINT_BYTES = 32
-_DOMAIN = b"course_lib.psi.v1/hash-to-x25519"
+REQUEST_ID_BYTES = 16
+DIGEST_BYTES = 32
+_DOMAIN = b"course_lib.psi.v2/hash-to-ristretto255"
+_NAIVE_DOMAIN = b"course_lib.psi.v1/hash-to-x25519"
+_REQUEST_DOMAIN = b"course_lib.psi.v2/request"
+_IDENTITY = bytes(POINT_BYTES)  # the canonical encoding of ristretto255's neutral element
+P25519 = 2**255 - 19  #: the prime of Curve25519's field (RFC 7748)
+CURVE25519_A = 486662  #: the coefficient A of Curve25519, v² = u³ + A·u² + u
 
 Item = str | bytes
 
 
 def _item_bytes(item: Item) -> bytes:
+    """The identifier's canonical bytes: NFC-normalised UTF-8 for ``str``, unchanged ``bytes``."""
     if isinstance(item, str):
-        return item.encode("utf-8")
+        try:
+            return unicodedata.normalize("NFC", item).encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"identifier {item!r} is not valid Unicode text (a lone surrogate?)"
+            ) from error
     if isinstance(item, bytes):
         return item
     raise TypeError(
@@ -78,22 +123,69 @@ def _item_bytes(item: Item) -> bytes:
 
 
 def hash_to_point(item: Item) -> bytes:
-    """``H(item)``: a 32-byte X25519 u-coordinate derived from SHA-512 (random-oracle model)."""
-    digest = bytearray(hashlib.sha512(_DOMAIN + _item_bytes(item)).digest()[:POINT_BYTES])
-    digest[-1] &= 0x7F  # RFC 7748: the top bit of a u-coordinate is ignored; clear it
+    """``H(item)``: a ristretto255 element (32 bytes), ``from_hash(SHA-512(tag ‖ item))``.
+
+    Identifiers are canonicalised first (NFC for ``str``, see the module docstring).
+    """
+    return crypto_core_ristretto255_from_hash(hashlib.sha512(_DOMAIN + _item_bytes(item)).digest())
+
+
+def naive_hash_to_u(item: Item) -> bytes:
+    """TEACHING ONLY — the *insecure* hash this module used to use: a Curve25519 u-coordinate.
+
+    SHA-512 of a tag and the item, cut to 32 bytes with the top bit cleared (RFC 7748). About half
+    of these values lie on Curve25519's quadratic twist rather than on the curve, and
+    :func:`on_curve25519` tells which — a bit that X25519 blinding preserves (lesson 19 plays the
+    resulting attack). Use :func:`hash_to_point` for anything real.
+    """
+    digest = bytearray(hashlib.sha512(_NAIVE_DOMAIN + _item_bytes(item)).digest()[:POINT_BYTES])
+    digest[-1] &= 0x7F
     return bytes(digest)
 
 
+def on_curve25519(u: bytes) -> bool:
+    """Whether the 32-byte little-endian u-coordinate ``u`` belongs to Curve25519 (else its twist).
+
+    ``u`` is on the curve ``v² = u³ + 486662u² + u`` over GF(2²⁵⁵ − 19) exactly when the right-hand
+    side is a square, which Euler's criterion decides: ``rhs^((p−1)/2) ∈ {0, 1}`` (RFC 7748 §4.1
+    gives the curve; the top bit of ``u`` is ignored, as X25519 does). Anyone can compute it — that
+    is the leak of :func:`naive_hash_to_u`.
+    """
+    if not isinstance(u, bytes) or len(u) != POINT_BYTES:
+        raise ValueError(f"a u-coordinate is {POINT_BYTES} bytes, got {u!r}")
+    x = int.from_bytes(u, "little") & ((1 << 255) - 1)
+    rhs = (x * x * x + CURVE25519_A * x * x + x) % P25519
+    return pow(rhs, (P25519 - 1) // 2, P25519) in (0, 1)
+
+
+def _check_point(point: object, where: str) -> bytes:
+    """Return ``point`` if it is a valid ristretto255 encoding other than the identity."""
+    if not isinstance(point, bytes) or len(point) != POINT_BYTES:
+        shown = f"{len(point)} bytes" if isinstance(point, bytes) else type(point).__name__
+        raise ValueError(f"{where} must be a {POINT_BYTES} bytes group element, got {shown}")
+    if point == _IDENTITY:
+        raise ValueError(f"{where} is the identity element, which no honest party sends")
+    # RFC 9496 §4.3.1 reads all 256 bits, so a set top bit means s ≥ p; the libsodium inside rbcl
+    # 1.1.2 ignores that bit (two encodings of one element), hence the explicit check
+    if point[-1] & 0x80 or not crypto_core_ristretto255_is_valid_point(point):
+        raise ValueError(
+            f"{where} is not a valid ristretto255 element (not a canonical encoding of a group "
+            f"element): {point.hex()}"
+        )
+    return point
+
+
 class _Blinder:
-    """Multiplication of X25519 u-coordinates by one secret scalar."""
+    """Multiplication of ristretto255 elements by one secret scalar, uniform in ``[1, ℓ)``."""
 
     def __init__(self, rng: RandomSource) -> None:
-        self._key = X25519PrivateKey.from_private_bytes(rng.bytes(32))
+        scalar = _IDENTITY
+        while scalar == _IDENTITY:  # zero has probability ≈ 2⁻²⁵²; it would blind to the identity
+            scalar = crypto_core_ristretto255_scalar_reduce(rng.bytes(64))
+        self._scalar = scalar
 
     def __call__(self, point: bytes) -> bytes:
-        if not isinstance(point, bytes) or len(point) != POINT_BYTES:
-            raise ValueError(f"a blinded point must be {POINT_BYTES} bytes")
-        return self._key.exchange(X25519PublicKey.from_public_bytes(point))
+        return crypto_scalarmult_ristretto255(self._scalar, point)
 
 
 def _shuffled(values: list, rng: RandomSource) -> list:
@@ -114,46 +206,90 @@ def _as_set(items: Iterable[Item], who: str) -> list[bytes]:
 
 
 @dataclass(frozen=True)
-class PSIReply:
-    """The server's single message: the client's points blinded again, and its own blinded set."""
+class PSIRequest:
+    """The client's message: a fresh request id and its blinded points ``a·H(x)``."""
 
+    request_id: bytes
+    points: tuple[bytes, ...]
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the whole request: what the reply names to say which request it answers."""
+        return hashlib.sha256(_REQUEST_DOMAIN + self.request_id + b"".join(self.points)).digest()
+
+    @property
+    def nbytes(self) -> int:
+        return REQUEST_ID_BYTES + POINT_BYTES * len(self.points)
+
+
+@dataclass(frozen=True)
+class PSIReply:
+    """The server's message: which request it answers, the client's points blinded again (same
+    order) and its own blinded set (shuffled)."""
+
+    request_digest: bytes
     double_blinded: tuple[bytes, ...]
     server_blinded: tuple[bytes, ...]
 
     @property
     def nbytes(self) -> int:
-        return POINT_BYTES * (len(self.double_blinded) + len(self.server_blinded))
+        return DIGEST_BYTES + POINT_BYTES * (len(self.double_blinded) + len(self.server_blinded))
 
 
 class PSIClient:
-    """The party that learns the intersection (e.g. hospital A)."""
+    """The party that learns the intersection (e.g. hospital A).
+
+    One secret scalar per client; each :meth:`request` reshuffles the items and replaces the
+    request awaiting a reply, and :meth:`intersect` accepts only the reply to that request, once.
+    """
 
     def __init__(self, items: Iterable[Item], *, rng: RandomSource | None = None) -> None:
         self._rng = resolve_random_source(rng)
         self._items = _as_set(items, "the client")
         self._blind = _Blinder(self._rng)
-        self._order: list[bytes] | None = None
+        self._pending: tuple[bytes, list[bytes]] | None = None
 
-    def request(self) -> tuple[bytes, ...]:
-        """Message 1: ``a·H(x)`` for every item, shuffled."""
-        self._order = _shuffled(self._items, self._rng)
-        return tuple(self._blind(hash_to_point(x)) for x in self._order)
+    def request(self) -> PSIRequest:
+        """Message 1: a fresh request id and ``a·H(x)`` for every item, shuffled."""
+        order = _shuffled(self._items, self._rng)
+        request = PSIRequest(
+            self._rng.bytes(REQUEST_ID_BYTES), tuple(self._blind(hash_to_point(x)) for x in order)
+        )
+        self._pending = (request.digest, order)
+        return request
 
     def intersect(self, reply: PSIReply) -> set[bytes]:
-        """The items (as bytes) that the server also holds."""
-        if self._order is None:
-            raise RuntimeError("call request() and send it to the server before intersect()")
+        """The items (as canonical bytes) that the server also holds.
+
+        Raises ``RuntimeError`` when no request awaits a reply, ``TypeError`` for a non-reply and
+        ``ValueError`` for a reply to another request or one carrying an invalid group element.
+        """
+        if self._pending is None:
+            raise RuntimeError(
+                "no request is waiting for a reply: call request(), send it to the server and "
+                "pass the server's reply to intersect() (each reply is used once)"
+            )
         if not isinstance(reply, PSIReply):
             raise TypeError(f"expected the server's PSIReply, got {type(reply).__name__}")
-        if len(reply.double_blinded) != len(self._order):
+        digest, order = self._pending
+        if reply.request_digest != digest:
             raise ValueError(
-                f"the reply blinds {len(reply.double_blinded)} points "
-                f"but {len(self._order)} were sent"
+                "this reply answers a different request than the latest one sent (a stale, "
+                "replayed or misrouted reply): its blinded values would be paired with the wrong "
+                "items. Use the reply to the latest request()."
             )
-        theirs = {self._blind(point) for point in reply.server_blinded}
-        return {
-            x for x, point in zip(self._order, reply.double_blinded, strict=True) if point in theirs
+        if len(reply.double_blinded) != len(order):
+            raise ValueError(
+                f"the reply blinds {len(reply.double_blinded)} points but {len(order)} were sent"
+            )
+        for i, point in enumerate(reply.double_blinded):
+            _check_point(point, f"double-blinded point {i} of the reply")
+        theirs = {
+            self._blind(_check_point(point, f"server point {i} of the reply"))
+            for i, point in enumerate(reply.server_blinded)
         }
+        self._pending = None
+        return {x for x, point in zip(order, reply.double_blinded, strict=True) if point in theirs}
 
 
 class PSIServer:
@@ -164,24 +300,33 @@ class PSIServer:
         self._items = _as_set(items, "the server")
         self._blind = _Blinder(self._rng)
 
-    def respond(self, request: Sequence[bytes]) -> PSIReply:
-        """Message 2: blind the client's points again (same order) and send its own, shuffled."""
-        if isinstance(request, bytes | str) or not isinstance(request, Sequence):
-            raise TypeError("the request must be a sequence of 32-byte blinded points")
-        double = tuple(self._blind(point) for point in request)
+    def respond(self, request: PSIRequest) -> PSIReply:
+        """Message 2: name the request, blind its points again (same order), add its own, shuffled.
+
+        Raises ``TypeError`` for a non-request and ``ValueError`` (before any work) for a request
+        id of the wrong length or a point that is not a valid ristretto255 element.
+        """
+        if not isinstance(request, PSIRequest):
+            raise TypeError(f"expected the client's PSIRequest, got {type(request).__name__}")
+        if not isinstance(request.request_id, bytes) or len(request.request_id) != REQUEST_ID_BYTES:
+            raise ValueError(f"the request id must be {REQUEST_ID_BYTES} bytes")
+        points = [
+            _check_point(p, f"point {i} of the request") for i, p in enumerate(request.points)
+        ]
+        double = tuple(self._blind(point) for point in points)
         own = tuple(self._blind(hash_to_point(y)) for y in _shuffled(self._items, self._rng))
-        return PSIReply(double, own)
+        return PSIReply(request.digest, double, own)
 
 
 @dataclass(frozen=True)
 class PSIResult:
-    """What the client learned, and what the protocol cost."""
+    """What the client learned, and what the protocol cost (bytes on the wire, both ways)."""
 
     intersection: set[bytes]
     messages: int
     bytes_to_server: int
     bytes_to_client: int
-    request: tuple[bytes, ...]
+    request: PSIRequest
     reply: PSIReply
 
 
@@ -190,17 +335,16 @@ def private_set_intersection(
 ) -> PSIResult:
     """Run both sides of DH-PSI in one process and return the client's view with its cost.
 
-    The intersection is returned as ``bytes`` (str identifiers UTF-8 encoded). ``rng`` (default:
-    secure) supplies both parties' secret scalars and shuffles.
+    The intersection is returned as canonical ``bytes`` (str identifiers NFC-normalised and UTF-8
+    encoded). ``rng`` (default: secure) supplies both parties' secret scalars, request id and
+    shuffles; a seeded source makes the run reproducible and INSECURE.
     """
     rng = resolve_random_source(rng)
     client = PSIClient(client_items, rng=rng)
     server = PSIServer(server_items, rng=rng)
     request = client.request()
     reply = server.respond(request)
-    return PSIResult(
-        client.intersect(reply), 2, POINT_BYTES * len(request), reply.nbytes, request, reply
-    )
+    return PSIResult(client.intersect(reply), 2, request.nbytes, reply.nbytes, request, reply)
 
 
 # -- private information retrieval ---------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from course_lib.exercises._registry import exercise, expect, expect_equal
+from course_lib.psi import P25519, naive_hash_to_u, on_curve25519
 
 # A toy Paillier key: n = 17 · 19, g = n + 1. Far too small to be secure; fine for checking.
 _P, _Q = 17, 19
@@ -22,6 +23,8 @@ def _decrypt(c: int) -> int:
 
 @exercise(
     "18.paillier_encrypt",
+    task="write paillier_encrypt(m, r, n): the Paillier encryption of m with randomness r, g = n+1",
+    nudge="with g = n + 1 the formula needs only one modular power, all taken modulo n²",
     hint="c = (1 + m·n) · rⁿ mod n², i.e. ((1 + m*n) * pow(r, n, n*n)) % (n*n)",
 )
 def _(paillier_encrypt) -> None:
@@ -42,7 +45,12 @@ def _(paillier_encrypt) -> None:
         )
 
 
-@exercise("18.paillier_add", hint="multiplying ciphertexts adds plaintexts: (c1 * c2) % (n * n)")
+@exercise(
+    "18.paillier_add",
+    task="write add_encrypted(c1, c2, n): a ciphertext of the sum of the two plaintexts",
+    nudge="Paillier is additively homomorphic: which operation on ciphertexts adds plaintexts?",
+    hint="multiplying ciphertexts adds plaintexts: (c1 * c2) % (n * n)",
+)
 def _(add_encrypted) -> None:
     expect(callable(add_encrypted), "pass your function: check('18.paillier_add', add_encrypted)")
     n2 = _N * _N
@@ -56,6 +64,9 @@ def _(add_encrypted) -> None:
 
 @exercise(
     "18.levels_needed",
+    task="answer with the number of multiplicative levels the network Linear → x² → Linear → x² → "
+    "Linear needs",
+    nudge="each multiplication in a chain uses one level; count them along the network",
     hint="count the multiplications in a row: each plaintext-weight matmul is one, each x² is one",
 )
 def _(answer) -> None:
@@ -69,7 +80,12 @@ def _(answer) -> None:
 _TOY_P = 1019  # a safe prime: 1019 = 2 · 509 + 1
 
 
-@exercise("19.blind", hint="[pow(v, key, p) for v in values]")
+@exercise(
+    "19.blind",
+    task="write blind(values, key, p): every value raised to the power key modulo p",
+    nudge="Python's three-argument pow computes a power modulo p quickly",
+    hint="[pow(v, key, p) for v in values]",
+)
 def _(blind) -> None:
     expect(callable(blind), "pass your function: check('19.blind', blind)")
     values = [4, 9, 25, 100]  # squares: elements of the prime-order subgroup
@@ -88,6 +104,9 @@ def _(blind) -> None:
 
 @exercise(
     "19.intersect",
+    task="write intersect(my_items, my_double, their_double): the set of my items the other party "
+    "also holds",
+    nudge="my_double[i] belongs to my_items[i]; an item is shared when that value is among theirs",
     hint="theirs = set(their_double); keep each x of my_items whose my_double value is in theirs",
 )
 def _(intersect) -> None:
@@ -98,3 +117,26 @@ def _(intersect) -> None:
     got = intersect(mine, my_double, their_double)
     expect_equal(set(got), {"ben", "dara"}, "intersect(...) on the example")
     expect_equal(set(intersect(mine, my_double, [])), set(), "intersect with an empty reply")
+
+
+@exercise(
+    "19.on_curve",
+    task="write on_curve(u): True when u³ + 486662u² + u is a square modulo P25519 (zero counts)",
+    nudge="Euler's criterion: raise the right-hand side to the power (p − 1) / 2 modulo p",
+    hint="Euler's criterion: pow(u**3 + 486662*u*u + u, (P - 1) // 2, P) is 1 for a non-zero "
+    "square, 0 for zero and P - 1 otherwise; return whether it is 0 or 1",
+)
+def _(on_curve) -> None:
+    expect(callable(on_curve), "pass your function: check('19.on_curve', on_curve)")
+    hashed = [int.from_bytes(naive_hash_to_u(f"patient-{i}"), "little") for i in range(40)]
+    for u in [0, 1, 2, 3, 4, 5, 9, P25519 - 1, *hashed]:
+        got = on_curve(u)
+        expect(isinstance(got, bool), f"on_curve({u}) should return True or False, got {got!r}")
+        right = on_curve25519(u.to_bytes(32, "little"))
+        if u == 0:
+            expect(got, "on_curve(0): the right-hand side is 0 = 0², a square, so u = 0 is on it")
+        expect(
+            got == right,
+            f"on_curve({u}) is {got}, but u³ + 486662u² + u is "
+            f"{'a square' if right else 'not a square'} modulo 2²⁵⁵ − 19",
+        )
