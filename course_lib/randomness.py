@@ -3,8 +3,12 @@
 Privacy code needs randomness an adversary cannot predict. Differential-privacy noise drawn from a
 seeded pseudo-random generator can be *subtracted back out* by anyone who learns the seed, and
 secret shares drawn from one reveal the secret. So every privacy primitive in ``course_lib`` draws
-from a :class:`RandomSource`, and the default is :class:`SecureRandom` (the operating system's
-cryptographically secure generator, ``os.urandom``).
+from a :class:`RandomSource`, and the default is :class:`SecureRandom`: a cryptographically secure
+pseudo-random generator (CSPRNG) — the ChaCha20 keystream (RFC 8439, through the ``cryptography``
+package / OpenSSL) under a fresh 256-bit key drawn from the operating system's generator
+(``os.urandom``). That is how the operating system's own generators work (Linux's ``getrandom`` is a
+ChaCha20 CSPRNG); doing it in-process avoids one system call per request and is several times
+faster, which matters for the SMPC dealer's large batches of triples.
 
 Lessons also need *reproducible* numbers so that a learner sees what the text describes. For that
 there is :class:`InsecureSeededRandom`: explicit, seeded, and labelled insecure wherever it shows
@@ -18,11 +22,13 @@ identically apart from where the bytes come from.
 from __future__ import annotations
 
 import os
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 __all__ = [
     "RandomSource",
@@ -51,13 +57,18 @@ class RandomSource(ABC):
     def bytes(self, n: int) -> bytes:
         """Return ``n`` uniformly random bytes."""
 
+    def _fill(self, buffer: bytearray) -> None:
+        """Overwrite ``buffer`` with random bytes (sources may do it without a copy)."""
+        buffer[:] = self.bytes(len(buffer))
+
     def int64(self, shape: Shape) -> torch.Tensor:
         """Uniform elements of the ring Z_2^64, stored as torch ``int64`` (two's complement)."""
         shape = _as_shape(shape)
         count = int(np.prod(shape, dtype=np.int64))
         if count == 0:
             return torch.empty(shape, dtype=torch.int64)
-        raw = bytearray(self.bytes(8 * count))
+        raw = bytearray(8 * count)
+        self._fill(raw)
         return torch.frombuffer(raw, dtype=torch.int64).reshape(shape)
 
     def uniform(self, shape: Shape) -> torch.Tensor:
@@ -85,15 +96,56 @@ class RandomSource(ABC):
 
 
 class SecureRandom(RandomSource):
-    """Cryptographically secure randomness from the operating system (``os.urandom``).
+    """Cryptographically secure randomness: a ChaCha20 keystream keyed from ``os.urandom``.
+
+    Each instance draws its own 256-bit key and 96-bit nonce from the operating system, so two
+    instances (or two runs) never produce the same stream and nobody can reproduce it — there is
+    no seed to learn. Predicting the next output from earlier outputs is as hard as breaking
+    ChaCha20 (it is a stream cipher: the keystream is indistinguishable from uniform bytes without
+    the key). The key is replaced by a fresh one from ``os.urandom`` every
+    :data:`REKEY_BYTES` bytes (well before ChaCha20's 32-bit block counter could wrap) and in a
+    child process after ``fork`` (which would otherwise continue the parent's stream). Thread-safe.
 
     The default everywhere in ``course_lib``: use it for anything that protects real data.
     """
 
     secure = True
 
+    #: Bytes drawn under one key before a fresh key is taken (2^32 bytes = 2^26 ChaCha20 blocks).
+    REKEY_BYTES = 2**32
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rekey()
+
+    def _rekey(self) -> None:
+        key, nonce = os.urandom(32), os.urandom(12)
+        # cryptography's ChaCha20 takes a 16-byte IV: a 4-byte block counter (start at 0), then
+        # the 12-byte nonce (RFC 8439 layout).
+        cipher = Cipher(algorithms.ChaCha20(key, bytes(4) + nonce), mode=None)
+        self._keystream = cipher.encryptor()
+        self._pid = os.getpid()
+        self._used = 0
+
     def bytes(self, n: int) -> bytes:
-        return os.urandom(n)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"the number of bytes must be a non-negative int, got {n!r}")
+        buffer = bytearray(n)
+        self._fill(buffer)
+        return bytes(buffer)
+
+    def _fill(self, buffer: bytearray) -> None:
+        view = memoryview(buffer)
+        with self._lock:
+            while len(view):
+                if os.getpid() != self._pid or self._used >= self.REKEY_BYTES:
+                    self._rekey()
+                take = min(len(view), self.REKEY_BYTES - self._used)
+                chunk = view[:take]
+                chunk[:] = bytes(take)  # the keystream is ChaCha20's encryption of zeros
+                self._keystream.update_into(chunk, chunk)  # in place, no copy
+                self._used += take
+                view = view[take:]
 
     def __repr__(self) -> str:
         return "SecureRandom()"

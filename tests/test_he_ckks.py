@@ -1,14 +1,20 @@
 """CKKS encrypted inference (course_lib.he.ckks): close to plaintext, same predictions, errors."""
 
+import copy
+
 import pytest
 import tenseal as ts
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from course_lib.he.ckks import (
     EncryptedMLP,
     HEFriendlyMLP,
+    _logit_bound,
     encrypted_inference,
     make_context,
+    output_headroom,
     public_context,
     slot_count,
     train_he_mlp,
@@ -55,7 +61,7 @@ def test_server_works_with_the_public_context_only(model, context):
     answer = server(query)
     with pytest.raises(ValueError):
         answer.decrypt()  # no secret key on the server
-    logits = torch.tensor(ts.ckks_vector_from(context, answer.serialize()).decrypt())
+    logits = torch.tensor(server.decrypt(ts.ckks_vector_from(context, answer.serialize())))
     expected = model(image.unsqueeze(0))[0].detach().double()
     assert (logits - expected).abs().max() <= RELATIVE_BOUND * max(1.0, expected.abs().max().item())
 
@@ -83,3 +89,64 @@ def test_bad_shapes_and_sizes(model, context):
         train_he_mlp([(torch.zeros(1, 28, 28), 0)])
     with pytest.raises(ValueError, match="poly_modulus_degree"):
         make_context(poly_modulus_degree=1000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scale_bits": 25}, r"scale 2\^25 does not match the middle primes \[33, 33, 33, 33\]"),
+        ({"scale_bits": 36}, r"scale 2\^36 does not match"),
+        ({"scale_bits": 40}, r"scale 2\^40 does not match"),
+        ({"poly_modulus_degree": 4096}, "at most 109 bits .* total 218"),
+        ({"coeff_mod_bit_sizes": (34, 33, 33, 45)}, "first prime"),
+        ({"coeff_mod_bit_sizes": (41, 33, 33, 40)}, "special"),
+        ({"coeff_mod_bit_sizes": (41, 33, 61)}, "20 to 60 bits"),
+        ({"coeff_mod_bit_sizes": (41, 45)}, "middle prime"),
+    ],
+)
+def test_parameters_that_cannot_work_are_explained(kwargs, match):
+    """Old code accepted 2^25 / 2^36 (garbage after decryption) and gave SEAL's message for 4096."""
+    with pytest.raises(ValueError, match=match):
+        make_context(**kwargs)
+
+
+def test_a_small_ring_works_with_matching_parameters():
+    ctx = make_context(4096, (30, 24, 24, 30), scale_bits=24)
+    vector = ts.ckks_vector(ctx, [1.5, -2.0]) * [2.0, 0.5]
+    assert torch.allclose(torch.tensor(vector.decrypt()), torch.tensor([3.0, -1.0]), atol=1e-2)
+
+
+def test_large_logits_do_not_wrap_around(model, context):
+    """Attack on the headroom: logits in the thousands wrapped to wrong values in old code."""
+    images = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    big = copy.deepcopy(model)
+    with torch.no_grad():
+        factor = 8_000 / model(images).abs().max()
+        big.fc2.weight *= factor
+        big.fc2.bias *= factor
+    report = encrypted_inference(big, images, context)
+    assert report.plain_logits.abs().max() > 7_000  # beyond the 64 (and the measured ~2^11) room
+    assert EncryptedMLP(big, slot_count(context)).output_scale > 1
+    scale = report.plain_logits.abs().max().item()
+    assert report.max_abs_error <= RELATIVE_BOUND * scale
+    assert report.agreement == 1.0
+
+
+@settings(deadline=None, max_examples=30)
+@given(seed=st.integers(0, 2**16))
+def test_logit_bound_holds_for_every_image_with_pixels_in_0_1(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    images = (
+        torch.rand(64, 1, 28, 28, generator=g).round()
+        if seed % 2
+        else torch.rand(64, 1, 28, 28, generator=g)
+    )  # corners of the box and interior points
+    with torch.no_grad():
+        assert model(images).abs().max().item() <= _logit_bound(model) + 1e-4
+    assert output_headroom() == 64.0
+
+
+def test_pixels_outside_0_1_are_refused(model, context):
+    server = EncryptedMLP(model, slot_count(context))
+    with pytest.raises(ValueError, match=r"pixels must lie in \[0, 1\]"):
+        server.encrypt(context, torch.full((1, 28, 28), 2.0))

@@ -93,7 +93,9 @@ def test_encryption_is_randomised_and_seedable(keys):
 def test_out_of_range_and_non_finite_values_are_rejected(keys):
     pk, _ = keys
     with pytest.raises(ValueError, match="does not fit"):
-        encrypt_update(pk, torch.tensor([300.0]))  # default int_bits=8: |x| < 256
+        encrypt_update(
+            pk, torch.tensor([300.0])
+        )  # default int_bits=8: |x| < 256  # default int_bits=8: |x| < 256
     with pytest.raises(ValueError, match="NaN"):
         encrypt_update(pk, torch.tensor([float("nan")]))
     with pytest.raises(TypeError, match="floats"):
@@ -122,6 +124,37 @@ def test_summing_more_than_max_summands_is_refused(keys):
     updates = [encrypt_update(pk, torch.zeros(2), encoding=encoding) for _ in range(3)]
     with pytest.raises(ValueError, match="overflow"):
         aggregate(updates)
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    below=st.integers(0, 2**20),
+    negative=st.booleans(),
+    int_bits=st.integers(0, 10),
+    summands=st.integers(1, 3),
+)
+def test_every_accepted_value_decrypts_to_itself_at_the_range_boundary(
+    keys, below, negative, int_bits, summands
+):
+    """Attack on the slot: a value just below 2^int_bits that rounds up must not wrap around."""
+    pk, sk = keys
+    encoding = FixedPointEncoding(frac_bits=24, int_bits=int_bits, max_summands=summands)
+    value = 2.0**int_bits - below * 2.0**-30  # from 2^-30 below the bound down to ~2^-10 below
+    value = -value if negative else value
+    update = torch.full((3,), value, dtype=torch.float64)
+    if abs(round(value * 2**24)) >= 2 ** (int_bits + 24):
+        with pytest.raises(ValueError, match="after rounding"):
+            encrypt_update(pk, update, encoding=encoding)
+        return
+    total = decrypt_sum(sk, aggregate([encrypt_update(pk, update, encoding=encoding)] * summands))
+    assert torch.allclose(total, summands * update, rtol=0, atol=summands * 2.0**-25)
+
+
+def test_the_issue_example_is_refused(keys):
+    pk, _ = keys
+    encoding = FixedPointEncoding(int_bits=8, max_summands=1)
+    with pytest.raises(ValueError, match="after rounding"):
+        encrypt_update(pk, torch.tensor([256 - 2**-26], dtype=torch.float64), encoding=encoding)
 
 
 def test_bad_key_sizes_and_encodings():

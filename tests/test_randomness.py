@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -64,3 +65,49 @@ def test_bad_input() -> None:
     with pytest.raises(TypeError, match="seed"):
         InsecureSeededRandom(1.5)  # type: ignore[arg-type]
     assert rng.int64((0, 3)).shape == (0, 3)
+
+
+def test_secure_streams_are_fresh_per_instance_and_not_reproducible() -> None:
+    """Two SecureRandom instances (same process, same moment) never share a stream."""
+    a, b = SecureRandom(), SecureRandom()
+    first = a.bytes(64)
+    assert first != b.bytes(64) and first != a.bytes(64)  # nor does one repeat itself
+    assert first != bytes(64)  # the keystream, not the zeros it encrypts
+    assert _chi_square_bytes(torch.frombuffer(bytearray(a.bytes(160_000)), dtype=torch.int64)) < 330
+
+
+def test_secure_source_rekeys_after_its_byte_budget(monkeypatch) -> None:
+    rng = SecureRandom()
+    rekeys = []
+    original = rng._rekey
+    monkeypatch.setattr(rng, "_rekey", lambda: (rekeys.append(1), original()))
+    monkeypatch.setattr(rng, "REKEY_BYTES", 64)
+    out = rng.bytes(200)  # 64 under the first key, then 64 + 64 + 8 under three fresh keys
+    assert len(out) == 200 and len(rekeys) == 3
+    assert len({out[i : i + 64] for i in range(0, 192, 64)}) == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+def test_a_forked_child_does_not_continue_the_parents_stream() -> None:
+    rng = SecureRandom()
+    rng.bytes(16)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write what it draws next, then leave without running pytest's exit
+        os.write(write_end, rng.bytes(32))
+        os._exit(0)
+    os.close(write_end)
+    parent = rng.bytes(32)
+    child = os.read(read_end, 32)
+    os.waitpid(pid, 0)
+    assert len(child) == 32 and child != parent
+
+
+def test_the_seeded_source_says_it_is_insecure_and_the_secure_one_does_not() -> None:
+    assert not InsecureSeededRandom.secure and SecureRandom.secure
+    assert (
+        "INSECURE" in repr(InsecureSeededRandom(3)) and "INSECURE" in InsecureSeededRandom.__doc__
+    )
+    assert "INSECURE" not in repr(SecureRandom())
+    with pytest.raises(ValueError, match="non-negative"):
+        SecureRandom().bytes(-1)

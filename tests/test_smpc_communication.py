@@ -59,7 +59,57 @@ def test_costs_are_charged_to_the_outermost_operation(s):
     x = s.share(torch.ones(3))
     x.relu()
     x.reveal()
-    assert set(s.log.by_operation) == {"relu", "reveal"}
+    assert set(s.log.by_operation) == {"share", "relu", "reveal"}
     assert "relu" in s.log.table() and "total" in s.log.table()
     s.log.reset()
     assert s.log.total.rounds == 0
+
+
+def test_input_sharing_is_charged_to_the_owner(s):
+    n = s.n_parties
+    with s.log.measure() as cost:
+        s.share(torch.ones(5))  # an outside data owner sends one share to each party
+    assert (cost.rounds, cost.bytes) == (1, 8 * n * 5)
+    with s.log.measure() as cost:
+        s.share(torch.ones(5), owner=0)  # party 0 keeps its own share
+    assert (cost.rounds, cost.bytes) == (1, 8 * (n - 1) * 5)
+    with s.log.measure() as cost:
+        s.share_integers(torch.ones(4, dtype=torch.int64), owner="patient")
+    assert cost.bytes == 8 * n * 4 and s.log.by_operation["share"].rounds == 3
+
+
+def test_reveal_to_one_receiver_costs_less_and_is_recorded(s):
+    n = s.n_parties
+    x = s.share(torch.tensor([1.5, -2.0, 3.25]))
+    s.log.reset()
+    with s.log.measure() as to_all:
+        everyone = x.reveal()
+    with s.log.measure() as to_party:
+        party = x.reveal(to=n - 1)
+    with s.log.measure() as to_patient:
+        patient = x.reveal(to="patient")
+    for value in (everyone, party, patient):
+        assert torch.equal(value, torch.tensor([1.5, -2.0, 3.25], dtype=torch.float64))
+    assert (to_all.rounds, to_all.bytes) == (1, words(s, 3))
+    assert (to_party.rounds, to_party.bytes) == (1, 8 * (n - 1) * 3)
+    assert (to_patient.rounds, to_patient.bytes) == (1, 8 * n * 3)
+    receivers = [(o.operation, o.receiver, o.elements) for o in s.log.outputs]
+    assert receivers == [
+        ("reveal", "all parties", 3),
+        ("reveal", f"party {n - 1}", 3),
+        ("reveal", "patient", 3),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("to", "error"), [(5, ValueError), (-1, ValueError), ("", ValueError), (True, TypeError)]
+)
+def test_bad_receivers_are_refused_before_anything_is_sent(to, error):
+    s = Session(2, rng=InsecureSeededRandom(0))
+    x = s.share(torch.ones(2))
+    before = s.log.total
+    with pytest.raises(error, match="party index|name"):
+        x.reveal(to=to)
+    with pytest.raises(error, match="party index|name"):
+        s.share(torch.ones(2), owner=to)
+    assert s.log.total == before and s.log.outputs == []

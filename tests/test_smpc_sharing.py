@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2
 
-from course_lib.randomness import InsecureSeededRandom
+from course_lib.exercises import check
+from course_lib.randomness import InsecureSeededRandom, SecureRandom
 from course_lib.smpc import FixedPoint, reconstruct, reconstruct_xor, share, share_xor
 
 SETTINGS = settings(deadline=None, max_examples=40)
@@ -77,3 +78,50 @@ def test_a_single_share_is_uniform_whatever_the_secret(secret_value):
 def test_default_randomness_is_secure_and_unseeded():
     secret = torch.tensor([42])
     assert not torch.equal(share(secret, 2), share(secret, 2))
+
+
+def _correct(secret, n, rng):
+    shares = [rng.int64(secret.shape) for _ in range(n - 1)]
+    return torch.stack([*shares, secret - torch.stack(shares).sum(dim=0)])
+
+
+def _correct_in_one_draw(secret, n, rng):
+    random = rng.int64((n - 1, *secret.shape))
+    return torch.cat([random, (secret - random.sum(dim=0))[None]])
+
+
+def _small_masks(secret, n, rng):  # the broken scheme lesson 15 warns against
+    masks = rng.int64((n - 1, *secret.shape)) >> 40
+    return torch.cat([masks, (secret - masks.sum(dim=0))[None]])
+
+
+def _ignores_rng(secret, n, rng):
+    return _correct(secret, n, SecureRandom())
+
+
+def _own_seed(secret, n, rng):
+    return _correct(secret, n, InsecureSeededRandom(1234))
+
+
+def _draws_but_discards(secret, n, rng):
+    rng.int64((n - 1, *secret.shape))  # looks as if it used the rng
+    random = torch.randint(-(2**63), 2**63 - 1, (n - 1, *secret.shape))
+    return torch.cat([random, (secret - random.sum(dim=0))[None]])
+
+
+@pytest.mark.parametrize(
+    ("answer", "passes"),
+    [
+        (_correct, True),
+        (_correct_in_one_draw, True),
+        (_small_masks, False),
+        (_ignores_rng, False),
+        (_own_seed, False),
+        (_draws_but_discards, False),
+    ],
+)
+def test_share_secret_checker_tests_security_not_just_sums(answer, passes, capsys):
+    """Old checker: every one of these passed (their shares all add up to the secret)."""
+    assert bool(check("15.share_secret", answer)) is passes
+    if not passes:
+        assert "✗" in capsys.readouterr().out

@@ -11,6 +11,33 @@ from course_lib.smpc import FixedPoint, Session, SharedTensor, reconstruct
 # -- 15 secret sharing --------------------------------------------------------------------------
 
 
+class _CountingRandom(InsecureSeededRandom):
+    """A seeded source that counts the bytes drawn from it (to see that an answer uses it)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.drawn = 0
+
+    def bytes(self, n: int) -> bytes:
+        self.drawn += n
+        return super().bytes(n)
+
+
+def _uniform_bytes(share: torch.Tensor) -> bool:
+    """Lesson 15's own test: chi-square of the top and the bottom byte of one party's share.
+
+    With 256 × 64 samples a uniform share fails with probability 2·10^-6 per byte; masks drawn from
+    a small range (the broken scheme lesson 15 warns against) fail by a huge margin.
+    """
+    critical = 380.0  # chi-square, 255 degrees of freedom: P(statistic > 380) ≈ 1e-6
+    expected = share.numel() / 256
+    for byte in ((share >> 56) & 0xFF, share & 0xFF):
+        observed = torch.bincount(byte.flatten(), minlength=256).double()
+        if float(((observed - expected) ** 2 / expected).sum()) > critical:
+            return False
+    return True
+
+
 @exercise(
     "15.share_secret",
     hint="draw n−1 shares with rng.int64(secret.shape); the last is secret minus their sum "
@@ -22,7 +49,8 @@ def _(share_secret) -> None:
     )
     for n, seed in [(2, 0), (3, 1), (5, 2)]:
         secret = torch.tensor([0, 42, -7, 2**62, -(2**63)], dtype=torch.int64)
-        shares = share_secret(secret, n, InsecureSeededRandom(seed))
+        rng = _CountingRandom(seed)
+        shares = share_secret(secret, n, rng)
         expect(
             isinstance(shares, torch.Tensor) and shares.dtype == torch.int64,
             "return the shares as one int64 tensor (torch.stack them)",
@@ -33,12 +61,24 @@ def _(share_secret) -> None:
         )
         expect_equal(shares.sum(dim=0), secret, f"the sum of your {n} shares")
         expect(
-            not torch.equal(shares[0], secret) and bool((shares[0] != 0).all()),
-            "the first share must be random, not the secret itself or zero",
+            rng.drawn >= 8 * (n - 1) * secret.numel(),
+            f"draw the random shares from the rng you are given: with {n} parties you need "
+            f"{n - 1} × 5 random int64 values from it, your function drew {rng.drawn // 8}",
         )
-    again = share_secret(torch.tensor([5]), 2, InsecureSeededRandom(99))
-    other = share_secret(torch.tensor([5]), 2, InsecureSeededRandom(100))
-    expect(not torch.equal(again, other), "use the rng you are given for the random shares")
+        expect(
+            torch.equal(share_secret(secret, n, InsecureSeededRandom(seed)), shares),
+            "use only the rng you are given for the random shares (with the same seed your "
+            "function must give the same shares)",
+        )
+    many = torch.full((256 * 64,), 10**6, dtype=torch.int64)
+    for n in (2, 3):
+        shares = share_secret(many, n, InsecureSeededRandom(10 + n))
+        expect(
+            all(_uniform_bytes(shares[party]) for party in range(n)),
+            "one party's share is not uniformly distributed over all of int64 (its top or bottom "
+            "byte fails lesson 15's chi-square test): mask with rng.int64, uniform over the whole "
+            "ring, not with small random numbers",
+        )
 
 
 @exercise("15.encode", hint="torch.round(x * 2**precision_bits).to(torch.int64)")

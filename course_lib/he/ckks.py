@@ -25,10 +25,28 @@ the cost:
 * *second layer* — ``CKKSVector.mm``, TenSEAL's diagonal method: ``hidden`` rotations.
 
 Depth used: weight product, row-sum mask, square, second layer = 4.
+
+**Parameters that fit together** (:func:`check_parameters`, called by :func:`make_context`). A
+rescale divides by the next middle prime, so every middle prime must be as large as the scale
+(``2^scale_bits``): with a smaller scale each rescale shrinks it further and the result decrypts to
+garbage; with a larger one the first rescale fails. The first prime must exceed the scale — its
+extra bits are the room for the result's integer part — and the whole modulus must stay within the
+128-bit-security budget of ``N`` (HomomorphicEncryption.org standard, as enforced by SEAL): 109 bits
+for ``N = 4096``, 218 for 8192, 438 for 16384, 881 for 32768.
+
+**Output headroom.** After the last rescale only the first prime ``q0`` is left, and a result
+``y`` is stored as ``y · 2^scale`` modulo ``q0``: a ``|y|`` beyond about ``q0 / 2^(scale+1)`` *wraps
+around silently* and decrypts to a wrong number. :func:`output_headroom` is that bound,
+conservatively ``2^(bits(q0) − scale_bits − 2)`` (64 with the default parameters; measured: this
+network's logits wrap between 2,000 and 4,000). :class:`EncryptedMLP` designs the problem away: it
+bounds the logits over every input with pixels in [0, 1] (interval arithmetic), and if the
+bound exceeds the headroom it folds a public factor ``2^-k`` into the last
+layer, which the client multiplies back after decrypting (:meth:`EncryptedMLP.decrypt`).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +61,9 @@ from course_lib.training import fit, make_loader, seed_everything
 
 __all__ = [
     "DEFAULT_COEFF_MOD_BIT_SIZES",
+    "MAX_COEFF_MODULUS_BITS",
+    "check_parameters",
+    "output_headroom",
     "EncryptedMLP",
     "HEFriendlyMLP",
     "InferenceReport",
@@ -62,17 +83,20 @@ DEFAULT_COEFF_MOD_BIT_SIZES = (41, 33, 33, 33, 33, 45)
 DEFAULT_SCALE_BITS = 33
 
 
-def make_context(
-    poly_modulus_degree: int = 8192,
-    coeff_mod_bit_sizes: Sequence[int] = DEFAULT_COEFF_MOD_BIT_SIZES,
-    scale_bits: int = DEFAULT_SCALE_BITS,
-) -> ts.Context:
-    """A CKKS context holding the secret key, relinearisation and Galois (rotation) keys.
+#: The largest total coefficient modulus (bits) for 128-bit security, per poly_modulus_degree
+#: (HomomorphicEncryption.org security standard; SEAL's ``CoeffModulus::MaxBitCount``).
+MAX_COEFF_MODULUS_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
-    This is the *client's* context. Send the server ``public_context(ctx)`` instead: the same
-    evaluation keys without the secret key.
-    """
-    if poly_modulus_degree not in (4096, 8192, 16384, 32768):
+
+def check_parameters(
+    poly_modulus_degree: int, coeff_mod_bit_sizes: Sequence[int], scale_bits: int
+) -> None:
+    """Raise ``ValueError`` (``TypeError`` for non-integers) explaining why CKKS parameters cannot
+    work together; see the module docstring for the rules."""
+    values = [poly_modulus_degree, scale_bits, *coeff_mod_bit_sizes]
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        raise TypeError("poly_modulus_degree, coeff_mod_bit_sizes and scale_bits must be ints")
+    if poly_modulus_degree not in MAX_COEFF_MODULUS_BITS:
         raise ValueError(
             f"poly_modulus_degree must be 4096, 8192, 16384 or 32768, got {poly_modulus_degree}"
         )
@@ -81,10 +105,68 @@ def make_context(
         raise ValueError(
             "coeff_mod_bit_sizes needs a base prime, at least one middle prime and a special prime"
         )
+    if not all(20 <= b <= 60 for b in sizes):
+        raise ValueError(f"each prime must have 20 to 60 bits (SEAL's limits), got {sizes}")
+    budget = MAX_COEFF_MODULUS_BITS[poly_modulus_degree]
+    if sum(sizes) > budget:
+        raise ValueError(
+            f"poly_modulus_degree={poly_modulus_degree} allows at most {budget} bits of "
+            f"coefficient modulus for 128-bit security, but coeff_mod_bit_sizes={sizes} total "
+            f"{sum(sizes)}: "
+            "use fewer or smaller primes (fewer multiplications), or a larger poly_modulus_degree"
+        )
     if not 20 <= scale_bits <= 60:
         raise ValueError(f"scale_bits must lie in [20, 60], got {scale_bits}")
+    middle = sizes[1:-1]
+    if any(b != scale_bits for b in middle):
+        raise ValueError(
+            f"the scale 2^{scale_bits} does not match the middle primes {middle}: each "
+            "multiplication is followed by a rescale that divides by the next middle prime, so "
+            "every middle prime must have scale_bits bits (a smaller scale shrinks at each rescale "
+            "until the result is garbage; a larger one makes the rescale fail). Set scale_bits "
+            f"to {middle[0]} or the middle primes to {scale_bits} bits"
+        )
+    if sizes[0] <= scale_bits + 2:
+        raise ValueError(
+            f"the first prime ({sizes[0]} bits) must exceed the scale ({scale_bits} bits) by more "
+            "than 2 bits: its extra bits are the only room left for the result's integer part "
+            "(see output_headroom)"
+        )
+    if sizes[-1] < max(sizes[:-1]):
+        raise ValueError(
+            f"the special (last) prime of {sizes[-1]} bits must be at least as large as the others "
+            f"(largest: {max(sizes[:-1])} bits) for key switching to keep its precision"
+        )
+
+
+def output_headroom(
+    coeff_mod_bit_sizes: Sequence[int] = DEFAULT_COEFF_MOD_BIT_SIZES,
+    scale_bits: int = DEFAULT_SCALE_BITS,
+) -> float:
+    """The largest ``|y|`` a fully rescaled result can hold without wrapping around:
+    ``2^(bits(q0) − scale_bits − 2)`` (``q0 ≥ 2^(bits(q0) − 1)`` and ``|y| · 2^scale < q0 / 2``).
+    64 for the default parameters."""
+    return 2.0 ** (list(coeff_mod_bit_sizes)[0] - scale_bits - 2)
+
+
+def make_context(
+    poly_modulus_degree: int = 8192,
+    coeff_mod_bit_sizes: Sequence[int] = DEFAULT_COEFF_MOD_BIT_SIZES,
+    scale_bits: int = DEFAULT_SCALE_BITS,
+) -> ts.Context:
+    """A CKKS context holding the secret key, relinearisation and Galois (rotation) keys.
+
+    This is the *client's* context. Send the server ``public_context(ctx)`` instead: the same
+    evaluation keys without the secret key. Parameters that cannot work together raise a
+    ``ValueError`` saying why (:func:`check_parameters`) before any key is generated; for
+    ``poly_modulus_degree=4096`` pass smaller primes too, e.g. ``(30, 24, 24, 30)`` with
+    ``scale_bits=24`` (less precision, fewer levels).
+    """
+    check_parameters(poly_modulus_degree, coeff_mod_bit_sizes, scale_bits)
     context = ts.context(
-        ts.SCHEME_TYPE.CKKS, poly_modulus_degree=poly_modulus_degree, coeff_mod_bit_sizes=sizes
+        ts.SCHEME_TYPE.CKKS,
+        poly_modulus_degree=poly_modulus_degree,
+        coeff_mod_bit_sizes=list(coeff_mod_bit_sizes),
     )
     context.global_scale = 2.0**scale_bits
     context.generate_galois_keys()
@@ -168,17 +250,36 @@ def train_he_mlp(
     return model.eval()
 
 
+def _logit_bound(model: HEFriendlyMLP) -> float:
+    """Largest ``|logit|`` over pooled inputs in [0, 1]^(side²), by interval arithmetic."""
+    w1, b1 = model.fc1.weight.double(), model.fc1.bias.double()
+    h_low, h_high = w1.clamp(max=0).sum(1) + b1, w1.clamp(min=0).sum(1) + b1
+    sq_high = torch.maximum(h_low**2, h_high**2)
+    sq_low = torch.where((h_low <= 0) & (h_high >= 0), 0.0, torch.minimum(h_low**2, h_high**2))
+    w2, b2 = model.fc2.weight.double(), model.fc2.bias.double()
+    y_high = torch.maximum(w2 * sq_low, w2 * sq_high).sum(1) + b2
+    y_low = torch.minimum(w2 * sq_low, w2 * sq_high).sum(1) + b2
+    return float(torch.maximum(y_high.abs(), y_low.abs()).max())
+
+
 class EncryptedMLP:
     """The server's half: an :class:`HEFriendlyMLP`'s weights, applied to CKKS ciphertexts.
 
-    :meth:`encrypt` is the client's half (it only needs the public layout: ``side``, ``hidden``,
-    ``columns``). ``slots`` is ``poly_modulus_degree / 2`` of the context that will be used.
+    :meth:`encrypt` and :meth:`decrypt` are the client's half (they only need the public layout:
+    ``side``, ``hidden``, ``columns``, ``output_scale``). ``slots`` is ``poly_modulus_degree / 2``
+    of the context that will be used and ``headroom`` its :func:`output_headroom`.
+
+    ``logit_bound`` bounds ``|logit|`` over every image with pixels in [0, 1] (interval
+    arithmetic through both layers); when it exceeds half the headroom the last layer is scaled
+    by ``1 / output_scale`` (a power of two) so that the encrypted result cannot wrap around.
     """
 
     #: multiplications in a row: weight product, row-sum mask, square, second layer
     depth = 4
 
-    def __init__(self, model: HEFriendlyMLP, slots: int = 4096) -> None:
+    def __init__(
+        self, model: HEFriendlyMLP, slots: int = 4096, headroom: float | None = None
+    ) -> None:
         if not isinstance(model, HEFriendlyMLP):
             raise TypeError(f"expected an HEFriendlyMLP, got {type(model).__name__}")
         self.side, self.hidden = model.side, model.hidden
@@ -198,8 +299,11 @@ class EncryptedMLP:
             w1[:inputs] = model.fc1.weight.T.double()
             w1[inputs] = model.fc1.bias.double()
             self._w1 = w1.reshape(-1).tolist()  # column c of the tiled input meets row c of W1ᵀ
-            self._w2 = model.fc2.weight.T.double().tolist()
-            self._b2 = model.fc2.bias.double().tolist()
+            self.logit_bound = _logit_bound(model)
+            headroom = output_headroom() if headroom is None else headroom
+            self.output_scale = 2.0 ** max(0, math.ceil(math.log2(2 * self.logit_bound / headroom)))
+            self._w2 = (model.fc2.weight.T.double() / self.output_scale).tolist()
+            self._b2 = (model.fc2.bias.double() / self.output_scale).tolist()
         self._ones = [1.0] * self.columns
 
     def encode_input(self, image: torch.Tensor) -> list[list[float]]:
@@ -208,8 +312,14 @@ class EncryptedMLP:
             image = image.unsqueeze(0)
         if image.shape[0] != 1:
             raise ValueError(f"encrypt one image at a time, got a batch of {image.shape[0]}")
+        pooled = downsample(image, self.side)[0].double()
+        if pooled.min() < 0 or pooled.max() > 1:
+            raise ValueError(
+                "pixels must lie in [0, 1] (the range the output headroom is guaranteed for), got "
+                f"[{pooled.min():.3g}, {pooled.max():.3g}]"
+            )
         row = torch.zeros(self.columns, dtype=torch.float64)
-        row[: self.side * self.side] = downsample(image, self.side)[0].double()
+        row[: self.side * self.side] = pooled
         row[self.side * self.side] = 1.0
         return row.expand(self.hidden, -1).tolist()
 
@@ -217,8 +327,14 @@ class EncryptedMLP:
         """Client: encrypt one ``(1, 28, 28)`` image in the tiled layout."""
         return ts.enc_matmul_encoding(context, self.encode_input(image))
 
+    def decrypt(self, answer: ts.CKKSVector) -> list[float]:
+        """Client: the logits from the server's answer (decrypted and multiplied by
+        ``output_scale``)."""
+        return [value * self.output_scale for value in answer.decrypt()]
+
     def forward(self, encrypted: ts.CKKSVector) -> ts.CKKSVector:
-        """Server: encrypted logits (10 slots), computed without the secret key."""
+        """Server: encrypted logits divided by ``output_scale`` (10 slots), computed without the
+        secret key; the client reads them with :meth:`decrypt`."""
         if not isinstance(encrypted, ts.CKKSVector):
             raise TypeError(f"expected a tenseal CKKSVector, got {type(encrypted).__name__}")
         if encrypted.size() != self.hidden * self.columns:
@@ -278,13 +394,17 @@ class InferenceReport:
 
 
 def encrypted_inference(
-    model: HEFriendlyMLP, images: torch.Tensor, context: ts.Context | None = None
+    model: HEFriendlyMLP,
+    images: torch.Tensor,
+    context: ts.Context | None = None,
+    headroom: float | None = None,
 ) -> InferenceReport:
     """Classify ``images`` one by one under encryption and compare with the plaintext model.
 
     Per image: the client encrypts and serialises its query, the server deserialises it under the
     *public* context, evaluates :class:`EncryptedMLP` and serialises the answer, the client
-    decrypts. ``seconds_per_image`` covers all of that (not key generation).
+    decrypts. ``seconds_per_image`` covers all of that (not key generation). ``headroom`` is the
+    context's :func:`output_headroom` (default: that of :func:`make_context`'s defaults).
     """
     if images.dim() != 4 or images.shape[0] == 0:
         raise ValueError(
@@ -295,7 +415,7 @@ def encrypted_inference(
     if not context.is_private():
         raise ValueError("the client's context must hold the secret key to decrypt the answers")
     server_context = public_context(context)
-    server = EncryptedMLP(model, slot_count(context))
+    server = EncryptedMLP(model, slot_count(context), headroom)
     with torch.no_grad():
         plain = model(images).double()
     outputs, query_bytes, answer_bytes = [], 0, 0
@@ -303,7 +423,7 @@ def encrypted_inference(
     for image in images:
         query = server.encrypt(context, image).serialize()
         answer = server(ts.ckks_vector_from(server_context, query)).serialize()
-        outputs.append(ts.ckks_vector_from(context, answer).decrypt())
+        outputs.append(server.decrypt(ts.ckks_vector_from(context, answer)))
         query_bytes, answer_bytes = len(query), len(answer)
     seconds = (time.perf_counter() - start) / len(images)
     encrypted = torch.tensor(outputs, dtype=torch.float64)

@@ -40,6 +40,7 @@ import torch
 from phe import paillier
 from phe.paillier import EncryptedNumber, PaillierPrivateKey, PaillierPublicKey
 
+from course_lib.fixed_point import FixedPointEncoder
 from course_lib.randomness import RandomSource, resolve_random_source
 
 __all__ = [
@@ -81,8 +82,10 @@ def generate_keypair(
 class FixedPointEncoding:
     """How real numbers become integers that Paillier can add, and how many share one ciphertext.
 
-    A value ``x`` with ``|x| < 2**int_bits`` becomes ``round(x * 2**frac_bits) + 2**(int_bits +
-    frac_bits)`` — a non-negative integer below ``2**(int_bits + frac_bits + 1)``. Rounding is the
+    A value ``x`` becomes ``round(x * 2**frac_bits) + 2**(int_bits + frac_bits)`` — a non-negative
+    integer below ``2**(int_bits + frac_bits + 1)`` — when ``|round(x * 2**frac_bits)| <
+    2**(int_bits + frac_bits)`` (``|x| < 2**int_bits`` checked after rounding, by the course's
+    :class:`~course_lib.fixed_point.FixedPointEncoder`). Rounding is the
     only error: each encoded value is off by at most ``2**-(frac_bits + 1)``, a sum of ``k`` values
     by at most ``k * 2**-(frac_bits + 1)`` (:meth:`sum_error_bound`). Values outside the range raise
     a ``ValueError``; nothing is clipped.
@@ -140,20 +143,20 @@ class FixedPointEncoding:
             )
         return slots
 
+    @property
+    def encoder(self) -> FixedPointEncoder:
+        """The course's fixed-point encoder with this encoding's range ``|x| < 2**int_bits``."""
+        return FixedPointEncoder(self.frac_bits, 2.0**self.int_bits)
+
     def encode(self, values: np.ndarray) -> list[int]:
-        """Non-negative fixed-point integers for a 1-D float array (range-checked)."""
-        values = np.asarray(values, dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            raise ValueError("the update contains NaN or infinite values: nothing to encrypt")
-        limit = 2.0**self.int_bits
-        if values.size and np.abs(values).max() >= limit:
-            raise ValueError(
-                f"a value of magnitude {np.abs(values).max():.4g} does not fit: this encoding "
-                f"holds "
-                f"|x| < 2**{self.int_bits} = {limit:g} (raise int_bits, or scale the update)"
-            )
-        scaled = np.rint(values * 2.0**self.frac_bits).astype(np.int64)
-        return [int(v) + self.offset for v in scaled]
+        """Non-negative fixed-point integers for a 1-D float array.
+
+        The range is checked *after* rounding (:class:`~course_lib.fixed_point.FixedPointEncoder`):
+        a value just below ``2**int_bits`` that rounds up to it would need one more bit than its
+        slot has, so it raises ``ValueError`` like any other out-of-range value.
+        """
+        encoded = self.encoder.encode(np.asarray(values, dtype=np.float64))
+        return [int(v) + self.offset for v in encoded.tolist()]
 
     def pack_ints(self, ints: Sequence[int], public_key: PaillierPublicKey) -> list[int]:
         """Group encoded ints into plaintexts of :meth:`slots_per_ciphertext` slots each."""

@@ -8,6 +8,14 @@ every opened element as a full 64-bit word, also single bits (no bit packing), t
 simple. The dealer's messages (triples and masks sent before the computation) are counted separately
 as *offline* bytes.
 
+Inputs and outputs cost messages too. Sharing an input: its owner sends one share to every party
+(``n`` words per element from an outside owner, ``n − 1`` when the owner is a party itself), one
+round. Revealing an output to **one** receiver: the parties send it their shares (``n − 1`` words
+per element to a party, ``n`` to an outside receiver such as a patient), one round — instead of
+the ``n·(n−1)`` of opening it to everyone. Every reveal is also listed in
+:attr:`CommunicationLog.outputs` (who learned how many values), so a lesson can print *who saw
+what*.
+
 :class:`CommunicationLog` charges each exchange to the outermost operation running at the time
 (``"mul"``, ``"relu"``, ...), so a lesson can print a cost table per operation.
 """
@@ -18,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["Cost", "CommunicationLog", "WORD_BYTES"]
+__all__ = ["Cost", "CommunicationLog", "Output", "WORD_BYTES"]
 
 #: Bytes per ring element on the wire.
 WORD_BYTES = 8
@@ -47,6 +55,15 @@ class Cost:
         )
 
 
+@dataclass(frozen=True)
+class Output:
+    """One revealed result: during ``operation``, ``receiver`` learned ``elements`` values."""
+
+    operation: str
+    receiver: str
+    elements: int
+
+
 @dataclass
 class CommunicationLog:
     """Running totals of rounds and bytes, overall and per operation."""
@@ -54,17 +71,29 @@ class CommunicationLog:
     n_parties: int
     total: Cost = field(default_factory=Cost)
     by_operation: dict[str, Cost] = field(default_factory=dict)
+    outputs: list[Output] = field(default_factory=list)
     _stack: list[str] = field(default_factory=list, repr=False)
 
     def _charge(self, cost: Cost) -> None:
-        name = self._stack[0] if self._stack else "other"
+        name = self._operation()
         self.total = self.total + cost
         self.by_operation[name] = self.by_operation.get(name, Cost()) + cost
+
+    def _operation(self) -> str:
+        return self._stack[0] if self._stack else "other"
 
     def record_open(self, elements: int) -> None:
         """One round in which every party sends ``elements`` words to every other party."""
         n = self.n_parties
-        self._charge(Cost(rounds=1, bytes=WORD_BYTES * n * (n - 1) * elements))
+        self.record_messages(elements, n * (n - 1))
+
+    def record_messages(self, elements: int, messages: int) -> None:
+        """One round of ``messages`` messages of ``elements`` words each (inputs, outputs)."""
+        self._charge(Cost(rounds=1, bytes=WORD_BYTES * messages * elements))
+
+    def record_output(self, receiver: str, elements: int) -> None:
+        """Note that ``receiver`` learned ``elements`` plaintext values (see :attr:`outputs`)."""
+        self.outputs.append(Output(self._operation(), receiver, elements))
 
     def record_dealer(self, elements: int) -> None:
         """The dealer sent each party one share of ``elements`` words (offline)."""
@@ -98,6 +127,7 @@ class CommunicationLog:
         """Forget everything counted so far."""
         self.total = Cost()
         self.by_operation = {}
+        self.outputs = []
 
     def table(self) -> str:
         """A plain-text table: operation, rounds, online bytes, offline (dealer) bytes."""

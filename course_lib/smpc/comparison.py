@@ -105,6 +105,11 @@ def _tournament_max(values: SharedTensor) -> SharedTensor:
 def max_pool2d(x: SharedTensor, kernel_size: int, stride: int | None = None) -> SharedTensor:
     """``torch.nn.functional.max_pool2d`` on a shared (N, C, H, W) tensor, without padding."""
     stride = kernel_size if stride is None else stride
+    for name, value in (("kernel_size", kernel_size), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"max_pool2d's {name} must be an int, got {type(value).__name__}")
+        if value < 1:
+            raise ValueError(f"max_pool2d's {name} must be at least 1, got {value}")
     if x.dim() != 4:
         raise ValueError(f"max_pool2d needs an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     if kernel_size > min(x.shape[-2:]):
@@ -122,6 +127,11 @@ def argmax(x: SharedTensor) -> SharedTensor:
     winning value and its one-hot index forward with one multiplication by the comparison bit.
     """
     session = x.session
+    if x.dim() == 0 or x.shape[-1] == 0:
+        raise ValueError(
+            f"argmax needs a non-empty last dimension, got shape {tuple(x.shape)}: there is no "
+            "maximum of nothing"
+        )
     m = x.shape[-1]
     with session.log.operation("argmax"):
         shares = torch.zeros((session.n_parties, *x.shape, m), dtype=torch.int64)

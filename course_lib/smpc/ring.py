@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from course_lib.smpc.encoding import check_ring_tensor
+from course_lib.fixed_point import check_ring_tensor
 
 __all__ = ["ring_matmul", "ring_conv2d", "conv2d_output_shape"]
 
@@ -35,7 +35,13 @@ def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def conv2d_output_shape(
     image_shape: tuple[int, ...], kernel_shape: tuple[int, ...], stride: int, padding: int
 ) -> tuple[int, int, int, int]:
-    """Shape of ``conv2d(image, kernel)`` — and a clear error when the shapes do not fit."""
+    """Shape of ``conv2d(image, kernel)`` — and a clear error when the shapes, ``stride`` (an int
+    ≥ 1) or ``padding`` (an int ≥ 0) do not fit."""
+    for name, value, least in (("stride", stride, 1), ("padding", padding, 0)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        if value < least:
+            raise ValueError(f"{name} must be at least {least}, got {value}")
     if len(image_shape) != 4 or len(kernel_shape) != 4:
         raise ValueError(
             "conv2d needs (N, C, H, W) images and (O, C, kh, kw) kernels, got "
@@ -45,6 +51,10 @@ def conv2d_output_shape(
     o, kc, kh, kw = kernel_shape
     if c != kc:
         raise ValueError(f"the image has {c} channels but the kernel expects {kc}")
+    if 0 in (c, o, kh, kw):
+        raise ValueError(
+            f"empty dimension: {c} channels, {o} kernels of {kh}×{kw} — nothing to convolve"
+        )
     oh, ow = (h + 2 * padding - kh) // stride + 1, (w + 2 * padding - kw) // stride + 1
     if oh <= 0 or ow <= 0:
         raise ValueError(f"a {kh}×{kw} kernel does not fit a {h}×{w} image with padding {padding}")

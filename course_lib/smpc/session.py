@@ -7,19 +7,35 @@ belongs to one session; tensors from different sessions (or different party coun
 All parties are simulated in one Python process: ``shares[i]`` is what party ``i`` holds, and
 :meth:`Session.open` is the only place where shares are combined — the moment the protocol *allows*
 a value to become public. It is also where the network cost is counted.
+
+**Threat model.** The protocols are secure against *semi-honest* (honest-but-curious) parties: each
+follows the protocol exactly but may study everything it receives. Any ``n − 1`` of the ``n``
+parties together learn nothing about the inputs beyond what is revealed to them. The dealer is
+trusted and **must not collude** with any party (its triples unmask every opened value). There is
+**no integrity**: a party that adds a number to its share shifts the opened result and nobody can
+tell (lesson 16 shows it); protocols with information-theoretic MACs on the shares, such as SPDZ
+(Damgård et al., CRYPTO 2012), detect that.
+
+**Who receives what.** :meth:`share` takes an ``owner`` (the party index, or a name for someone
+outside the computation, such as ``"patient"``), and :meth:`SharedTensor.reveal
+<course_lib.smpc.tensor.SharedTensor.reveal>` a receiver ``to``; both are charged in the log.
 """
 
 from __future__ import annotations
 
 import torch
 
+from course_lib.fixed_point import check_ring_tensor
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.smpc.communication import CommunicationLog
 from course_lib.smpc.dealer import Dealer
-from course_lib.smpc.encoding import FixedPoint, check_ring_tensor
+from course_lib.smpc.encoding import FixedPoint
 from course_lib.smpc.sharing import check_party_count, reconstruct, reconstruct_xor, share
 
-__all__ = ["Session"]
+__all__ = ["Participant", "Session"]
+
+#: Who sends an input or receives an output: ``None`` (see each method), a party index, or a name.
+Participant = int | str | None
 
 
 class Session:
@@ -42,19 +58,66 @@ class Session:
     def precision_bits(self) -> int:
         return self.encoder.precision_bits
 
-    def share(self, values: torch.Tensor | float):  # -> SharedTensor (import cycle)
-        """Encode real ``values`` in fixed point and secret-share them among the parties."""
+    def share(self, values: torch.Tensor | float, owner: Participant = None):  # -> SharedTensor
+        """Encode real ``values`` in fixed point and secret-share them among the parties.
+
+        ``owner`` sends the shares: ``None`` (an unnamed data owner outside the computation) or a
+        name for one (``"patient"``) sends ``n`` shares per value, a party index ``i`` keeps its
+        own and sends ``n − 1``. Charged to the log as one round (operation ``"share"``).
+        """
         from course_lib.smpc.tensor import SharedTensor
 
+        messages, _ = self.participant(owner, "owner")
         encoded = self.encoder.encode(values)
-        return SharedTensor(share(encoded, self.n_parties, self.rng), self, self.precision_bits)
+        shares = share(encoded, self.n_parties, self.rng)
+        with self.log.operation("share"):
+            self.log.record_messages(encoded.numel(), messages)
+        return SharedTensor(shares, self, self.precision_bits)
 
-    def share_integers(self, values: torch.Tensor):
-        """Secret-share int64 ``values`` as plain integers (scale 0, no fractional bits)."""
+    def share_integers(self, values: torch.Tensor, owner: Participant = None):
+        """Secret-share int64 ``values`` as integers (scale 0); ``owner`` as in :meth:`share`."""
         from course_lib.smpc.tensor import SharedTensor
 
         check_ring_tensor(values, "the integers to share")
-        return SharedTensor(share(values, self.n_parties, self.rng), self, 0)
+        messages, _ = self.participant(owner, "owner")
+        shares = share(values, self.n_parties, self.rng)
+        with self.log.operation("share"):
+            self.log.record_messages(values.numel(), messages)
+        return SharedTensor(shares, self, 0)
+
+    def participant(self, who: Participant, role: str = "receiver") -> tuple[int, str]:
+        """Messages per value to deliver to (or collect from) ``who``, and ``who``'s name.
+
+        ``None`` means every party (for a receiver: ``n·(n−1)`` messages; for an owner: an unnamed
+        outside owner, ``n``); ``i`` is party ``i`` (``n − 1``: it holds one share itself); a
+        non-empty string names someone outside the computation (``n``).
+        """
+        n = self.n_parties
+        if who is None:
+            return (n * (n - 1), "all parties") if role == "receiver" else (n, "data owner")
+        if isinstance(who, bool) or not isinstance(who, int | str):
+            raise TypeError(
+                f"the {role} must be a party index (0 to {n - 1}), a name such as 'patient', or "
+                f"None, got {type(who).__name__}"
+            )
+        if isinstance(who, int):
+            if not 0 <= who < n:
+                raise ValueError(f"the {role} must be a party index from 0 to {n - 1}, got {who}")
+            return n - 1, f"party {who}"
+        if not who.strip():
+            raise ValueError(f"the {role}'s name must not be empty")
+        return n, who
+
+    def deliver(self, stacked_shares: torch.Tensor, to: Participant = None) -> torch.Tensor:
+        """Reconstruct an output for ``to`` only (see :meth:`participant`), in one round.
+
+        The cost is charged to the log and the receiver is listed in ``log.outputs``.
+        """
+        messages, receiver = self.participant(to)
+        check_ring_tensor(stacked_shares, "the shares")
+        self.log.record_messages(stacked_shares[0].numel(), messages)
+        self.log.record_output(receiver, stacked_shares[0].numel())
+        return reconstruct(stacked_shares)
 
     def open(self, *stacked_shares: torch.Tensor) -> list[torch.Tensor]:
         """Reconstruct several additively shared values in one round of communication."""

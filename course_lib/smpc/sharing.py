@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from course_lib.fixed_point import check_ring_tensor
 from course_lib.randomness import RandomSource, resolve_random_source
-from course_lib.smpc.encoding import check_ring_tensor
 
 __all__ = ["share", "reconstruct", "share_xor", "reconstruct_xor", "check_party_count"]
 

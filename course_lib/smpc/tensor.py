@@ -29,14 +29,27 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from course_lib.smpc.encoding import check_ring_tensor
+from course_lib.fixed_point import check_ring_tensor
 from course_lib.smpc.ring import conv2d_output_shape, ring_conv2d, ring_matmul
 from course_lib.smpc.session import Session
 
 __all__ = ["SharedTensor"]
 
 Public = int | float | torch.Tensor
+
+#: A product of two values at the largest precision (30 bits) briefly has 60 fractional bits.
+MAX_SCALE_BITS = 60
 RingOp = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _operand(value: object) -> object:
+    """``value`` if it can meet a SharedTensor in arithmetic, else ``TypeError`` (bools too)."""
+    if isinstance(value, bool) or not isinstance(value, SharedTensor | int | float | torch.Tensor):
+        raise TypeError(
+            f"cannot combine a SharedTensor with {type(value).__name__}; use a number, a "
+            "torch tensor or another SharedTensor"
+        )
+    return value
 
 
 class SharedTensor:
@@ -49,6 +62,13 @@ class SharedTensor:
 
     def __init__(self, shares: torch.Tensor, session: Session, scale_bits: int) -> None:
         check_ring_tensor(shares, "the shares")
+        if isinstance(scale_bits, bool) or not isinstance(scale_bits, int):
+            raise TypeError(f"scale_bits must be an int, got {type(scale_bits).__name__}")
+        if not 0 <= scale_bits <= MAX_SCALE_BITS:
+            raise ValueError(
+                f"scale_bits must be between 0 and {MAX_SCALE_BITS} (fractional bits of the "
+                f"fixed-point values), got {scale_bits}"
+            )
         if not isinstance(session, Session):
             raise TypeError(
                 f"session must be a course_lib.smpc.Session, got {type(session).__name__}"
@@ -88,10 +108,17 @@ class SharedTensor:
             shares, self.session, self.scale_bits if scale_bits is None else scale_bits
         )
 
-    def reveal(self) -> torch.Tensor:
-        """Open the tensor to everyone (one round) and decode it to float64."""
+    def reveal(self, to: int | str | None = None) -> torch.Tensor:
+        """Open the tensor (one round) and decode it to float64.
+
+        ``to=None`` opens it to **every** party (each sends its share to all others); ``to=i``
+        delivers it to party ``i`` only and ``to="patient"`` (any name) to someone outside the
+        computation — the others never see it. The receiver is recorded in ``session.log.outputs``
+        and the messages are charged to the log (operation ``"reveal"``). All parties live in this
+        one process, so the returned tensor is what the receiver gets.
+        """
         with self.session.log.operation("reveal"):
-            (ring,) = self.session.open(self.shares)
+            ring = self.session.deliver(self.shares, to)
         return self.session.encoder.decode(ring, self.scale_bits)
 
     # -- shape operations (local) ---------------------------------------------------------------
@@ -99,8 +126,18 @@ class SharedTensor:
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else shape
         return self._new(self.shares.reshape(self.n_parties, *shape))
 
-    def flatten(self, start_dim: int = 0) -> SharedTensor:
-        return self._new(self.shares.flatten(start_dim + 1 if start_dim >= 0 else start_dim))
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> SharedTensor:
+        """``torch.flatten`` of the values (dimension 0 of the shares is the party)."""
+        start, end = (d + 1 if d >= 0 else d for d in (start_dim, end_dim))
+        return self._new(self.shares.flatten(start, end))
+
+    def view(self, *shape: int) -> SharedTensor:
+        """The same as :meth:`reshape` (shares are copied when needed, like ``torch.reshape``)."""
+        return self.reshape(*shape)
+
+    def size(self, dim: int | None = None) -> torch.Size | int:
+        """``torch.Tensor.size``: the public shape, or its length along ``dim``."""
+        return self.shape if dim is None else self.shape[dim]
 
     def transpose(self, dim0: int, dim1: int) -> SharedTensor:
         d0, d1 = (d + 1 if d >= 0 else d for d in (dim0, dim1))
@@ -197,10 +234,10 @@ class SharedTensor:
         return self._new(-self.shares)
 
     def __sub__(self, other: SharedTensor | Public) -> SharedTensor:
-        return self + (-other)
+        return self + (-_operand(other))
 
     def __rsub__(self, other: Public) -> SharedTensor:
-        return (-self) + other
+        return (-self) + _operand(other)
 
     # -- multiplication -------------------------------------------------------------------------
     def __mul__(self, other: SharedTensor | Public) -> SharedTensor:
@@ -240,7 +277,12 @@ class SharedTensor:
         return (self.T @ other.T).T
 
     def conv2d(self, weight: SharedTensor | torch.Tensor, stride: int = 1, padding: int = 0):
-        """``torch.nn.functional.conv2d(self, weight, stride=, padding=)`` (no bias)."""
+        """``torch.nn.functional.conv2d(self, weight, stride=, padding=)`` (no bias).
+
+        ``stride`` is an int ≥ 1 and ``padding`` an int ≥ 0 (the same in both directions).
+        """
+        if not isinstance(weight, SharedTensor | torch.Tensor):
+            raise TypeError(f"the kernel must be a SharedTensor or a tensor, got {type(weight)}")
         conv2d_output_shape(tuple(self.shape), tuple(weight.shape), stride, padding)
 
         def conv(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -276,8 +318,13 @@ class SharedTensor:
 
     def truncate(self, bits: int) -> SharedTensor:
         """Divide by ``2^bits`` (drop fractional bits): error ≤ 1 ulp, see the module docstring."""
-        if not 0 < bits < 62:
-            raise ValueError(f"can truncate by 1 to 61 bits, got {bits}")
+        if isinstance(bits, bool) or not isinstance(bits, int):
+            raise TypeError(f"truncate takes an int number of bits, got {type(bits).__name__}")
+        if not 0 < bits <= self.scale_bits:
+            raise ValueError(
+                f"can truncate by 1 to scale_bits = {self.scale_bits} bits (the fractional bits "
+                f"this tensor has), got {bits}"
+            )
         session = self.session
         with session.log.operation("truncate"):
             r, r_high, r_msb = session.dealer.truncation_mask(tuple(self.shape), bits)
@@ -296,6 +343,28 @@ class SharedTensor:
         from course_lib.smpc.comparison import less_than_zero
 
         return less_than_zero(self)
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "the truth value of a SharedTensor is secret: no party knows it, so Python cannot "
+            "branch on it (`if x < y:`). Compute with the shared 0/1 result instead (e.g. "
+            "`b * x + (1 - b) * y`), or reveal it if it may become public"
+        )
+
+    def __eq__(self, other: SharedTensor | Public) -> SharedTensor:  # type: ignore[override]
+        """Shared bits, 1 where ``self == other`` (exact): ``1 − [x < y] − [y < x]``.
+
+        Two secure comparisons (see :mod:`.comparison`); the result stays secret-shared. Anything
+        but a SharedTensor, a number or a tensor raises ``TypeError`` (never a plain ``False``).
+        """
+        diff = self - _operand(other)
+        with self.session.log.operation("eq"):
+            return 1 - diff.ltz() - (-diff).ltz()
+
+    def __ne__(self, other: SharedTensor | Public) -> SharedTensor:  # type: ignore[override]
+        return 1 - (self == other)
+
+    __hash__ = object.__hash__  # identity, like torch.Tensor (== no longer returns a bool)
 
     def __lt__(self, other: SharedTensor | Public) -> SharedTensor:
         return (self - other).ltz()

@@ -82,9 +82,12 @@ class EncryptedLogisticRegression:
                     self.bias = self.bias - error.sum(0) * step
         return self
 
-    def decrypt(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reveal the trained ``(weight (d, 1), bias (1,))`` — to the model owner, at the end."""
-        return self.weight.reveal(), self.bias.reveal()
+    def decrypt(self, to: int | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reveal the trained ``(weight (d, 1), bias (1,))`` at the end — to ``to`` only (a party
+        index or a name such as ``"model owner"``; ``None``: to every party), see
+        :meth:`SharedTensor.reveal <course_lib.smpc.tensor.SharedTensor.reveal>`."""
+        self.session.participant(to)  # refuse a bad receiver before revealing anything
+        return self.weight.reveal(to=to), self.bias.reveal(to=to)
 
 
 def fit_plain_logistic_regression(
