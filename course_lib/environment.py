@@ -1,7 +1,11 @@
 """A short report of the learner's environment, printed at the top of lesson 00.
 
-When something goes wrong, this is the first thing to paste into a question: it says which Python,
-which library versions, which device and which data source the course will use.
+When something goes wrong, this is the first thing to paste into a question: it says which Python
+(and whether the course supports it), which library versions, which device and which data source
+the course will use.
+
+torch and the data module are imported only when the report is made, so ``import course_lib``
+(which exposes :func:`env_report`) stays quick for tools that need only ``course_lib.paths``.
 """
 
 from __future__ import annotations
@@ -11,17 +15,18 @@ import os
 import platform
 import sys
 
-import torch
-
-from course_lib.data import mnist_source
 from course_lib.paths import offline
 
-__all__ = ["env_report"]
+__all__ = ["SUPPORTED_PYTHON", "env_report", "python_support"]
+
+#: The Python versions the course is tested on, oldest and newest (pyproject.toml's classifiers;
+#: tests/test_packaging.py keeps them equal). Colab's default runtime is 3.13.
+SUPPORTED_PYTHON = ((3, 11), (3, 13))
 
 #: Libraries the course uses, in the order the parts introduce them.
 COURSE_LIBRARIES = (
     "torch", "torchvision", "numpy", "matplotlib", "mlxtend",
-    "opacus", "syft", "syft-rds", "flwr", "tenseal", "phe", "gmpy2",
+    "opacus", "syft", "syft-rds", "flwr", "ray", "tenseal", "phe", "gmpy2",
 )  # fmt: skip
 
 
@@ -32,8 +37,29 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+def python_support(version: tuple[int, int] | None = None, system: str | None = None) -> str:
+    """Whether the course supports Python ``version`` (default: this one) on ``system`` (default:
+    this one, as ``platform.system()`` names it), in words."""
+    version = version or sys.version_info[:2]
+    system = system or platform.system()
+    oldest, newest = SUPPORTED_PYTHON
+    supported = f"{oldest[0]}.{oldest[1]}–{newest[0]}.{newest[1]}"
+    if not oldest <= version <= newest:
+        return f"not supported (the course supports Python {supported})"
+    if system == "Windows" and version >= (3, 13):
+        return (
+            "supported, except Flower's simulation in lesson 10: ray has no Windows wheel for "
+            "Python 3.13 (use 3.12, WSL or Colab for that cell)"
+        )
+    return "supported"
+
+
 def env_report(*, show: bool = True) -> dict[str, str]:
     """Collect (and by default print) Python, platform, library versions, device and data source."""
+    import torch
+
+    from course_lib.data import mnist_source
+
     if torch.cuda.is_available():
         device = f"cuda ({torch.cuda.get_device_name(0)})"
     elif torch.backends.mps.is_available():
@@ -41,7 +67,7 @@ def env_report(*, show: bool = True) -> dict[str, str]:
     else:
         device = f"cpu ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)"
     report = {
-        "python": sys.version.split()[0],
+        "python": f"{sys.version.split()[0]} ({python_support()})",
         "platform": f"{platform.system()} {platform.machine()}",
         "in Colab": str("google.colab" in sys.modules),
         "device": device,

@@ -9,7 +9,8 @@ import nbformat
 import pytest
 
 from course_lib.paths import REPO_ROOT
-from course_lib.site import Lesson, parse_course_map
+from tools import colab
+from tools.site.catalogue import Lesson, parse_course_map
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 ADDRESS = re.compile(r"0x[0-9a-f]{6,}")
@@ -28,7 +29,7 @@ def test_lesson_conventions(path) -> None:
     assert nb.metadata.kernelspec.name == "python3"
     first, second = nb.cells[0], nb.cells[1]
     assert first.cell_type == "markdown" and first.source.startswith(f"# {path.name[:2]} · ")
-    badge = f"https://colab.research.google.com/github/private-ai-course/private-ai/blob/main/notebooks/{path.name}"
+    badge = colab.colab_url(colab.load_address(), path.name, "instructor")
     assert badge in first.source, "the Colab badge must open this very notebook"
     assert second.cell_type == "code" and '"google.colab" in sys.modules' in second.source
 
@@ -56,7 +57,6 @@ def test_committed_executed_in_order_without_errors(path) -> None:
 
 # -- the README course map and the docs' links ---------------------------------------------------
 
-COLAB = "https://colab.research.google.com/github/private-ai-course/private-ai/blob/main/notebooks/"
 BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 DOCS = ["README.md", "INSTALLATION.md", "INSTRUCTORS.md"]
 MARKDOWN_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
@@ -81,8 +81,10 @@ def test_readme_course_map_rows_match_their_notebooks() -> None:
         assert heading.source.startswith(f"# {lesson.number} · {lesson.title}\n"), (
             f"row {lesson.number}: the README's title must be the notebook's"
         )
-        assert lesson.colab_url == COLAB + lesson.notebook
-        assert f"[![Open in Colab]({BADGE})]({COLAB}{lesson.notebook})" in rows[lesson.notebook]
+        # The README's first reader is a learner: its badges open the student edition.
+        url = colab.colab_url(colab.load_address(), lesson.notebook, "student")
+        assert lesson.colab_url == url
+        assert f"[![Open in Colab]({BADGE})]({url})" in rows[lesson.notebook]
         assert re.fullmatch(r"< 10 s|~\d+ s|~\d+ min", lesson.run_time), lesson.run_time
 
 

@@ -1,15 +1,30 @@
-"""The student edition: solutions gone, stubs friendly, notebooks valid."""
+"""The student edition: solutions gone, stubs friendly, notebooks valid — and a learner's edits
+never lost when it is made again (``make lab``, ``make student``, ``git pull``)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from course_lib.paths import REPO_ROOT
-from tools.student_edition import SolutionMarkerError, build_student_edition, main, strip_solutions
+from tools import colab
+from tools.student_edition import (
+    MANIFEST,
+    SolutionMarkerError,
+    build_student_edition,
+    main,
+    publish_student_branch,
+    strip_solutions,
+    sync_student_edition,
+)
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 BLOCK = re.compile(r"# BEGIN SOLUTION\n(.*?)\n\s*# END SOLUTION", re.S)
@@ -73,7 +88,9 @@ def test_student_edition_of_every_lesson(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     main(["--out", str(tmp_path)])
-    assert f"Wrote {len(NOTEBOOKS)} student notebooks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"Student edition: {len(NOTEBOOKS)} notebooks in {tmp_path / 'notebooks'}" in out
+    assert out.count(": created") == len(NOTEBOOKS)
     for original_path in NOTEBOOKS:
         student_path = tmp_path / "notebooks" / original_path.name
         student = nbformat.read(student_path, as_version=4)
@@ -109,6 +126,186 @@ def test_errors_name_the_notebook_and_cell(tmp_path: Path) -> None:
         build_student_edition([path], tmp_path / "out")
 
 
-def test_default_output_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_returns_one_path_per_lesson(tmp_path: Path) -> None:
     written = build_student_edition(NOTEBOOKS[:1], tmp_path / "x")
     assert written == [tmp_path / "x" / "notebooks" / NOTEBOOKS[0].name]
+
+
+# -- the learner's folder: make lab / make student never lose an edit ----------------------------
+
+
+def _make_commands(target: str, **variables: str) -> list[list[str]]:
+    """The commands ``make TARGET`` would run, as argument lists (install taken as done)."""
+    assignments = [f"{name}={value}" for name, value in variables.items()]
+    dry_run = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", target, *assignments],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [shlex.split(line) for line in dry_run.stdout.splitlines() if line.strip()]
+
+
+def test_make_lab_opens_the_student_edition_and_lab_solutions_the_instructors() -> None:
+    student = _make_commands("lab", STUDENT_DIR="/tmp/learner")
+    assert student[0][1:] == ["-m", "tools.student_edition", "--out", "/tmp/learner"]
+    assert student[-1][1:] == ["lab", "/tmp/learner/notebooks/"]
+    assert _make_commands("lab-solutions")[-1][1:] == ["lab", "notebooks/"]
+    refresh = _make_commands("student", REFRESH="05")[0]
+    assert refresh[-2:] == ["--refresh", "05"]
+
+
+def test_the_learners_folder_is_outside_git() -> None:
+    """``git pull`` cannot overwrite what git does not track."""
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "student/notebooks/00_welcome.ipynb"], cwd=REPO_ROOT
+    )
+    assert ignored.returncode == 0, "add /student/ to .gitignore"
+    assert "student" in _make_commands("lab")[0]
+
+
+def _run_make_student(folder: Path) -> str:
+    """Run what ``make student STUDENT_DIR=folder`` runs, with this Python."""
+    [command] = _make_commands("student", STUDENT_DIR=str(folder))
+    result = subprocess.run(
+        [sys.executable, *command[1:]], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def _edit(path: Path, text: str) -> None:
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(text))
+    nbformat.write(notebook, path)
+
+
+def test_rerunning_make_student_keeps_the_learners_edits(tmp_path: Path) -> None:
+    first = _run_make_student(tmp_path)
+    assert first.count(": created") == len(NOTEBOOKS)
+    lesson = tmp_path / "notebooks" / "00_welcome.ipynb"
+    _edit(lesson, "my_answer = 42  # the learner's work")
+    edited = lesson.read_bytes()
+    (tmp_path / "notebooks" / NOTEBOOKS[1].name).unlink()  # a deleted lesson comes back
+
+    again = _run_make_student(tmp_path)
+    assert lesson.read_bytes() == edited, "make student overwrote the learner's notebook"
+    assert "00_welcome.ipynb: kept: you edited it" in again
+    assert f"{NOTEBOOKS[1].name}: created" in again
+    assert "--refresh NN" in again
+
+
+def test_refresh_is_explicit_and_keeps_a_backup(tmp_path: Path) -> None:
+    [(lesson, _)] = sync_student_edition(NOTEBOOKS[:1], tmp_path)
+    fresh = lesson.read_bytes()
+    _edit(lesson, "mine = 1")
+    edited = lesson.read_bytes()
+    with pytest.raises(ValueError, match="exactly one lesson"):
+        sync_student_edition(NOTEBOOKS[:2], tmp_path, refresh=["0"])
+    assert lesson.read_bytes() == edited
+
+    [(_, status)] = sync_student_edition(NOTEBOOKS[:1], tmp_path, refresh=["00"])
+    assert status.startswith("refreshed: your copy is in backups/00_welcome.")
+    assert lesson.read_bytes() == fresh
+    backups = list((tmp_path / "notebooks" / "backups").glob("00_welcome.*.ipynb"))
+    assert [backup.read_bytes() for backup in backups] == [edited]
+    _edit(lesson, "mine = 2")
+    sync_student_edition(NOTEBOOKS[:1], tmp_path, refresh=["00"])  # same second: a second backup
+    assert len(list((tmp_path / "notebooks" / "backups").iterdir())) == 2
+
+
+def test_untouched_notebooks_follow_the_lesson_edited_ones_do_not(tmp_path: Path) -> None:
+    """A lesson fixed upstream reaches a learner who has not started it — and only them."""
+    lessons = tmp_path / "lessons"
+    lessons.mkdir()
+    for source in NOTEBOOKS[:2]:
+        shutil.copy(source, lessons)
+    originals = sorted(lessons.iterdir())
+    out = tmp_path / "learner"
+    sync_student_edition(originals, out)
+    touched = out / "notebooks" / originals[1].name
+    _edit(touched, "started = True")
+    for lesson in originals:  # the instructor improves both lessons
+        notebook = nbformat.read(lesson, as_version=4)
+        notebook.cells.append(nbformat.v4.new_markdown_cell("A new closing remark."))
+        nbformat.write(notebook, lesson)
+
+    statuses = dict((path.name, status) for path, status in sync_student_edition(originals, out))
+    assert statuses == {originals[0].name: "updated", originals[1].name: "kept: you edited it"}
+    untouched = nbformat.read(out / "notebooks" / originals[0].name, as_version=4)
+    assert untouched.cells[-1].source == "A new closing remark."
+    assert "started = True" in nbformat.read(touched, as_version=4).cells[-1].source
+    manifest = json.loads((out / "notebooks" / MANIFEST).read_text())
+    assert set(manifest) == {lesson.name for lesson in originals}
+
+
+def test_a_broken_lesson_writes_nothing(tmp_path: Path) -> None:
+    broken = nbformat.read(NOTEBOOKS[0], as_version=4)
+    broken.cells.append(nbformat.v4.new_code_cell("# BEGIN SOLUTION\nx = 1"))
+    path = tmp_path / "99_broken.ipynb"
+    nbformat.write(broken, path)
+    with pytest.raises(SolutionMarkerError, match="99_broken"):
+        sync_student_edition([NOTEBOOKS[1], path], tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# -- Colab: the student edition opens the student edition ----------------------------------------
+
+
+def test_student_notebooks_open_the_student_branch_in_colab(tmp_path: Path) -> None:
+    address = colab.load_address()
+    for path in build_student_edition(NOTEBOOKS, tmp_path):
+        notebook = nbformat.read(path, as_version=4)
+        badge = colab.colab_url(address, path.name, "student")
+        assert badge in notebook.cells[0].source and f"/{address.branch}/" not in badge
+        install = notebook.cells[1].source
+        assert f"--branch {address.student_branch} " in install, install
+        assert f"--branch {address.branch} " not in install
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_publish_commits_the_student_edition_without_touching_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable, value in {
+        "GIT_AUTHOR_NAME": "Instructor",
+        "GIT_AUTHOR_EMAIL": "instructor@example.org",
+        "GIT_COMMITTER_NAME": "Instructor",
+        "GIT_COMMITTER_EMAIL": "instructor@example.org",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    repo = tmp_path / "course"
+    (repo / "notebooks").mkdir(parents=True)
+    for source in NOTEBOOKS[:2]:
+        shutil.copy(source, repo / "notebooks")
+    (repo / "README.md").write_text("# course\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "lessons")
+    (repo / "README.md").write_text("# uncommitted work\n")
+    status_before = _git(repo, "status", "--porcelain")
+
+    first = publish_student_branch(repo, "student")
+    assert _git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert _git(repo, "status", "--porcelain") == status_before
+    assert (repo / "README.md").read_text() == "# uncommitted work\n"
+    assert _git(repo, "show", "student:README.md") == "# course"
+    for source in NOTEBOOKS[:2]:
+        text = _git(repo, "show", f"student:notebooks/{source.name}")
+        published = nbformat.reads(text, as_version=4)
+        code = "\n".join(c.source for c in published.cells if c.cell_type == "code")
+        assert not re.search(r"^\s*# BEGIN SOLUTION\s*$", code, re.M)
+        assert "raise NotImplementedError" in code or "# your code here" in code
+        assert "blob/student/notebooks/" in published.cells[0].source
+        assert "# BEGIN SOLUTION" in (repo / "notebooks" / source.name).read_text()
+
+    second = publish_student_branch(repo, "student")  # publishing again adds a commit on top
+    assert _git(repo, "rev-parse", "student^") == first and second != first
+    _git(repo, "checkout", "-q", "student")
+    with pytest.raises(ValueError, match="is checked out"):
+        publish_student_branch(repo, "student")

@@ -1,6 +1,6 @@
 """The student edition *runs*: a learner who opens an untouched student notebook and runs it top to
-bottom sees one friendly ✗ per exercise ("not answered yet" / "not implemented yet") — never a
-traceback, never a ✓ they did not earn.
+bottom sees one friendly ✗ per exercise ("not answered yet" / "not implemented yet", with the
+task) — never a traceback, never a hint before a try, never a ✓ they did not earn.
 
 Each lesson's student copy is built into a temporary folder and executed there by a fresh kernel
 of this environment, offline and single-threaded (the kernel inherits this process's environment,
@@ -99,3 +99,7 @@ def test_untouched_student_notebook_runs_with_friendly_checks(
     assert sorted(FRIENDLY_FAIL.findall(output)) == sorted(stubbed), output
     assert not set(PASSED.findall(output)) & set(stubbed), output
     assert ANSWER_RAISED not in output, output
+    # Untouched stubs get their task restated: no hint before the learner has tried.
+    for block in re.split(r"^(?=[✓✗] )", output, flags=re.M):
+        if FRIENDLY_FAIL.match(block):
+            assert "your task" in block and "hint" not in block and "nudge" not in block, block

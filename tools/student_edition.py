@@ -19,29 +19,57 @@ The student edition (written to ``build/student/`` by default) replaces each suc
   ``raise NotImplementedError("your code here")``
   at the block's indentation — the ``check`` then says "not implemented yet".
 
-Outputs and execution counts are cleared, ``# NBVAL_CHECK_OUTPUT`` markers removed, and every
+Outputs and execution counts are cleared, ``# NBVAL_CHECK_OUTPUT`` markers removed, the Colab
+badge and install cell point at the published student branch (:mod:`tools.colab`), and every
 notebook is validated against the nbformat schema before it is written.
+
+**A learner's work is never overwritten.** The edition is written into a folder the learner owns
+(``student/`` for ``make lab``; git ignores it, so ``git pull`` never touches it). Each run:
+
+- creates the notebooks that are missing;
+- updates a notebook the learner has not changed since it was written (a manifest,
+  ``.student-edition.json``, records each written file's SHA-256), so fixes to a lesson arrive;
+- keeps every notebook the learner has changed, and says so;
+- replaces a changed notebook only when asked by name (``--refresh 05_local_dp``), after moving
+  the learner's copy to ``backups/NAME.<time>.ipynb``.
+
+``--publish`` commits the student edition of every lesson to the student branch named in
+``pyproject.toml`` — the rest of the tree as in ``HEAD`` — without touching the working tree,
+the index or the current branch; ``git push origin student`` then publishes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import hashlib
+import json
+import os
 import re
+import subprocess
+import tempfile
 import textwrap
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import nbformat
 
 from course_lib.paths import REPO_ROOT
+from tools import colab
 
 __all__ = [
     "SolutionMarkerError",
     "strip_solutions",
     "make_student_notebook",
     "build_student_edition",
+    "sync_student_edition",
+    "publish_student_branch",
 ]
+
+#: Where ``make lab`` / ``make student`` put the learner's notebooks (git-ignored).
+LEARNER_DIR = REPO_ROOT / "student"
+MANIFEST = ".student-edition.json"
 
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
@@ -131,48 +159,204 @@ def _make_student_cell(cell: nbformat.NotebookNode) -> None:
         cell.source = strip_solutions(cell.source, markdown=True)
 
 
-def make_student_notebook(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy of ``notebook`` with solutions stubbed out and all outputs cleared."""
+def make_student_notebook(
+    notebook: nbformat.NotebookNode, name: str | None = None
+) -> nbformat.NotebookNode:
+    """A copy of ``notebook`` with solutions stubbed out and all outputs cleared; given the
+    lesson's file ``name``, its Colab badge and install cell open the student branch."""
     student = nbformat.from_dict(notebook)
     for index, cell in enumerate(student.cells):
         try:
             _make_student_cell(cell)
         except SolutionMarkerError as error:
             raise SolutionMarkerError(f"cell {index}: {error}") from None
+    if name is not None:
+        colab.apply_to_notebook(student, name, colab.load_address(), "student")
     nbformat.validate(student)
     return student
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _student_bytes(path: Path) -> bytes:
+    try:
+        student = make_student_notebook(nbformat.read(path, as_version=4), Path(path).name)
+    except SolutionMarkerError as error:
+        raise SolutionMarkerError(f"{Path(path).name}: {error}") from None
+    return (nbformat.writes(student) + "\n").encode("utf-8")
+
+
+def _lesson_paths(notebooks: Iterable[Path] | None) -> list[Path]:
+    paths = sorted(notebooks or (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        raise FileNotFoundError("no lesson notebooks found")
+    return [Path(path) for path in paths]
+
+
+def _match_refresh(names: Iterable[str], lessons: list[Path]) -> set[str]:
+    """The lesson files ``--refresh`` asks for, by full name or unique prefix (``05``)."""
+    chosen = set()
+    for name in names:
+        matches = [p.name for p in lessons if p.name == name or p.name.startswith(name)]
+        if len(matches) != 1:
+            found = ", ".join(matches) if matches else "none"
+            raise ValueError(f"--refresh {name!r} must name exactly one lesson; it matches {found}")
+        chosen.add(matches[0])
+    return chosen
+
+
+def sync_student_edition(
+    notebooks: Iterable[Path] | None = None,
+    out_dir: Path | None = None,
+    *,
+    refresh: Iterable[str] = (),
+) -> list[tuple[Path, str]]:
+    """Write the student edition of ``notebooks`` (default: all lessons) into
+    ``out_dir/notebooks/`` (default ``student/``) without losing a learner's edits.
+
+    Returns ``(path, status)`` per lesson; status is ``"created"``, ``"updated"`` (unchanged by
+    the learner, replaced by the newer lesson), ``"unchanged"``, ``"kept: you edited it"``, or
+    ``"refreshed: your copy is in backups/…"`` for a lesson named in ``refresh`` (file name or a
+    unique prefix such as ``"05"``). Every lesson is converted before anything is written, so a
+    broken lesson (:class:`SolutionMarkerError`) changes nothing.
+    """
+    lessons = _lesson_paths(notebooks)
+    to_refresh = _match_refresh(refresh, lessons)
+    folder = Path(out_dir or LEARNER_DIR) / "notebooks"
+    new_content = {path.name: _student_bytes(path) for path in lessons}
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    report = []
+    for name, content in new_content.items():
+        target = folder / name
+        if not target.exists():
+            status = "created"
+        else:
+            current = target.read_bytes()
+            if current == content:
+                report.append((target, "unchanged"))
+                manifest[name] = _sha256(content)
+                continue
+            if manifest.get(name) == _sha256(current):
+                status = "updated"
+            elif name in to_refresh:
+                backups = folder / "backups"
+                backups.mkdir(exist_ok=True)
+                stamp = time.strftime("%Y%m%d-%H%M%S")
+                backup = backups / f"{target.stem}.{stamp}.ipynb"
+                for copy in range(2, 1000):  # two refreshes within a second keep both copies
+                    if not backup.exists():
+                        break
+                    backup = backups / f"{target.stem}.{stamp}-{copy}.ipynb"
+                backup.write_bytes(current)
+                status = f"refreshed: your copy is in {backup.relative_to(folder)}"
+            else:
+                report.append((target, "kept: you edited it"))
+                continue
+        target.write_bytes(content)
+        manifest[name] = _sha256(content)
+        report.append((target, status))
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return report
 
 
 def build_student_edition(
     notebooks: Iterable[Path] | None = None, out_dir: Path | None = None
 ) -> list[Path]:
-    """Write the student edition of ``notebooks`` (default: all lessons) into ``out_dir``."""
-    notebooks = sorted(notebooks or (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    if not notebooks:
-        raise FileNotFoundError("no lesson notebooks found")
-    out_dir = Path(out_dir or REPO_ROOT / "build" / "student")
-    (out_dir / "notebooks").mkdir(parents=True, exist_ok=True)
-    written = []
-    for path in notebooks:
-        try:
-            student = make_student_notebook(nbformat.read(path, as_version=4))
-        except SolutionMarkerError as error:
-            raise SolutionMarkerError(f"{Path(path).name}: {error}") from None
-        target = out_dir / "notebooks" / Path(path).name
-        nbformat.write(student, target)
-        written.append(target)
-    return written
+    """:func:`sync_student_edition` without refreshes; returns the student notebooks' paths."""
+    return [path for path, _ in sync_student_edition(notebooks, out_dir)]
+
+
+def _git(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, data: bytes | None = None
+) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, input=data, capture_output=True, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {result.stderr.decode().strip()}")
+    return result.stdout.decode().strip()
+
+
+def publish_student_branch(repo: Path = REPO_ROOT, branch: str | None = None) -> str:
+    """Commit the student edition of ``repo``'s committed lessons (``HEAD``) to ``branch``
+    (default: ``student-branch`` from pyproject.toml); returns the new commit's id.
+
+    The commit holds ``HEAD``'s tree with every ``notebooks/NN_*.ipynb`` replaced by its student
+    copy, on top of the branch's previous commit. Only git objects and the branch ref are written
+    (through a temporary index): the working tree, the index and the checked-out branch are left
+    alone. Publish with ``git push origin <branch>``.
+    """
+    branch = branch or colab.load_address().student_branch
+    if _git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo) == branch:
+        raise ValueError(f"{branch!r} is checked out: publish from the instructor's branch")
+    head = _git("rev-parse", "HEAD", cwd=repo)
+    with tempfile.TemporaryDirectory() as scratch:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(scratch) / "index")}
+        _git("read-tree", head, cwd=repo, env=env)
+        listed = _git("ls-tree", "--name-only", head, "notebooks/", cwd=repo).splitlines()
+        for path in sorted(p for p in listed if re.fullmatch(r"notebooks/\d\d_\w+\.ipynb", p)):
+            lesson = Path(scratch) / Path(path).name
+            lesson.write_bytes(_git("show", f"{head}:{path}", cwd=repo).encode("utf-8"))
+            blob = _git("hash-object", "-w", "--stdin", cwd=repo, data=_student_bytes(lesson))
+            _git("update-index", "--cacheinfo", f"100644,{blob},{path}", cwd=repo, env=env)
+        tree = _git("write-tree", cwd=repo, env=env)
+    parent = (
+        subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+            cwd=repo,
+            capture_output=True,
+            check=False,
+        )
+        .stdout.decode()
+        .strip()
+    )
+    message = f"Student edition of {head[:12]} (python -m tools.student_edition --publish)"
+    commit = _git("commit-tree", tree, *(["-p", parent] if parent else []), "-m", message, cwd=repo)
+    _git("update-ref", f"refs/heads/{branch}", commit, *([parent] if parent else []), cwd=repo)
+    return commit
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path, help="lessons to convert (default: all)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: student)")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: build/student)"
+        "--refresh",
+        nargs="+",
+        default=[],
+        metavar="LESSON",
+        help="replace these edited lessons (name or prefix, e.g. 05) with a fresh copy; "
+        "your copy is kept in backups/",
+    )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="commit the student edition of HEAD to the student branch (see pyproject.toml)",
     )
     args = parser.parse_args(argv)
-    written = build_student_edition(args.notebooks or None, args.out)
-    print(f"Wrote {len(written)} student notebooks to {written[0].parent}")
+    if args.publish:
+        if args.notebooks or args.out or args.refresh:
+            parser.error("--publish converts every committed lesson; it takes no other option")
+        commit = publish_student_branch()
+        branch = colab.load_address().student_branch
+        print(f"Committed {commit[:12]} to {branch}; publish it: git push origin {branch}")
+        return
+    report = sync_student_edition(args.notebooks or None, args.out, refresh=args.refresh)
+    for path, status in report:
+        if status != "unchanged":
+            print(f"  {path.name}: {status}")
+    kept = sum(status.startswith("kept") for _, status in report)
+    print(f"Student edition: {len(report)} notebooks in {report[0][0].parent}")
+    if kept:
+        print(
+            f"{kept} notebook(s) you edited were kept as they are. To replace one with the "
+            "current lesson (your copy goes to backups/): "
+            "python -m tools.student_edition --refresh NN"
+        )
 
 
 if __name__ == "__main__":
