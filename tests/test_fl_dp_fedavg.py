@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 
 from course_lib.dp.accounting import rdp_epsilon
 from course_lib.fl.dp_fedavg import (
+    DPFedHistory,
     clip_update,
     dp_aggregate,
     dp_fedavg_epsilon,
@@ -137,3 +138,144 @@ def test_run_rejects_bad_settings():
         run_dp_fedavg(lambda: MLP(16, (8,), 2), clients, test, sample_rate=0.5, delta=2, **kwargs)
     with pytest.raises(ValueError, match="at least one client"):
         run_dp_fedavg(lambda: MLP(16, (8,), 2), [], test, sample_rate=0.5, delta=1e-3, **kwargs)
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+#: a NaN or ±inf in one coordinate, or in every coordinate
+NON_FINITE = [
+    torch.tensor([math.nan, 1000.0, 0.0, 0.0]),
+    torch.tensor([math.inf, 1000.0, 0.0, 0.0]),
+    torch.tensor([-math.inf, 0.0, 0.0, 0.0]),
+    torch.full((4,), math.nan),
+    torch.full((4,), math.inf),
+    torch.full((4,), -math.inf),
+]
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_clip_update_refuses_a_non_finite_update_and_names_it(bad):
+    with pytest.raises(ValueError, match=r"client 7 contains NaN or ±inf \(in parameter 'w'\)"):
+        clip_update({"b": torch.ones(2), "w": bad}, 1.0, name="client 7")
+
+
+def test_huge_finite_update_is_clipped_not_overflowed():
+    update = {"w": torch.tensor([1e300, -1e300], dtype=torch.float64)}
+    clipped, norm = clip_update(update, 1.0)
+    assert norm == pytest.approx(math.sqrt(2) * 1e300)
+    assert update_norm(clipped) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bad", NON_FINITE)
+def test_dp_aggregate_drops_a_non_finite_client_and_counts_it(bad):
+    good = {"w": torch.tensor([0.3, 0.0, 0.0, 0.0])}
+    released, norms = dp_aggregate(
+        [good, {"w": bad}],
+        template=good,
+        clip_norm=1.0,
+        noise_multiplier=0.0,
+        expected_clients=2.0,
+    )
+    assert torch.isfinite(released["w"]).all()
+    assert torch.allclose(released["w"], good["w"] / 2)  # the bad client contributed exactly 0
+    assert norms[0] == pytest.approx(0.3) and math.isnan(norms[1])
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True, width=32),
+        st.just(math.nan),
+        st.just(math.inf),
+    ),
+    where=st.integers(0, 3),
+    everywhere=st.booleans(),
+)
+def test_one_client_moves_the_noiseless_release_by_at_most_c(value, where, everywhere):
+    """Neighbouring rounds, with and without one client: whatever that client sends (huge, NaN,
+    ±inf, in one coordinate or all), the sums differ by at most C in L2."""
+    clip, others = 0.5, [{"w": torch.tensor([0.1, -0.2, 0.3, 0.0])}] * 2
+    attacker = (
+        torch.full((4,), value)
+        if everywhere
+        else torch.zeros(4).index_fill(0, torch.tensor([where]), value)
+    )
+    kwargs = dict(template=others[0], clip_norm=clip, noise_multiplier=0.0, expected_clients=1.0)
+    with_client, _ = dp_aggregate([*others, {"w": attacker}], **kwargs)
+    without, _ = dp_aggregate(others, **kwargs)
+    assert torch.isfinite(with_client["w"]).all()
+    assert float((with_client["w"].double() - without["w"].double()).norm()) <= clip * (1 + 1e-6)
+
+
+def test_run_dp_fedavg_counts_a_diverging_client_and_stays_finite():
+    clients, test = _tiny_federation()
+    x, _ = clients[0].tensors
+    clients[0] = TensorDataset(torch.full_like(x, math.nan), clients[0].tensors[1])
+    history = run_dp_fedavg(
+        lambda: MLP(16, (8,), 2),
+        clients,
+        test,
+        rounds=2,
+        sample_rate=1.0,
+        noise_multiplier=1.0,
+        clip_norm=0.5,
+        delta=1e-3,
+        rng=InsecureSeededRandom(0),
+        progress=False,
+    )
+    assert history.dropped == [1, 1]
+    assert all(f >= 1 / 6 for f in history.clipped_fraction)  # the dropped one counts as shrunk
+    assert all(torch.isfinite(p).all() for p in history.model.parameters())
+    assert "outside ε" in str(history)
+    assert set(DPFedHistory.OUTSIDE_EPSILON) == {"participants", "clipped_fraction", "dropped"}
+
+
+def test_run_dp_fedavg_refuses_a_non_dataset_before_training():
+    clients, test = _tiny_federation()
+    with pytest.raises(TypeError, match="client dataset 1 must be a map-style torch Dataset"):
+        run_dp_fedavg(
+            lambda: MLP(16, (8,), 2),
+            [clients[0], torch.zeros(3)],
+            test,
+            rounds=1,
+            sample_rate=1.0,
+            noise_multiplier=1.0,
+            clip_norm=0.5,
+            delta=1e-3,
+            progress=False,
+        )
+    subset = torch.utils.data.Subset(test, range(8))  # any map-style dataset works
+    history = run_dp_fedavg(
+        lambda: MLP(16, (8,), 2),
+        [torch.utils.data.Subset(c, range(4)) for c in clients],
+        subset,
+        rounds=1,
+        sample_rate=1.0,
+        noise_multiplier=1.0,
+        clip_norm=0.5,
+        delta=1e-3,
+        rng=InsecureSeededRandom(0),
+        progress=False,
+    )
+    assert len(history.test_acc) == 1
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_dp_aggregate_follows_the_templates_device(device):
+    template = {"w": torch.zeros(3, device=device), "b": torch.zeros(2, device=device)}
+    updates = [{"w": torch.ones(3, device=device), "b": torch.ones(2, device=device)}]
+    released, norms = dp_aggregate(
+        updates,
+        template=template,
+        clip_norm=1.0,
+        noise_multiplier=1.0,
+        expected_clients=1.0,
+        rng=InsecureSeededRandom(0),
+    )
+    assert all(t.device.type == device and t.dtype == torch.float32 for t in released.values())
+    assert norms == pytest.approx([math.sqrt(5)])

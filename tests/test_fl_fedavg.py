@@ -194,7 +194,7 @@ def test_mismatched_models_are_rejected():
                 toy_data(),
                 rounds=1,
             ),
-            "client 1 has an empty dataset",
+            "client dataset 1 is empty",
         ),
         (lambda: run_fedavg(toy_model, [toy_data()], toy_data(), rounds=0), "rounds"),
         (
@@ -206,3 +206,75 @@ def test_mismatched_models_are_rejected():
 def test_bad_input_gives_a_clear_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.tensor([float("nan"), 1.0]),
+        torch.tensor([float("inf"), 1.0]),
+        torch.tensor([1.0, -float("inf")]),
+        torch.full((2,), float("nan")),
+        torch.full((2,), float("inf")),
+    ],
+)
+def test_a_non_finite_client_is_refused_by_name_not_averaged(bad):
+    good = {"w": torch.ones(2), "b": torch.zeros(1)}
+    with pytest.raises(ValueError, match=r"client 2's model has NaN or ±inf in parameter 'w'"):
+        fedavg([good, good, {"w": bad, "b": torch.zeros(1)}], [1, 1, 1])
+    with pytest.raises(ValueError, match="the update has NaN or ±inf"):
+        apply_delta(good, {"w": bad, "b": torch.zeros(1)})
+
+
+def test_run_fedavg_stops_when_a_client_diverges_instead_of_poisoning_the_model():
+    data = toy_data()
+    x, y = data.tensors
+    broken = TensorDataset(torch.full_like(x, float("nan")), y)
+    with pytest.raises(ValueError, match="client 1's model has NaN"):
+        run_fedavg(toy_model, [data, broken], data, rounds=1, progress=False)
+
+
+def test_a_custom_aggregator_returning_nan_is_caught():
+    def poisoned(global_state, states, weights):
+        return {k: torch.full_like(v, float("nan")) for k, v in global_state.items()}
+
+    with pytest.raises(ValueError, match="the aggregate of round 0 has NaN"):
+        run_fedavg(
+            toy_model, [toy_data()], toy_data(), rounds=1, aggregate=poisoned, progress=False
+        )
+
+
+def test_any_map_style_dataset_works_and_others_are_refused_up_front():
+    data = toy_data()
+    history = run_fedavg(
+        toy_model,
+        [torch.utils.data.Subset(data, range(30)), torch.utils.data.Subset(data, range(30, 60))],
+        torch.utils.data.Subset(data, range(8)),
+        rounds=1,
+        progress=False,
+    )
+    assert len(history.test_acc) == 1
+    with pytest.raises(TypeError, match="test_dataset must be a map-style torch Dataset"):
+        run_fedavg(toy_model, [data], torch.zeros(4, 16), rounds=1, progress=False)
+    with pytest.raises(TypeError, match="client dataset 0 must be a map-style torch Dataset"):
+        run_fedavg(toy_model, [iter([(torch.zeros(16), 0)])], data, rounds=1, progress=False)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_local_training_and_averaging_follow_the_models_device(device):
+    model = toy_model().to(device)
+    state = local_train(model, DataLoader(toy_data(), batch_size=20), lr=0.1)
+    assert all(t.device.type == device for t in state.values())
+    averaged = fedavg([state, state], [1, 3])
+    assert all(averaged[k].device.type == device for k in state)
+    assert_states_close(averaged, state)
+    moved = apply_delta(state, state_delta(state, state))
+    assert all(t.device.type == device for t in moved.values())

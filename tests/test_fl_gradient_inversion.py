@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from course_lib.data import load_mnist
 from course_lib.fl.gradient_inversion import (
     LeNetSigmoid,
     client_gradient,
+    idlg_label_from_gradient,
     infer_label_idlg,
     invert_gradient,
     match_reconstructions,
@@ -98,3 +100,103 @@ def test_original_dlg_recovers_image_and_label_together(mnist):
     result = invert_gradient(model, client_gradient(model, x, y), idlg=False, iterations=20)
     assert result.labels.tolist() == y.tolist()
     assert psnr(result.images[0], x[0]) > 30.0
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+def _bias_free_mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(784, 32, bias=False),
+        nn.Sigmoid(),
+        nn.Linear(32, 10, bias=False),
+    )
+
+
+def test_idlg_finds_the_output_layer_by_module_when_it_has_no_bias(mnist):
+    # the gradient list ends [..., hidden weight 32×784, output weight 10×32]: a fixed position
+    # (the second to last tensor) would read the hidden layer and return a "label" up to 31
+    model = _bias_free_mlp()
+    for k in range(5):
+        x, y = mnist.images[k : k + 1], mnist.labels[k : k + 1]
+        grad = client_gradient(model, x, y)
+        assert idlg_label_from_gradient(model, grad) == y.item()
+        result = invert_gradient(model, grad, iterations=1, seed=0)
+        assert result.labels.tolist() == y.tolist()
+
+
+def test_idlg_refuses_where_the_trick_does_not_apply(mnist):
+    x, y = mnist.images[:1], mnist.labels[:1]
+    torch.manual_seed(0)
+    signed = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Tanh(), nn.Linear(16, 10))
+    with pytest.raises(ValueError, match="sign pattern"):
+        idlg_label_from_gradient(signed, client_gradient(signed, x, y))
+    with pytest.raises(ValueError, match="sign pattern"):  # the default idlg=True refuses too
+        invert_gradient(signed, client_gradient(signed, x, y), iterations=1)
+    model = LeNetSigmoid(seed=0)
+    g = torch.Generator().manual_seed(0)
+    noisy = [t + 0.1 * torch.randn(t.shape, generator=g) for t in client_gradient(model, x, y)]
+    with pytest.raises(ValueError, match="noise was added"):  # DP noise: refuse, don't guess
+        idlg_label_from_gradient(model, noisy)
+    conv_only = nn.Sequential(nn.Conv2d(1, 10, 28), nn.Flatten())
+    with pytest.raises(ValueError, match="no nn.Linear layer"):
+        invert_gradient(conv_only, client_gradient(conv_only, x, y), iterations=1)
+    # two images in one gradient: the pattern is gone (two negative rows, or mixed signs)
+    model = LeNetSigmoid(seed=0)
+    pair = mnist.labels[:2]
+    if pair[0] != pair[1]:
+        with pytest.raises(ValueError, match="sign pattern"):
+            idlg_label_from_gradient(model, client_gradient(model, mnist.images[:2], pair))
+    # DLG without the trick still works on the tanh model: it just optimises a soft label
+    result = invert_gradient(signed, client_gradient(signed, x, y), idlg=False, iterations=1)
+    assert result.labels.shape == (1,)
+
+
+def test_more_attack_budget_recovers_a_batch_that_a_small_budget_does_not(mnist):
+    """What lesson 12 claims: a batch of 2 "resists" a short attack only because the attack was
+    stopped early."""
+    model = LeNetSigmoid(seed=0)
+    x, y = mnist.images[:2], mnist.labels[:2]
+    grad = client_gradient(model, x, y)
+    short = invert_gradient(model, grad, num_images=2, labels=y, iterations=3, seed=0)
+    long = invert_gradient(model, grad, num_images=2, labels=y, iterations=25, seed=0)
+    short_psnr = psnr(match_reconstructions(short.images, x), x).mean()
+    long_psnr = psnr(match_reconstructions(long.images, x), x).mean()
+    assert short_psnr < 25.0 < 35.0 < long_psnr
+
+
+def test_the_attack_stops_once_it_has_converged(mnist):
+    model = LeNetSigmoid(seed=0)
+    x, y = mnist.images[:1], mnist.labels[:1]
+    grad = client_gradient(model, x, y)
+    result = invert_gradient(model, grad, iterations=200, seed=0, record_every=7)
+    steps = len(result.losses)
+    assert steps < 200
+    last, before = result.losses[-1], result.losses[-2]
+    assert before - last < 1e-4 * before  # the step that triggered the stop made no progress
+    assert all(
+        a - b >= 1e-4 * a for a, b in zip(result.losses[:-2], result.losses[1:-1], strict=True)
+    )
+    assert result.snapshots[-1][0] == steps  # the last step is recorded
+    assert psnr(result.images[0], x[0]) > 50.0
+    full = invert_gradient(model, grad, iterations=steps + 3, seed=0, tolerance=0)
+    assert len(full.losses) == steps + 3  # tolerance=0 spends the whole budget
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_attack_runs_on_the_models_device(mnist, device):
+    model = LeNetSigmoid(seed=0).to(device)
+    x, y = mnist.images[:1].to(device), mnist.labels[:1].to(device)
+    result = invert_gradient(model, client_gradient(model, x, y), iterations=2, record_every=1)
+    assert result.images.device.type == device and result.labels.device.type == device
+    assert result.snapshots[0][1].device.type == device
+    assert float(psnr(result.images, x)[0]) == pytest.approx(psnr(result.images[0], x[0]))
+    assert match_reconstructions(result.images, x).device.type == device
+    assert 0 < ssim(result.images[0], x[0]) <= 1

@@ -121,3 +121,16 @@ def test_bad_input_gives_a_clear_value_error(call, message):
 def test_float_labels_are_a_type_error():
     with pytest.raises(TypeError, match="integer"):
         partition_iid(torch.rand(10), 2)
+
+
+def test_client_subsets_accept_any_map_style_dataset_and_refuse_the_rest():
+    dataset = torch.utils.data.TensorDataset(torch.arange(20.0), LABELS[:20])
+    nested = client_subsets(
+        torch.utils.data.Subset(dataset, range(10)), partition_iid(LABELS[:10], 2)
+    )
+    assert sum(len(s) for s in nested) == 10
+    assert sorted(float(s[i][0]) for s in nested for i in range(len(s))) == list(range(10))
+    with pytest.raises(TypeError, match="must be a map-style torch Dataset"):
+        client_subsets(torch.arange(20.0), partition_iid(LABELS[:20], 2))
+    with pytest.raises(ValueError, match="outside the dataset's 10 samples"):
+        client_subsets(torch.utils.data.Subset(dataset, range(10)), partition_iid(LABELS[:20], 2))

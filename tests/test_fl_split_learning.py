@@ -114,3 +114,29 @@ def test_cluster_accuracy_is_label_permutation_invariant():
     labels = np.array([0, 0, 1, 1, 2, 2])
     assert cluster_accuracy(np.array([2, 2, 0, 0, 1, 1]), labels) == 1.0
     assert cluster_accuracy(np.array([0, 0, 0, 0, 0, 0]), labels) == pytest.approx(1 / 3)
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_split_learning_and_its_attacks_follow_the_models_device(device):
+    from course_lib.fl.split_learning import cluster_gradients
+
+    full = _model().to(device)
+    split = SplitNN(full[:3], full[3:], client_head=None, lr=0.1)
+    x, y = _batch()  # CPU batches, as a DataLoader yields them
+    losses = split.fit([(x, y)], epochs=1, progress=False)
+    assert np.isfinite(losses[0])
+    assert split.predict(x).device.type == device
+    assert 0.0 <= split.evaluate(x, y) <= 1.0
+    acts = full[:3](x.to(device)).detach()
+    decode = fit_activation_decoder(acts, x.to(device))
+    assert decode(acts).device.type == device
+    clusters = cluster_gradients(torch.randn(6, 4, device=device), 2)
+    assert cluster_accuracy(clusters, y.to(device)) > 0

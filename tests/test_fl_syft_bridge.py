@@ -159,7 +159,7 @@ def test_use_owner_python_rewrites_run_sh(federation, tmp_path):
         class job_metadata:  # noqa: N801
             entrypoint = "main.py"
 
-    script = sb.use_owner_python(FakeJob(), python="/opt/py/bin/python")
+    script = sb.use_owner_python(FakeJob(), python="/opt/py/bin/python", private_logs=False)
     assert (tmp_path / "run.sh").read_text() == script
     assert script.splitlines()[-1] == "exec /opt/py/bin/python main.py"
 
@@ -200,3 +200,95 @@ def test_params_of_a_training_job(tmp_path):
     assert json.loads((folder / "params.json").read_text())["model"] == "MLP"
     with pytest.raises(ValueError, match="course_lib.models"):
         sb.write_training_job(tmp_path / "bad", torch.nn.Linear(2, 2), dataset="d")
+
+
+#: Reviewed code that looks careful: it refuses to answer when a digit is rare. Its threshold is
+#: the scientist's *input*, which the owner's code review does not vet.
+LEAKY_ERROR_JOB = """\
+import csv
+import json
+from pathlib import Path
+
+import syft as sy
+
+params = json.loads(Path("params.json").read_text())
+(path,) = sy.resolve_dataset_files_path("numbers")
+values = [float(row["x"]) for row in csv.DictReader(open(path))]
+if len(values) < params["min_rows"]:
+    raise ValueError(f"too few rows to answer safely: {values}")
+Path("outputs").mkdir(exist_ok=True)
+Path("outputs/count.json").write_text(str(len(values)))
+"""
+
+
+def _files_containing(client, text):
+    return [
+        p
+        for p in Path(client.syftbox_folder).rglob("*")
+        if p.is_file() and text in p.read_bytes().decode("utf-8", "replace")
+    ]
+
+
+def test_a_failing_jobs_traceback_stays_with_the_owner_unless_shared(federation, numbers, tmp_path):
+    """The attack lesson 09 shows: same reviewed code, a hostile input (min_rows), and the
+    traceback quotes the private values. By default only outputs/ go back, so it does not leak;
+    once the owner shares the logs, it does."""
+    (tmp_path / "main.py").write_text(LEAKY_ERROR_JOB)
+    (tmp_path / "params.json").write_text(json.dumps({"min_rows": 10**9}))
+    review = sb.approve_if_code_is(
+        {"main.py": LEAKY_ERROR_JOB}, data_files=["params.json"], scientist=sb.SCIENTIST_EMAIL
+    )
+    owner = [sb.owner_email(1)]
+    secret = "[2.0, 20.0]"  # owner 1's private values, as the traceback prints them
+    with pytest.raises(sb.JobFailedError, match="logs stay with the owner") as failure:
+        sb.run_round(federation, tmp_path, "leaky-error", review=review, owners=owner)
+    assert secret not in str(failure.value)
+    assert _files_containing(federation.scientist, secret) == []
+    owner_job = next(j for j in federation.owner(1).job_client.jobs if j.name == "leaky-error")
+    assert owner_job.status == "failed"
+    assert secret in sb.owner_logs(owner_job)["stderr"]  # the owner can read it
+
+    sb.share_logs(federation.owner(1), "leaky-error")
+    with pytest.raises(sb.JobFailedError) as failure:
+        sb.collect_outputs(federation, "leaky-error", owners=owner)
+    assert secret in str(failure.value)  # the leak the default prevents
+    assert _files_containing(federation.scientist, secret) != []
+
+
+def test_the_shipped_job_is_the_modules_source_text(tmp_path):
+    from course_lib.fl.jobs import local_training
+
+    source = Path(local_training.__file__).read_text()
+    assert source == sb.LOCAL_TRAINING_SCRIPT
+    folder = sb.write_training_job(tmp_path / "job", MLP(), dataset="d")
+    assert (folder / "main.py").read_text() == source
+    assert sb.job_source("course_lib.fl.jobs.local_training") == source
+    with pytest.raises(ValueError, match="not a job module"):
+        sb.job_source("course_lib.fl.fedavg")
+
+
+def test_the_training_job_trains_like_local_train(tmp_path):
+    """The job module's own function, without syft: the shard in, the weights out."""
+    from torch.utils.data import TensorDataset
+
+    from course_lib.fl.fedavg import local_train
+    from course_lib.fl.jobs.local_training import train_on_shard
+    from course_lib.training import make_loader
+
+    g = torch.Generator().manual_seed(0)
+    images, labels = (
+        torch.rand(12, 1, 28, 28, generator=g),
+        torch.randint(0, 10, (12,), generator=g),
+    )
+    torch.save((images, labels), tmp_path / "shard.pt")
+    torch.manual_seed(0)
+    model = MLP()
+    params = {"model": "MLP", "batch_size": 4, "seed": 3, "epochs": 1, "lr": 0.1, "mu": 0.0}
+    weights, count = train_on_shard(
+        tmp_path / "shard.pt", params, sb.encode_state(model.state_dict())
+    )
+    want = local_train(model, make_loader(TensorDataset(images, labels), 4, seed=3), lr=0.1)
+    assert count == 12
+    got = sb.decode_state(weights)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name])

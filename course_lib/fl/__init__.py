@@ -4,7 +4,8 @@ Modules, in the order the lessons use them:
 
 - :mod:`course_lib.fl.syft_bridge` — a federation of data owners and a data scientist on syft 0.10
   (lessons 09 and 11): the scientist submits code, each owner reviews and approves it, runs it on
-  private data and shares back only its outputs.
+  private data and shares back only its outputs (``federation``), and FedAvg rounds made of such
+  jobs (``training``). The job scripts themselves are modules of :mod:`course_lib.fl.jobs`.
 - :mod:`course_lib.fl.partition` — split a dataset into clients: IID, Dirichlet label skew,
   pathological shards (lesson 10).
 - :mod:`course_lib.fl.fedavg` — local training, federated averaging weighted by sample count,

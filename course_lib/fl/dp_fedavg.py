@@ -41,7 +41,7 @@ from course_lib.fl.fedavg import local_train
 from course_lib.fl.seeding import client_round_seed
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import evaluate, make_loader
-from course_lib.validation import check_positive
+from course_lib.validation import check_dataset, check_positive
 
 __all__ = [
     "update_norm",
@@ -55,17 +55,47 @@ __all__ = [
 Update = dict[str, torch.Tensor]
 
 
+def _nonfinite_parameter(update: Mapping[str, torch.Tensor]) -> str | None:
+    """The name of the first parameter of ``update`` holding a NaN or ±inf, or ``None``."""
+    return next((k for k, t in update.items() if not bool(torch.isfinite(t).all())), None)
+
+
 def update_norm(update: Mapping[str, torch.Tensor]) -> float:
-    """The L2 norm of an update, all parameters taken together as one long vector."""
-    return math.sqrt(sum(float((t.detach().double() ** 2).sum()) for t in update.values()))
+    """The L2 norm of an update, all parameters taken together as one long vector.
+
+    Computed in float64 after dividing by the largest entry, so huge finite entries do not
+    overflow to ``inf``. A NaN anywhere gives ``nan``; an infinite entry gives ``inf``.
+    """
+    tensors = [t.detach().double().flatten() for t in update.values()]
+    if not tensors or sum(t.numel() for t in tensors) == 0:
+        return 0.0
+    flat = torch.cat([t.cpu() for t in tensors])  # one scalar comes out: the device is irrelevant
+    if not bool(torch.isfinite(flat).all()):
+        return math.nan if bool(torch.isnan(flat).any()) else math.inf
+    scale = float(flat.abs().max())
+    return 0.0 if scale == 0 else scale * float(torch.linalg.vector_norm(flat / scale))
 
 
-def clip_update(update: Mapping[str, torch.Tensor], clip_norm: float) -> tuple[Update, float]:
+def clip_update(
+    update: Mapping[str, torch.Tensor], clip_norm: float, *, name: str = "the update"
+) -> tuple[Update, float]:
     """Scale ``update`` down to L2 norm at most ``clip_norm`` (unchanged if already within).
 
     Returns the clipped update and the norm it had before clipping.
+
+    Raises:
+        ValueError: if ``update`` holds a NaN or ±inf (``name`` says whose update it is in the
+            message). Such an update has no norm, so no scale factor can bound it: ``min(1, C/nan)``
+            would let it through unscaled, and ``0 · inf`` is NaN. The server's
+            :func:`dp_aggregate` drops such updates instead (and counts them).
     """
     check_positive(clip_norm, "clip_norm")
+    bad = _nonfinite_parameter(update)
+    if bad is not None:
+        raise ValueError(
+            f"{name} contains NaN or ±inf (in parameter {bad!r}): clipping cannot bound it. "
+            "Drop it, or find out why local training diverged (learning rate too large?)"
+        )
     norm = update_norm(update)
     factor = min(1.0, clip_norm / norm) if norm > 0 else 1.0
     return {k: v.detach() * factor for k, v in update.items()}, norm
@@ -82,9 +112,18 @@ def dp_aggregate(
 ) -> tuple[Update, list[float]]:
     """The server's DP step: ``(Σ_k clip(Δ_k) + N(0, (σC)² I)) / expected_clients``.
 
-    ``template`` (e.g. the global state dict) gives the parameter names and shapes — needed when
-    no client was sampled, since the noise is added anyway. Returns the noisy average update and
-    the clients' norms before clipping.
+    ``template`` (e.g. the global state dict) gives the parameter names, shapes, dtypes and device
+    — needed when no client was sampled, since the noise is added anyway. Returns the noisy
+    average update (on ``template``'s device and dtypes) and the clients' norms before clipping.
+
+    A client whose update holds a NaN or ±inf is **dropped**: it contributes zero (a norm of 0 ≤ C,
+    so the guarantee is untouched and the release stays finite) and its entry in the returned
+    norms is ``nan``, so callers can count it (``math.isnan``). Dropping rather than raising keeps
+    one broken or malicious client from stopping the round for everyone. Whatever one client
+    sends, it moves the sum by at most ``C`` (the release by at most ``C / expected_clients``).
+
+    Noise: float32 Gaussian from ``rng`` (CSPRNG by default), drawn on the CPU and moved to the
+    template's device.
     """
     check_positive(clip_norm, "clip_norm")
     check_positive(expected_clients, "expected_clients")
@@ -93,22 +132,27 @@ def dp_aggregate(
     if any(not v.is_floating_point() for v in template.values()):
         raise ValueError("DP-FedAvg needs a model whose state is all floating-point parameters")
     rng = resolve_random_source(rng)
-    total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in template.items()}
-    norms = []
+    total = {
+        k: torch.zeros(v.shape, dtype=torch.float64, device=v.device) for k, v in template.items()
+    }
     for i, update in enumerate(updates):
         if set(update) != set(total) or any(update[k].shape != total[k].shape for k in total):
             raise ValueError(f"update {i} does not match the model's parameters and shapes")
-        clipped, norm = clip_update(update, clip_norm)
+    norms = []
+    for i, update in enumerate(updates):
+        if _nonfinite_parameter(update) is not None:
+            norms.append(math.nan)  # dropped: contributes nothing
+            continue
+        clipped, norm = clip_update(update, clip_norm, name=f"client update {i}")
         norms.append(norm)
         for k in total:
-            total[k] += clipped[k].double()
+            total[k] += clipped[k].to(device=total[k].device, dtype=torch.float64)
     std = noise_multiplier * clip_norm
-    return {
-        k: ((v + gaussian_noise(v.shape, std, rng).double()) / expected_clients).to(
-            template[k].dtype
-        )
-        for k, v in total.items()
-    }, norms
+    released = {}
+    for k, v in total.items():
+        noise = gaussian_noise(v.shape, std, rng).to(device=v.device, dtype=torch.float64)
+        released[k] = ((v + noise) / expected_clients).to(template[k].dtype)
+    return released, norms
 
 
 def dp_fedavg_epsilon(
@@ -121,25 +165,48 @@ def dp_fedavg_epsilon(
 
 @dataclass
 class DPFedHistory:
-    """Per-round record of :func:`run_dp_fedavg`."""
+    """Per-round record of :func:`run_dp_fedavg`.
+
+    Two kinds of numbers live here. ``test_loss``, ``test_acc`` and ``epsilon`` are computed from
+    the released (noisy) models and public settings: post-processing, covered by ε as long as the
+    test set is not private. ``participants``, ``clipped_fraction`` and ``dropped`` are
+    **outside ε**: the server computes them from the clients' raw updates and the secret sample,
+    with no noise, so they are diagnostics for the simulation's operator and must not be
+    published (:attr:`OUTSIDE_EPSILON` names them; ``str(history)`` marks them).
+    """
+
+    #: the fields computed from private data without noise: not covered by the DP guarantee
+    OUTSIDE_EPSILON = ("participants", "clipped_fraction", "dropped")
 
     test_loss: list[float] = field(default_factory=list)
     test_acc: list[float] = field(default_factory=list)
     #: ε spent after each round (for the given δ)
     epsilon: list[float] = field(default_factory=list)
-    #: how many clients took part in each round (random under Poisson sampling)
+    #: how many clients took part in each round (random under Poisson sampling) — outside ε
     participants: list[int] = field(default_factory=list)
-    #: fraction of the participants' updates that clipping shrank, per round
+    #: fraction of the participants' updates that clipping shrank, per round; a dropped
+    #: (non-finite) update counts as shrunk — outside ε
     clipped_fraction: list[float] = field(default_factory=list)
+    #: how many participants' updates held NaN/±inf and were dropped, per round — outside ε
+    dropped: list[int] = field(default_factory=list)
     delta: float = 0.0
     model: nn.Module | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
-        rows = ["round  clients  test_acc  epsilon"]
-        for r, (n, acc, eps) in enumerate(
-            zip(self.participants, self.test_acc, self.epsilon, strict=True), 1
+        rows = ["round  test_acc  epsilon | clients*  clipped*  dropped*"]
+        for r, (acc, eps, n, clipped, dropped) in enumerate(
+            zip(
+                self.test_acc,
+                self.epsilon,
+                self.participants,
+                self.clipped_fraction,
+                self.dropped,
+                strict=True,
+            ),
+            1,
         ):
-            rows.append(f"{r:5d}  {n:7d}  {acc:8.2%}  {eps:7.2f}")
+            rows.append(f"{r:5d}  {acc:8.2%}  {eps:7.2f} | {n:8d}  {clipped:8.0%}  {dropped:8d}")
+        rows.append("* computed from the clients' private updates without noise: outside ε")
         return "\n".join(rows)
 
 
@@ -176,6 +243,9 @@ def run_dp_fedavg(
     check_positive(server_lr, "server_lr")
     if len(client_datasets) == 0:
         raise ValueError("a federation needs at least one client dataset")
+    for i, dataset in enumerate(client_datasets):
+        check_dataset(dataset, f"client dataset {i}")  # map-style, non-empty, (input, label)
+    check_dataset(test_dataset, "test_dataset")
     rng = resolve_random_source(rng)
     num_clients = len(client_datasets)
     expected = sample_rate * num_clients
@@ -209,9 +279,10 @@ def run_dp_fedavg(
         history.test_loss.append(test_loss)
         history.test_acc.append(test_acc)
         history.participants.append(len(chosen))
-        history.clipped_fraction.append(
-            sum(n > clip_norm for n in norms) / len(norms) if norms else 0.0
-        )
+        dropped = sum(math.isnan(n) for n in norms)
+        shrunk = sum(n > clip_norm for n in norms) + dropped
+        history.dropped.append(dropped)
+        history.clipped_fraction.append(shrunk / len(norms) if norms else 0.0)
         history.epsilon.append(
             dp_fedavg_epsilon(noise_multiplier, sample_rate, r + 1, delta)
             if noise_multiplier > 0

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from course_lib.fl.seeding import client_round_seed
-from course_lib.training import History, evaluate, make_loader
+from course_lib.training import History, evaluate, make_loader, model_device
+from course_lib.validation import check_dataset
 
 __all__ = [
     "FedHistory",
@@ -63,15 +64,17 @@ def local_train_with_metrics(
     model: nn.Module, loader: Iterable, *, epochs: int, lr: float, mu: float
 ) -> tuple[State, float, float]:
     """:func:`local_train` that also returns the mean loss and accuracy of the last local epoch
-    (what a client reports besides its weights)."""
+    (what a client reports besides its weights). Batches are moved to ``model``'s device."""
     _check_training_args(epochs, lr, mu)
     anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    device = model_device(model)
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     for _ in range(epochs):
         loss_sum, correct, seen = 0.0, 0, 0
         for inputs, labels in loader:
+            inputs, labels = inputs.to(device), labels.to(device)
             optimizer.zero_grad()
             logits = model(inputs)
             loss = nn.functional.cross_entropy(logits, labels)
@@ -126,16 +129,35 @@ def _check_states(states: Sequence[Mapping[str, torch.Tensor]]) -> None:
                 )
 
 
+def _check_finite(state: Mapping[str, torch.Tensor], who: str) -> None:
+    for name, tensor in state.items():
+        if tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{who} has NaN or ±inf in parameter {name!r}: averaging it would make the global "
+                "model NaN. Its local training diverged (learning rate too large?) or its update "
+                "is corrupt; leave that client out of the round"
+            )
+
+
 def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> State:
     """Weighted average of client state dicts: ``Σ_k weights[k] · states[k] / Σ_k weights[k]``.
 
     ``weights`` are usually the clients' sample counts. Every state must have the same keys and
-    shapes. Sums are taken in float64; integer buffers (e.g. a BatchNorm batch counter) are
-    averaged and rounded to the nearest integer.
+    shapes. Sums are taken in float64 on the first state's device; integer buffers (e.g. a
+    BatchNorm batch counter) are averaged and rounded to the nearest integer.
+
+    Raises:
+        ValueError: if a client's state holds a NaN or ±inf (the message names the client by its
+            position): plain FedAvg has no clipping, so one such client would silently turn the
+            whole global model into NaN. Plain FedAvg refuses rather than drops, because a
+            diverged client usually means a setting to fix (compare :func:`course_lib.fl.
+            dp_fedavg.dp_aggregate`, which drops and counts).
     """
     states = list(states)
     weights = [float(w) for w in weights]
     _check_states(states)
+    for i, state in enumerate(states):
+        _check_finite(state, f"client {i}'s model")
     if len(weights) != len(states):
         raise ValueError(f"{len(states)} client states but {len(weights)} weights")
     if any(not math.isfinite(w) or w < 0 for w in weights):
@@ -145,9 +167,9 @@ def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float
         raise ValueError("the weights sum to zero: at least one client must have data")
     averaged: State = {}
     for name, first in states[0].items():
-        acc = torch.zeros(first.shape, dtype=torch.float64)
+        acc = torch.zeros(first.shape, dtype=torch.float64, device=first.device)
         for state, w in zip(states, weights, strict=True):
-            acc += state[name].detach().to(torch.float64) * (w / total)
+            acc += state[name].detach().to(device=first.device, dtype=torch.float64) * (w / total)
         if not (first.dtype.is_floating_point or first.dtype.is_complex):
             acc = acc.round()
         averaged[name] = acc.to(first.dtype)
@@ -161,9 +183,16 @@ def state_delta(new: Mapping[str, torch.Tensor], old: Mapping[str, torch.Tensor]
 
 
 def apply_delta(state: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]) -> State:
-    """``state + delta``, parameter by parameter (keeps each parameter's dtype)."""
+    """``state + delta``, parameter by parameter (keeps each parameter's dtype and device).
+
+    Raises ``ValueError`` if ``delta`` holds a NaN or ±inf (it would make the model NaN).
+    """
     _check_states([state, delta])
-    return {k: (state[k].detach() + delta[k].detach()).to(state[k].dtype) for k in state}
+    _check_finite(delta, "the update")
+    return {
+        k: (state[k].detach() + delta[k].detach().to(state[k].device)).to(state[k].dtype)
+        for k in state
+    }
 
 
 def _average_aggregate(
@@ -178,7 +207,8 @@ class FedHistory(History):
 
     ``val_loss`` / ``val_acc`` are the *global* model's loss and accuracy on the test set after
     each round (also available as ``test_loss`` / ``test_acc``); ``train_loss`` / ``train_acc`` are
-    the clients' last-local-epoch metrics, averaged by sample count. It is a
+    the clients' last-local-epoch metrics, averaged by sample count — computed on the clients'
+    private data and reported to the server, so they reveal something about that data too. It is a
     :class:`~course_lib.training.History`, so :func:`course_lib.plots.plot_history` draws it
     (its x axis then counts rounds).
     """
@@ -233,19 +263,24 @@ def run_fedavg(
         clients_per_round: sample this many clients uniformly each round (default: all of them).
         aggregate: ``aggregate(global_state, client_states, sample_counts) -> new global state``;
             default :func:`fedavg`. Part III's secure-aggregation and DP lessons plug in here.
+            A non-finite result stops the run with a ``ValueError`` naming the round.
         model: continue training this model instead of building one with ``model_fn``; it is
             updated in place to the final global weights either way when given.
     Returns:
         A :class:`FedHistory` with the test loss/accuracy after every round.
+    Raises:
+        TypeError: if a dataset is not map-style (before any training).
+        ValueError: if a client's model turns NaN/±inf (see :func:`fedavg`).
     """
     if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds <= 0:
         raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     _check_training_args(local_epochs, lr, mu)
     if len(client_datasets) == 0:
         raise ValueError("a federation needs at least one client dataset")
+    for i, dataset in enumerate(client_datasets):
+        check_dataset(dataset, f"client dataset {i}")  # map-style, non-empty, (input, label)
+    check_dataset(test_dataset, "test_dataset")
     sizes = [len(ds) for ds in client_datasets]
-    if 0 in sizes:
-        raise ValueError(f"client {sizes.index(0)} has an empty dataset; every client needs data")
     k = len(client_datasets) if clients_per_round is None else clients_per_round
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(client_datasets):
         raise ValueError(
@@ -277,7 +312,9 @@ def run_fedavg(
             weights.append(float(sizes[c]))
             losses.append(loss)
             accs.append(acc)
-        global_model.load_state_dict(aggregate(global_state, states, weights))
+        new_state = aggregate(global_state, states, weights)
+        _check_finite(new_state, f"the aggregate of round {r}")  # a custom aggregator, too
+        global_model.load_state_dict(new_state)
         total = sum(weights)
         history.train_loss.append(sum(w * x for w, x in zip(weights, losses, strict=True)) / total)
         history.train_acc.append(sum(w * x for w, x in zip(weights, accs, strict=True)) / total)

@@ -20,6 +20,7 @@ perfect).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,7 +32,9 @@ from torch.nn import functional as F
 __all__ = [
     "LeNetSigmoid",
     "client_gradient",
+    "output_layer",
     "infer_label_idlg",
+    "idlg_label_from_gradient",
     "InversionResult",
     "invert_gradient",
     "psnr",
@@ -80,19 +83,74 @@ def client_gradient(
     return [g.detach() for g in torch.autograd.grad(loss, list(model.parameters()))]
 
 
+def output_layer(model: nn.Module) -> tuple[nn.Linear, int]:
+    """The model's output layer for iDLG — its last ``nn.Linear`` module — and the position of that
+    layer's weight in ``list(model.parameters())`` (where the shared gradient list holds its
+    gradient). Found by module, not by position in the gradient list, so a last layer without a
+    bias (or parameters registered in an unusual order) cannot shift it.
+
+    Raises:
+        ValueError: if the model has no ``nn.Linear`` layer.
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            f"{type(model).__name__} has no nn.Linear layer: iDLG reads the label off the output "
+            "layer's weight gradient, so it does not apply (use idlg=False, or pass labels=)"
+        )
+    layer = linears[-1]
+    index = next(i for i, p in enumerate(model.parameters()) if p is layer.weight)
+    return layer, index
+
+
 def infer_label_idlg(last_layer_weight_grad: torch.Tensor) -> int:
     """iDLG: the true label of a single image, from the gradient of the last linear layer's weight.
 
     For cross-entropy, row ``c`` of that gradient is ``(p_c − y_c) · h`` where ``h`` is the layer's
     input. With ``h ≥ 0`` (sigmoid or ReLU features) only the true class has ``p_c − 1 < 0``, so its
     row is the one whose entries are negative: the label is the row with the smallest sum.
+
+    Raises:
+        ValueError: if the gradient is not 2-D, or lacks iDLG's sign pattern — exactly one row with
+            no positive entry and some negative one, every other row with no negative entry. That
+            pattern fails when the features can be negative, the batch holds several images, the
+            layer does not feed the loss directly, noise was added to the gradient (DP), or the
+            model is so sure of the label that ``p_c`` rounds to 1; the label would then be a
+            guess, so none is returned.
     """
     if last_layer_weight_grad.dim() != 2:
         raise ValueError(
             "pass the gradient of the last layer's weight matrix (classes × features), got shape "
             f"{tuple(last_layer_weight_grad.shape)}"
         )
-    return int(last_layer_weight_grad.sum(dim=1).argmin())
+    grad = last_layer_weight_grad.detach()
+    negative_rows = (grad < 0).any(dim=1)
+    positive_rows = (grad > 0).any(dim=1)
+    candidates = torch.nonzero(negative_rows & ~positive_rows).flatten()
+    if len(candidates) != 1 or int((negative_rows & positive_rows).sum()) > 0:
+        raise ValueError(
+            "this gradient does not have iDLG's sign pattern (one all-negative row, all other rows "
+            "non-negative): the layer's inputs are not all ≥ 0, the batch has more than one image, "
+            "the layer is not the output layer, noise was added, or the model is certain of the "
+            "label. The label "
+            "cannot be read off; use idlg=False (DLG) or pass labels="
+        )
+    return int(candidates[0])
+
+
+def idlg_label_from_gradient(model: nn.Module, gradient: Sequence[torch.Tensor]) -> int:
+    """iDLG on a whole shared gradient: locate the output layer by module
+    (:func:`output_layer`) and read the label off its weight's gradient
+    (:func:`infer_label_idlg`). Raises ``ValueError`` where the trick does not apply."""
+    params = list(model.parameters())
+    if len(gradient) != len(params):
+        raise ValueError(
+            f"the gradient has {len(gradient)} tensors but the model {len(params)} parameters"
+        )
+    layer, index = output_layer(model)
+    if gradient[index].shape != layer.weight.shape:
+        raise ValueError("the gradient's tensors do not line up with the model's parameters")
+    return infer_label_idlg(gradient[index])
 
 
 @dataclass
@@ -102,7 +160,8 @@ class InversionResult:
     images: torch.Tensor
     labels: torch.Tensor
     losses: list[float] = field(default_factory=list)
-    #: ``(iteration, images)`` pairs recorded every ``record_every`` iterations
+    #: ``(iteration, images)`` pairs recorded every ``record_every`` iterations (and at the
+    #: step where the attack stopped early, if that is not a multiple)
     snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)
 
 
@@ -121,6 +180,7 @@ def invert_gradient(
     labels: torch.Tensor | None = None,
     idlg: bool = True,
     iterations: int = 50,
+    tolerance: float = 1e-4,
     optimizer: str = "lbfgs",
     lr: float | None = None,
     seed: int = 0,
@@ -135,14 +195,23 @@ def invert_gradient(
         num_images: the batch size to reconstruct.
         labels: known labels. ``None`` means DLG: soft labels are optimised along with the images —
             except for a single image with ``idlg=True``, where the label is read off the
-            gradient first (iDLG).
+            gradient first (iDLG, :func:`idlg_label_from_gradient`; a ``ValueError`` says so if
+            the trick does not apply to this model or gradient).
         idlg: read a single image's label off the gradient (set False for the original DLG).
-        iterations: optimiser steps (one L-BFGS step runs up to 20 iterations and stops early
-            once the gradients match).
+        iterations: the attack's budget in optimiser steps (one L-BFGS step runs up to 20
+            iterations).
+        tolerance: stop before the budget is spent once a whole step lowers the gradient
+            distance by less than this fraction of it (or it reaches 0): the attack has
+            converged — to the images, or to a point it cannot leave — and further steps change
+            nothing visible. ``0`` spends the whole budget. ``InversionResult.losses`` has one
+            entry per step taken.
         optimizer: ``"lbfgs"`` (the papers' choice) or ``"adam"``.
         lr: step size (default 1.0 for L-BFGS, 0.1 for Adam).
         seed: seeds the random dummy images.
         record_every: keep a snapshot of the dummies every this many iterations (0: never).
+
+    Everything is created on the device of the model's parameters (the dummies are drawn on the
+    CPU from ``seed``, so every device starts from the same images).
     """
     params = list(model.parameters())
     target = [t.detach() for t in target_gradient]
@@ -156,20 +225,26 @@ def invert_gradient(
         raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
     if optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
-    num_classes = target[-1].shape[0]
-    if labels is None and idlg and num_images == 1 and target[-2].dim() == 2:
-        labels = torch.tensor([infer_label_idlg(target[-2])])
+    if isinstance(tolerance, bool) or not (isinstance(tolerance, int | float) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    device = params[0].device if params else torch.device("cpu")
+    target = [t.to(device) for t in target]
+    if labels is None and idlg and num_images == 1:
+        labels = torch.tensor([idlg_label_from_gradient(model, target)])
     if labels is not None:
-        labels = torch.as_tensor(labels, dtype=torch.int64)
+        labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
         if labels.shape != (num_images,):
             raise ValueError(f"labels must have shape ({num_images},), got {tuple(labels.shape)}")
 
     generator = torch.Generator().manual_seed(seed)
-    dummy = torch.rand((num_images, *image_shape), generator=generator).requires_grad_(True)
+    dummy = torch.rand((num_images, *image_shape), generator=generator).to(device)
+    dummy.requires_grad_(True)
     variables = [dummy]
     dummy_logits = None
     if labels is None:
-        dummy_logits = torch.randn((num_images, num_classes), generator=generator)
+        with torch.no_grad():  # the number of classes, from the model itself
+            num_classes = model(dummy).shape[-1]
+        dummy_logits = torch.randn((num_images, num_classes), generator=generator).to(device)
         dummy_logits.requires_grad_(True)
         variables.append(dummy_logits)
 
@@ -193,10 +268,15 @@ def invert_gradient(
 
     result = InversionResult(images=dummy.detach(), labels=torch.empty(0))
     for it in range(1, iterations + 1):
-        loss = opt.step(closure)
-        result.losses.append(float(loss.detach()))
+        loss = float(opt.step(closure).detach())
+        result.losses.append(loss)
         if record_every and it % record_every == 0:
             result.snapshots.append((it, dummy.detach().clamp(0, 1).clone()))
+        previous = result.losses[-2] if it > 1 else math.inf
+        if loss == 0 or previous - loss < tolerance * previous:
+            if record_every and it % record_every:
+                result.snapshots.append((it, dummy.detach().clamp(0, 1).clone()))
+            break
     result.images = dummy.detach().clamp(0, 1)
     result.labels = labels if labels is not None else dummy_logits.detach().argmax(dim=-1)
     return result
@@ -237,7 +317,7 @@ def ssim(
     if not batched:
         a, b = a.unsqueeze(0), b.unsqueeze(0)
     channels = a.shape[1]
-    coords = torch.arange(11, dtype=torch.float64) - 5
+    coords = torch.arange(11, dtype=torch.float64, device=a.device) - 5
     g = torch.exp(-(coords**2) / (2 * 1.5**2))
     g = g / g.sum()
     window = (g[:, None] * g[None, :]).expand(channels, 1, 11, 11).contiguous()
@@ -267,5 +347,5 @@ def match_reconstructions(reconstructions: torch.Tensor, originals: torch.Tensor
     a = reconstructions.detach().flatten(1).double()
     b = originals.detach().flatten(1).double()
     cost = torch.cdist(b, a) ** 2
-    _, columns = linear_sum_assignment(cost.numpy())
-    return reconstructions[torch.as_tensor(columns)]
+    _, columns = linear_sum_assignment(cost.cpu().numpy())
+    return reconstructions[torch.as_tensor(columns, device=reconstructions.device)]

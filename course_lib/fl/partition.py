@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
+from course_lib.validation import check_dataset
+
 __all__ = [
     "partition_iid",
     "partition_dirichlet",
@@ -143,7 +145,16 @@ def partition_shards(
 
 
 def client_subsets(dataset: Dataset, parts: Sequence[torch.Tensor]) -> list[Subset]:
-    """One :class:`~torch.utils.data.Subset` of ``dataset`` per client."""
+    """One :class:`~torch.utils.data.Subset` of ``dataset`` per client.
+
+    ``dataset`` may be any map-style dataset (``len`` and indexing); anything else, or an index
+    beyond its end, is refused with a ``TypeError`` / ``ValueError`` before any subset is built.
+    """
+    check_dataset(dataset)
+    size = len(dataset)
+    for k, part in enumerate(parts):
+        if len(part) and (int(part.max()) >= size or int(part.min()) < 0):
+            raise ValueError(f"part {k} indexes outside the dataset's {size} samples")
     return [Subset(dataset, part.tolist()) for part in parts]
 
 

@@ -113,6 +113,12 @@ class SplitNN:
     def u_shaped(self) -> bool:
         return self.client_head is not None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the client's part lives; :meth:`fit`, :meth:`predict` and :meth:`evaluate` move
+        their batches there."""
+        return next(self.client_part.parameters(), torch.empty(0)).device
+
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
             raise TypeError("inputs and labels must be torch tensors")
@@ -172,7 +178,7 @@ class SplitNN:
         for _ in tqdm(range(epochs), desc="split learning", disable=not progress):
             total, seen = 0.0, 0
             for x, y in loader:
-                total += self.train_step(x, y) * len(y)
+                total += self.train_step(x.to(self.device), y.to(self.device)) * len(y)
                 seen += len(y)
             if seen == 0:
                 raise ValueError("the training loader yielded no batches")
@@ -188,13 +194,13 @@ class SplitNN:
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the whole split network (evaluation mode, nothing logged)."""
         self._train_mode(False)
-        out = self.server_part(self.client_part(x))
+        out = self.server_part(self.client_part(x.to(self.device)))
         return self.client_head(out) if self.u_shaped else out
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the split network on a labelled set."""
-        return (self.predict(images).argmax(1) == labels).float().mean().item()
+        return (self.predict(images).argmax(1) == labels.to(self.device)).float().mean().item()
 
 
 def fit_activation_decoder(
@@ -215,12 +221,14 @@ def fit_activation_decoder(
     a_mean, x_mean = a.mean(0), x.mean(0)
     ac, xc = a - a_mean, x - x_mean
     # weights = (AᵀA + λI)⁻¹ Aᵀ X, solved in the dual when there are fewer pairs than features
-    gram = ac @ ac.T + ridge * torch.eye(len(ac), dtype=torch.float64)
+    gram = ac @ ac.T + ridge * torch.eye(len(ac), dtype=torch.float64, device=ac.device)
     weights = ac.T @ torch.linalg.solve(gram, xc)
     shape = inputs.shape[1:]
 
     def decode(new_activations: torch.Tensor) -> torch.Tensor:
-        out = (new_activations.detach().flatten(1).double() - a_mean) @ weights + x_mean
+        out = (
+            new_activations.detach().flatten(1).double().to(a.device) - a_mean
+        ) @ weights + x_mean
         return out.clamp(0, 1).to(inputs.dtype).reshape(-1, *shape)
 
     return decode
@@ -234,14 +242,14 @@ def cluster_gradients(gradients: torch.Tensor, num_clusters: int, *, seed: int =
     g = gradients.detach().flatten(1).double()
     if len(g) < num_clusters:
         raise ValueError(f"{len(g)} gradients cannot form {num_clusters} clusters")
-    unit = F.normalize(g, dim=1).numpy()
+    unit = F.normalize(g, dim=1).cpu().numpy()  # scikit-learn works on the CPU
     return KMeans(num_clusters, n_init=10, random_state=seed).fit_predict(unit)
 
 
 def cluster_accuracy(clusters: np.ndarray, labels: torch.Tensor | np.ndarray) -> float:
     """Accuracy of clusters as labels once each cluster is named by the best one-to-one mapping
     (what an attacker achieves after seeing one labelled example per cluster)."""
-    labels = np.asarray(labels)
+    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     clusters = np.asarray(clusters)
     if clusters.shape != labels.shape:
         raise ValueError(f"{clusters.shape} cluster ids but {labels.shape} labels")
