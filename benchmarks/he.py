@@ -7,7 +7,7 @@ Run from the repository root:  COURSE_OFFLINE=1 .venv/bin/python benchmarks/he.p
   network with TenSEAL's ``CKKSVector.mm`` on the plain (untiled) input (one rotation per input).
 - Paillier: encrypt / aggregate / decrypt a 7,850-weight update (a 784→10 logistic regression) from
   3 clients at 2,048 bits, packed, and 500 weights unpacked for comparison.
-- PSI: 1,000 × 1,000 identifiers (half shared), both parties' work, X25519.
+- PSI: 1,000 × 1,000 identifiers (half shared), both parties' work, ristretto255.
 - PIR: one lookup in a 1,024-record table with a 2,048-bit Paillier key.
 
 Times are medians over ``--repeats`` runs (key generation and training excluded).
@@ -127,7 +127,7 @@ def psi_rows(repeats: int) -> list[tuple[str, str]]:
     wire_kb = (result.bytes_to_server + result.bytes_to_client) / 1e3
     return [
         (
-            "DH-PSI (X25519), 1,000 × 1,000 items",
+            "DH-PSI (ristretto255), 1,000 × 1,000 items",
             f"{seconds:.2f} s; 2 messages, {wire_kb:.0f} kB",
         ),
         (

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from course_lib.validation import check_nonnegative, check_positive_int
+
 __all__ = ["MLP", "SmallCNN"]
 
 
@@ -28,10 +30,12 @@ class MLP(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
+        dropout = check_nonnegative(dropout, "dropout")
+        if dropout >= 1.0:
             raise ValueError(f"dropout is a probability in [0, 1), got {dropout}")
-        if in_features <= 0 or num_classes <= 0 or any(h <= 0 for h in hidden):
-            raise ValueError("layer sizes must be positive integers")
+        in_features = check_positive_int(in_features, "in_features (a layer size)")
+        num_classes = check_positive_int(num_classes, "num_classes (a layer size)")
+        hidden = [check_positive_int(h, "each hidden layer size") for h in hidden]
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_features
         for h in hidden:

@@ -17,8 +17,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from course_lib.validation import check_dataset, check_positive, check_positive_int
+
 __all__ = [
     "History",
+    "model_device",
     "seed_everything",
     "make_loader",
     "train_epoch",
@@ -44,11 +47,21 @@ def seed_everything(seed: int = 0) -> None:
 def make_loader(
     dataset: Dataset, batch_size: int = 64, *, shuffle: bool = True, seed: int = 0
 ) -> DataLoader:
-    """A :class:`DataLoader` whose shuffle order is fixed by ``seed``."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    """A :class:`DataLoader` whose shuffle order is fixed by ``seed``.
+
+    ``dataset`` is any map-style dataset of ``(input, label)`` pairs (``TypeError`` otherwise).
+    """
+    check_dataset(dataset)
+    batch_size = check_positive_int(batch_size, "batch_size")
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for a model without any."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -94,8 +107,10 @@ def train_epoch(
 ) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, accuracy) on the training batches."""
     model.train()
+    device = model_device(model)
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, labels in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        inputs, labels = inputs.to(device), labels.to(device)
         optimizer.zero_grad()
         logits = model(inputs)
         loss = loss_fn(logits, labels)
@@ -113,10 +128,15 @@ def train_epoch(
 def evaluate(
     model: nn.Module, loader: Iterable, loss_fn: Callable = nn.functional.cross_entropy
 ) -> tuple[float, float]:
-    """Mean loss and accuracy of ``model`` over ``loader`` (no gradients, eval mode)."""
+    """Mean loss and accuracy of ``model`` over ``loader`` (no gradients, eval mode).
+
+    Batches are moved to the model's device.
+    """
     model.eval()
+    device = model_device(model)
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, labels in loader:
+        inputs, labels = inputs.to(device), labels.to(device)
         logits = model(inputs)
         total_loss += loss_fn(logits, labels, reduction="sum").item()
         correct += (logits.argmax(1) == labels).sum().item()
@@ -142,10 +162,8 @@ def fit(
     A progress bar shows each epoch's loss; the returned :class:`History` holds the curves
     (validation ones too when ``val_loader`` is given) for :func:`course_lib.plots.plot_history`.
     """
-    if epochs <= 0:
-        raise ValueError(f"epochs must be positive, got {epochs}")
-    if lr <= 0:
-        raise ValueError(f"the learning rate must be positive, got {lr}")
+    epochs = check_positive_int(epochs, "epochs")
+    lr = check_positive(lr, "lr (the learning rate)")
     optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
     history = History()
     bar = tqdm(range(epochs), desc="epochs", disable=not progress)

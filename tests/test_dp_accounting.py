@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from opacus.accountants import RDPAccountant as OpacusRDPAccountant
 
 from course_lib.dp.accounting import (
@@ -79,7 +80,6 @@ def test_no_subsampling_is_the_gaussian_mechanism():
         {"sample_rate": 0.0},
         {"sample_rate": 1.5},
         {"steps": -1},
-        {"steps": 2.5},
         {"delta": 0.0},
         {"delta": 1.0},
         {"delta": float("nan")},
@@ -94,3 +94,41 @@ def test_bad_input_raises_value_error(kwargs):
 def test_rdp_to_epsilon_checks_lengths():
     with pytest.raises(ValueError, match="orders"):
         rdp_to_epsilon([0.1, 0.2], 1e-5, orders=[2.0, 3.0, 4.0])
+
+
+def test_non_integer_steps_are_a_type_error():
+    with pytest.raises(TypeError, match="steps"):
+        rdp_epsilon(1.0, 0.01, 2.5, 1e-5)
+
+
+@pytest.mark.parametrize("delta", [0.2, 0.5, 0.9, 0.999])
+def test_epsilon_is_never_negative_for_a_large_delta(delta):
+    # Balle et al.'s conversion drops below 0 for large δ (Opacus returns e.g. -0.68 at δ = 0.5);
+    # (ε < 0, δ)-DP implies (0, δ)-DP, so 0 is the sound floor.
+    assert rdp_epsilon(1.0, 0.01, 100, delta) == max(opacus_epsilon(1.0, 0.01, 100, delta), 0.0)
+    assert RDPAccountant().get_epsilon(delta) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("sigma", "q", "steps"),
+    [(1e6, 0.01, 100), (1e3, 0.5, 10), (1.0, 1e-14, 100), (1.0, 1e-15, 100), (50.0, 1e-10, 1000)],
+)
+def test_valid_extremes_are_not_refused_by_rounding(sigma, q, steps):
+    # huge σ or tiny q: the RDP is 0 up to rounding, and ε is the conversion's own floor term
+    ours = rdp_epsilon(sigma, q, steps, 1e-5)
+    assert ours == pytest.approx(opacus_epsilon(sigma, q, steps, 1e-5), rel=1e-9)
+    assert np.all(subsampled_gaussian_rdp(sigma, q, steps) >= 0)
+
+
+@pytest.mark.parametrize(
+    "scalars",
+    [
+        (np.float32(1.1), np.float64(1 / 16), np.int64(80), np.float32(1e-5)),
+        (torch.tensor(1.1, dtype=torch.float64), torch.tensor(1 / 16), 80, torch.tensor(1e-5)),
+    ],
+)
+def test_numpy_and_tensor_scalars_are_numbers(scalars):
+    assert rdp_epsilon(*scalars) == pytest.approx(rdp_epsilon(1.1, 1 / 16, 80, 1e-5), rel=1e-6)
+    accountant = RDPAccountant()
+    accountant.step(noise_multiplier=scalars[0], sample_rate=scalars[1], steps=scalars[2])
+    assert accountant.get_epsilon(scalars[3]) == pytest.approx(3.77, abs=0.01)

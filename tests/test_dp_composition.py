@@ -2,7 +2,9 @@
 
 import math
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -123,3 +125,11 @@ def test_other_bad_inputs():
         advanced_composition(0.1, 0.0, 0, 1e-5)
     with pytest.raises(ValueError, match="vacuous"):
         advanced_composition(0.1, 0.1, 10, 1e-5)
+
+
+@pytest.mark.parametrize("delta", [np.float32(1e-5), torch.tensor(1e-5), np.float64(0.0)])
+def test_numpy_and_tensor_scalars_are_accepted(delta):
+    budget = PrivacyBudget(np.float32(1.0), delta=np.float64(1e-3))
+    budget.spend(torch.tensor(0.25), delta)
+    assert budget.spent_epsilon == pytest.approx(0.25)
+    assert advanced_composition(np.float64(0.1), delta, np.int64(10), np.float32(1e-5))[0] > 0

@@ -138,3 +138,27 @@ def test_bad_inputs():
         make_database(5, p=1.5)
     with pytest.raises(ValueError, match="fraction"):
         public_register(make_population(3), 0.0)
+
+
+# -- the unit of privacy: a user with several records ----------------------------------------------
+
+
+def test_user_sensitivity_exercise_accepts_right_and_refuses_record_level_answers(capsys):
+    from course_lib.exercises import check
+
+    assert check("04.user_sensitivity", lambda ids: torch.bincount(ids).max())
+    assert check("04.user_sensitivity", lambda ids: torch.unique(ids, return_counts=True)[1].max())
+    capsys.readouterr()
+    # record-level thinking: "a count has sensitivity 1" — wrong once a user has several rows
+    assert not check("04.user_sensitivity", lambda ids: 1)
+    assert "visits by users" in capsys.readouterr().out
+    assert not check("04.user_sensitivity", lambda ids: len(torch.unique(ids)))
+    assert not check("04.user_sensitivity", lambda ids: None)
+
+
+def test_removing_one_user_moves_a_count_by_their_number_of_records():
+    # the claim of lesson 04: with the user as the unit, a count's sensitivity is the largest
+    # number of records one user has, found by brute force over every user
+    user_ids = torch.tensor([3, 1, 3, 3, 7, 1, 3])
+    moves = [int((user_ids == u).sum()) for u in user_ids.unique()]
+    assert max(moves) == 4 == int(torch.bincount(user_ids).max())

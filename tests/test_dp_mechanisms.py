@@ -6,6 +6,8 @@ the two-sided 99.9% normal quantile), not tuned to pass.
 """
 
 import math
+import subprocess
+import sys
 from fractions import Fraction
 
 import numpy as np
@@ -36,7 +38,7 @@ from course_lib.dp.mechanisms import (
     sample_discrete_laplace,
     truth_probability_for_epsilon,
 )
-from course_lib.randomness import InsecureSeededRandom
+from course_lib.randomness import InsecureSeededRandom, RandomSource
 
 Z = 3.29  # two-sided 99.9% normal quantile
 ALPHA = 1e-3  # significance level of the goodness-of-fit tests
@@ -336,7 +338,10 @@ def test_floating_point_attack_on_naive_laplace():
     assert naive_laplace_could_output(shifted, 1.0, 1.0, 1.0).all()
 
 
-@pytest.mark.parametrize(("value", "sensitivity", "epsilon"), [(5.0, 1.0, 2.0), (-3.0, 2.0, 0.5)])
+@pytest.mark.parametrize(
+    ("value", "sensitivity", "epsilon"),
+    [(5.0, 1.0, 2.0), (-3.0, 2.0, 0.5), (1e6, 1.0, 1.0), (-1e12, 0.5, 1.0), (1e300, 1.0, 1.0)],
+)
 def test_the_attack_never_rules_out_the_truth(value, sensitivity, epsilon):
     outputs = naive_laplace(value, sensitivity, epsilon, 20_000, rng=InsecureSeededRandom(18))
     assert naive_laplace_could_output(outputs, value, sensitivity, epsilon).all()
@@ -417,3 +422,151 @@ def test_other_bad_inputs():
         laplace_mechanism(1e300, 1.0, 1.0)
     with pytest.raises(TypeError, match="rng"):
         laplace_mechanism(1.0, 1.0, 1.0, rng=np.random.default_rng(0))
+
+
+def test_the_attack_finishes_for_large_answers_and_still_works_where_it_can():
+    # The old search tried 2·|value|/b + 7 candidates per output: for value = 1e15 that never ends.
+    # Run it in a child process so that a regression fails the test instead of hanging the suite.
+    code = (
+        "from course_lib.dp.mechanisms import naive_laplace, naive_laplace_could_output as c\n"
+        "from course_lib.randomness import InsecureSeededRandom as R\n"
+        "o = naive_laplace(1e15, 1.0, 1.0, 1000, rng=R(3))\n"
+        "print(int(c(o, 1e15, 1.0, 1.0).sum()), int(c(o, 1e15 + 4, 1.0, 1.0).sum()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    truth, neighbour = map(int, done.stdout.split())
+    assert truth == 1000  # the truth is never ruled out
+    # |value| ≫ b: the output's ulp (0.125) is far coarser than the noise grid, every float near
+    # the answer is reachable, and the neighbour cannot be ruled out either
+    assert neighbour == 1000
+    # at |value| = 10 b the grid still shows: about one output in ten rules out value + 1
+    outputs = naive_laplace(10.0, 1.0, 1.0, 5_000, rng=InsecureSeededRandom(4))
+    assert (~naive_laplace_could_output(outputs, 11.0, 1.0, 1.0)).mean() > 0.05
+
+
+def test_an_output_far_from_the_answer_is_ruled_out():
+    # beyond the largest noise the sampler can draw (52·ln 2·b ≈ 36b) nothing is reachable
+    assert not naive_laplace_could_output(np.array([40.0, -40.0]), 0.0, 1.0, 1.0).any()
+
+
+@pytest.mark.parametrize("delta", [np.float32(1e-5), torch.tensor(1e-5), np.float64(1e-5)])
+def test_numpy_and_tensor_deltas_are_accepted_everywhere(delta):
+    assert gaussian_sigma_analytic(1.0, 1.0, delta) == pytest.approx(
+        gaussian_sigma_analytic(1.0, 1.0, 1e-5), rel=1e-6
+    )
+    assert isinstance(gaussian_mechanism(1.0, 1.0, 1.0, delta, rng=InsecureSeededRandom(0)), float)
+
+
+# -- group privacy and bounded contributions (lessons 05 and 06) ----------------------------------
+
+
+def test_group_privacy_is_tight_for_randomized_response():
+    # k people who all change their answer: the probability of the all-"yes" outcome changes by
+    # exactly ((1+p)/(1-p))^k = e^{kε} — the bound k·ε of group privacy is attained, not loose
+    for p, k in [(0.5, 1), (0.5, 3), (0.8, 4)]:
+        yes_if_yes, yes_if_no = (1 + p) / 2, (1 - p) / 2
+        ratio = (yes_if_yes / yes_if_no) ** k
+        assert math.log(ratio) == pytest.approx(k * randomized_response_epsilon(p), rel=1e-12)
+
+
+def test_group_privacy_exercise(capsys):
+    from course_lib.exercises import check
+
+    assert check("05.group_privacy", lambda p, k: k * math.log((1 + p) / (1 - p)))
+    for wrong in (
+        lambda p, k: math.log((1 + p) / (1 - p)),  # forgot the group
+        lambda p, k: math.sqrt(k) * math.log((1 + p) / (1 - p)),  # composition-style √k
+        lambda p, k: math.log((1 + p) / (1 - p)) ** k,
+    ):
+        assert not check("05.group_privacy", wrong)
+    assert "group_epsilon(0.5, 4)" in capsys.readouterr().out
+
+
+def test_bounded_sum_exercise(capsys):
+    from course_lib.exercises import check
+
+    assert check("06.bounded_sum", lambda v, b: v.clamp(0, b).sum())
+    assert check("06.bounded_sum", lambda v, b: float(np.clip(v.numpy(), 0, b).sum()))
+    for wrong in (
+        lambda v, b: v.sum(),  # no clipping: one outlier moves the sum without limit
+        lambda v, b: v.clamp(max=b).sum(),  # forgot the lower end: -1e12 moves it
+        lambda v, b: v.sum().clamp(0, b),  # clips the total, not each person
+    ):
+        assert not check("06.bounded_sum", wrong)
+    assert "bound" in capsys.readouterr().out
+
+
+def test_clipping_makes_the_sum_sensitivity_the_bound():
+    # brute force over neighbours that add one arbitrary person: clipped sums move by ≤ B, raw
+    # sums by as much as the person wants
+    base, bound = torch.tensor([3.0, 8.0, 1.0]), 10.0
+    for extreme in (1e12, -1e12, 7.0, 0.0):
+        with_them = torch.cat([base, torch.tensor([extreme])])
+        assert abs(with_them.clamp(0, bound).sum() - base.clamp(0, bound).sum()) <= bound
+    assert abs(torch.tensor([3.0, 8.0, 1.0, 1e12]).sum() - base.sum()) > 1e11
+
+
+# -- the small print of lesson 06: what the exact samplers and the exponential mechanism don't do --
+
+
+class _AllOnes(RandomSource):
+    """An adversarially lucky source: every uniform is the largest one, 1 - 2^-53."""
+
+    def bytes(self, n):
+        return b"\xff" * n
+
+
+def _realised_last_probability(scores):
+    # exactly what exponential_mechanism does: float64 softmax, cumulative sum, 53-bit uniform u;
+    # the last of two candidates is chosen when u ≥ c₀, i.e. for 2^53 - ⌈c₀·2^53⌉ of the 2^53 u's
+    c0 = float(torch.cumsum(exponential_mechanism_probabilities(scores, 1.0, 1.0), 0)[0])
+    return (2**53 - math.ceil(c0 * 2**53)) / 2**53
+
+
+def test_the_floating_point_exponential_mechanism_is_not_exactly_epsilon_dp():
+    # neighbouring databases: candidate 0's score moves by the sensitivity 1
+    d, d_prime = torch.tensor([74.19, 0.0]), torch.tensor([73.19, 0.0])
+    exact = [math.exp(-s / 2) / (1 + math.exp(-s / 2)) for s in (74.19, 73.19)]
+    assert exact[1] / exact[0] == pytest.approx(math.exp(0.5))  # the math is ε-DP ...
+    assert _realised_last_probability(d) == 0.0  # ... the implementation never picks it on D
+    assert _realised_last_probability(d_prime) == 2.0**-52  # ... but can on D': ratio ∞
+    assert exponential_mechanism(d, 1.0, 1.0, rng=_AllOnes()) == 0
+    assert exponential_mechanism(d_prime, 1.0, 1.0, rng=_AllOnes()) == 1
+
+
+def test_exact_samplers_use_more_randomness_for_larger_outputs():
+    # the timing side channel: the work of a discrete-Laplace draw grows with |output|
+    from course_lib.dp.mechanisms import _RandomBits
+
+    bits = _RandomBits(InsecureSeededRandom(7))
+    used, outputs = [], []
+    for _ in range(4_000):
+        before = bits.bits_used
+        outputs.append(abs(bits.discrete_laplace(Fraction(3))))
+        used.append(bits.bits_used - before)
+    used, outputs = np.array(used), np.array(outputs)
+    small, large = used[outputs <= 1], used[outputs >= 8]
+    standard_error = math.sqrt(small.var() / len(small) + large.var() / len(large))
+    assert large.mean() - small.mean() > 5 * standard_error
+    assert np.corrcoef(outputs, used)[0, 1] > 0.3
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_mechanisms_answer_on_the_device_of_their_input(device):
+    rng = InsecureSeededRandom(3)
+    answers = torch.tensor([True, False, True], device=device)
+    assert randomized_response(answers, rng=rng).device.type == device
+    values = torch.tensor([1.0, 2.0], device=device)
+    assert laplace_mechanism(values, 1.0, 1.0, rng=rng).device.type == device
+    assert gaussian_mechanism(values, 1.0, 1.0, 1e-5, rng=rng).device.type == device
+    assert exponential_mechanism(values, 1.0, 1.0, rng=rng) in (0, 1)

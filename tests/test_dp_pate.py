@@ -1,12 +1,13 @@
 """PATE: noisy aggregation and its privacy analysis on hand-checkable vote counts."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from scipy import stats
-from torch.utils.data import TensorDataset
+from torch.utils.data import Subset, TensorDataset
 
 from course_lib.dp.accounting import rdp_to_epsilon
 from course_lib.dp.pate import (
@@ -138,3 +139,82 @@ def test_lnmax_by_hand():
 def test_bad_input_raises_value_error(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("gamma", [5.0, 50.0, 400.0, 1e6])
+def test_lnmax_is_finite_for_agreeing_teachers_and_large_gamma(gamma):
+    # all 250 teachers agree: q underflows to 0 and e^{2γλ} overflows, yet the data-dependent
+    # bound is Σ log 1 = 0 per query, so ε = min_λ log(1/δ)/λ over λ ≤ 32
+    votes = [[250, 0, 0, 0]] * 10
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warnings either
+        eps = lnmax_epsilon(votes, gamma, 1e-5)
+    assert eps == pytest.approx(math.log(1e5) / 32, rel=1e-12)
+    assert lnmax_epsilon(votes, gamma, 1e-5, data_dependent=False) > 2 * gamma * 10 - 1
+
+
+def test_lnmax_log_space_agrees_with_the_direct_formula_where_both_work():
+    # the 2017 paper's Theorem 3, written out directly for a moderate case
+    votes, gamma, delta = [[30, 10, 5, 5]] * 20, 0.2, 1e-5
+    q = float(lnmax_q(votes, gamma)[0])
+    eps = 2 * gamma
+    best = math.inf
+    for lam in range(1, 33):
+        bound = min(0.5 * eps**2 * lam * (lam + 1), eps * lam)
+        if q < (math.exp(eps) - 1) / (math.exp(2 * eps) - 1):
+            tight = (1 - q) * ((1 - q) / (1 - math.exp(eps) * q)) ** lam + q * math.exp(eps * lam)
+            bound = min(bound, math.log(tight))
+        best = min(best, (20 * bound + math.log(1 / delta)) / lam)
+    assert lnmax_epsilon(votes, gamma, delta) == pytest.approx(best, rel=1e-12)
+
+
+@pytest.mark.parametrize("delta", [np.float32(1e-5), torch.tensor(1e-5), np.float64(1e-5)])
+def test_pate_accepts_numpy_and_tensor_deltas(delta):
+    votes = [[8, 1, 1]] * 5
+    assert gnmax_epsilon(votes, 2.0, delta) == pytest.approx(
+        gnmax_epsilon(votes, 2.0, 1e-5), rel=1e-6
+    )
+    assert lnmax_epsilon(votes, 0.1, delta) == pytest.approx(
+        lnmax_epsilon(votes, 0.1, 1e-5), rel=1e-6
+    )
+
+
+def test_train_teachers_accepts_a_subset():
+    data = TensorDataset(torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,)))
+    teachers = train_teachers(
+        Subset(data, range(20)), 2, lambda: MLP(784, (8,), 10), epochs=1, batch_size=10
+    )
+    assert len(teachers) == 2
+
+
+def test_the_data_dependent_epsilon_is_a_statistic_of_the_private_votes():
+    # lesson 07's claim: publishing the data-dependent ε is itself a release. Two neighbouring vote
+    # tables (one teacher, hence one private partition, changes its vote on one query) give
+    # different data-dependent ε, while the data-independent ε — the guarantee — is the same.
+    votes = np.array([[18, 1, 1, 0]] * 30 + [[19, 1, 0, 0]])
+    neighbour = votes.copy()
+    neighbour[-1] = [18, 2, 0, 0]  # one teacher switched from class 0 to class 1
+    sigma, delta = 2.0, 1e-5
+    dependent = [gnmax_epsilon(v, sigma, delta) for v in (votes, neighbour)]
+    independent = [gnmax_epsilon(v, sigma, delta, data_dependent=False) for v in (votes, neighbour)]
+    assert dependent[0] != dependent[1]
+    assert independent[0] == independent[1]
+    assert dependent[0] < independent[0]
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_votes_and_noisy_max_work_on_the_device(device):
+    torch.manual_seed(0)
+    teachers = [MLP(784, (8,), 10).to(device) for _ in range(3)]
+    votes = teacher_votes(teachers, torch.rand(5, 1, 28, 28, device=device))
+    assert votes.device.type == device and votes.sum().item() == 15
+    assert gaussian_noisy_max(votes, 1.0, InsecureSeededRandom(0)).shape == (5,)
+    assert gnmax_epsilon(votes, 4.0, 1e-5) > 0

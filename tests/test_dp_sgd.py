@@ -1,11 +1,14 @@
 """DP-SGD: per-sample gradients, clipping, noise, Poisson sampling and a short private run."""
 
 import math
+import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Subset, TensorDataset
 
 from course_lib.data import load_mnist
 from course_lib.dp.dpsgd import (
@@ -221,3 +224,391 @@ def test_bad_inputs_raise_value_error():
             lr=0.1,
             noise_multiplier=1.0,
         )
+
+
+# -- non-finite per-example gradients: zeroed and counted, never let through -----------------------
+
+POISONS = {
+    "nan in one coordinate": lambda x: x.index_put_((torch.tensor([0]),), torch.tensor(math.nan)),
+    "+inf in one coordinate": lambda x: x.index_put_((torch.tensor([0]),), torch.tensor(math.inf)),
+    "-inf in one coordinate": lambda x: x.index_put_((torch.tensor([0]),), torch.tensor(-math.inf)),
+    "nan everywhere": lambda x: x.fill_(math.nan),
+    "+inf everywhere": lambda x: x.fill_(math.inf),
+    "-inf everywhere": lambda x: x.fill_(-math.inf),
+}
+
+
+def _dpsgd(model, method="auto", sigma=1.0, clip=0.1, rng=None):
+    return DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        noise_multiplier=sigma,
+        max_grad_norm=clip,
+        expected_batch_size=8,
+        method=method,
+        rng=rng,
+    )
+
+
+def _by_param(sums, params):
+    """Clipped sums keyed by parameter identity (a tied parameter's pieces added up)."""
+    out = {}
+    for s, p in zip(sums, params, strict=True):
+        out[id(p)] = out.get(id(p), 0) + s
+    return out
+
+
+@pytest.mark.parametrize("method", ["taps", "vmap", "loop"])
+@pytest.mark.parametrize("poison", list(POISONS))
+def test_a_non_finite_example_contributes_zero_and_is_counted(method, poison):
+    torch.manual_seed(0)
+    model = MLP(784, (16,), 10)
+    x, y = batch(6)
+    x_bad = x.clone()
+    POISONS[poison](x_bad[2].view(-1))
+    dp = _dpsgd(model, method)
+    sums, params, norms, loss = dp.clipped_sum(x_bad, y)
+    assert not torch.isfinite(norms[2]) and torch.isfinite(norms[[0, 1, 3, 4, 5]]).all()
+    keep = [0, 1, 3, 4, 5]
+    clean_sums, clean_params, _, clean_loss = _dpsgd(model, method).clipped_sum(x[keep], y[keep])
+    expected = _by_param(clean_sums, clean_params)
+    for p, s in _by_param(sums, params).items():
+        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
+    assert loss == pytest.approx(clean_loss, rel=1e-5)
+    dp.step(x_bad, y)
+    assert dp.nonfinite_examples == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("method", ["taps", "vmap"])
+def test_one_example_moves_the_clipped_sum_by_at_most_c(method):
+    torch.manual_seed(0)
+    model, clip = SmallCNN(), 0.05
+    x, y = batch(8)
+    huge = x.clone()
+    huge[3] *= 1e6  # an outlier with a finite but enormous gradient
+    with_it = _by_param(*_dpsgd(model, method, clip=clip).clipped_sum(huge, y)[:2])
+    keep = [i for i in range(8) if i != 3]
+    without = _by_param(*_dpsgd(model, method, clip=clip).clipped_sum(x[keep], y[keep])[:2])
+    moved = torch.cat([(with_it[p] - without[p]).flatten() for p in with_it]).norm()
+    assert moved <= clip * (1 + 1e-4)
+
+
+def test_clip_gradients_zeroes_non_finite_rows():
+    grads = {"w": torch.tensor([[3.0, 4.0], [math.nan, 1.0], [math.inf, 0.0], [0.3, 0.4]])}
+    clipped, norms = clip_gradients(grads, 1.0)
+    torch.testing.assert_close(
+        clipped["w"],
+        torch.tensor([[0.6, 0.8], [0.0, 0.0], [0.0, 0.0], [0.3, 0.4]]),
+        atol=1e-5,
+        rtol=0,
+    )
+    assert torch.isnan(norms[1]) and torch.isinf(norms[2])
+
+
+# -- the fast path knows when it does not apply ----------------------------------------------------
+
+
+def brute_force_clipped_sum(model, x, y, clip):
+    """Per-example autograd on the whole model, clipped: the definition, with no shortcuts."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    totals = [torch.zeros_like(p) for p in params]
+    for i in range(len(x)):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        grads = [
+            torch.zeros_like(p) if g is None else g for p, g in zip(params, grads, strict=True)
+        ]
+        norm = torch.sqrt(sum(g.square().sum() for g in grads))
+        factor = min(1.0, clip / (norm.item() + 1e-6))
+        totals = [t + factor * g for t, g in zip(totals, grads, strict=True)]
+    return {id(p): t for p, t in zip(params, totals, strict=True)}
+
+
+class LoRALinear(nn.Linear):
+    """A frozen weight plus a trainable low-rank term added in its own forward."""
+
+    def __init__(self, d_in, d_out, rank=2):
+        super().__init__(d_in, d_out)
+        self.weight.requires_grad_(False)
+        self.lora_a = nn.Parameter(torch.randn(rank, d_in) * 0.1)
+        self.lora_b = nn.Parameter(torch.randn(d_out, rank) * 0.1)
+
+    def forward(self, x):
+        return super().forward(x) + x @ self.lora_a.T @ self.lora_b.T
+
+
+class ScaledLinear(nn.Linear):
+    """A subclass that only changes forward (no extra parameters)."""
+
+    def forward(self, x):
+        return F.linear(2.0 * x, self.weight, self.bias)
+
+
+class TiedPair(nn.Module):
+    """Two Linear layers sharing one weight (an autoencoder-style tie)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(10, 10), nn.Linear(10, 10)
+        self.b.weight = self.a.weight
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+class UsedOutside(nn.Module):
+    """A layer's weight also used directly in forward, outside the layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(10, 10)
+        self.head = nn.Linear(10, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.a(x))
+        return self.head(torch.tanh(h @ self.a.weight.T))
+
+
+def _weight_norm_new():
+    from torch.nn.utils.parametrizations import weight_norm
+
+    return nn.Sequential(weight_norm(nn.Linear(10, 8)), nn.Tanh(), nn.Linear(8, 3))
+
+
+def _weight_norm_old():
+    with pytest.warns(FutureWarning):
+        layer = torch.nn.utils.weight_norm(nn.Linear(10, 8))
+    return nn.Sequential(layer, nn.Tanh(), nn.Linear(8, 3))
+
+
+@pytest.mark.parametrize(
+    "model_fn",
+    [
+        lambda: nn.Sequential(LoRALinear(10, 8), nn.Tanh(), nn.Linear(8, 3)),
+        lambda: nn.Sequential(ScaledLinear(10, 8), nn.Tanh(), nn.Linear(8, 3)),
+        TiedPair,
+        UsedOutside,
+        _weight_norm_new,
+        _weight_norm_old,
+    ],
+    ids=["lora", "overridden-forward", "tied", "used-outside", "weight_norm", "weight_norm-hook"],
+)
+def test_the_fast_path_falls_back_where_it_would_be_wrong(model_fn):
+    torch.manual_seed(0)
+    model = model_fn()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 10, generator=g), torch.randint(0, 3, (6,), generator=g)
+    clip = 0.2
+    dp = _dpsgd(model, "auto", clip=clip)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dynamic check warns when it falls back
+        sums, params, _, _ = dp.clipped_sum(x, y)
+    assert dp.method == "vmap" and dp.fallback_reason
+    ours = _by_param(sums, params)
+    expected = brute_force_clipped_sum(model, x, y, clip)
+    assert ours.keys() == expected.keys()
+    for p, s in ours.items():
+        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
+
+
+def test_explicit_taps_is_refused_where_it_does_not_apply():
+    with pytest.raises(ValueError, match="LoRA"):
+        _dpsgd(nn.Sequential(ScaledLinear(10, 8), nn.Linear(8, 3)), "taps")
+    with pytest.raises(ValueError, match="tied"):
+        _dpsgd(TiedPair(), "taps")
+    dp = _dpsgd(UsedOutside(), "taps")  # only the first batch can tell
+    with pytest.raises(ValueError, match="outside its layer"):
+        dp.clipped_sum(torch.randn(4, 10), torch.randint(0, 3, (4,)))
+
+
+def test_plain_layers_keep_the_fast_path_after_the_check():
+    torch.manual_seed(0)
+    model = MLP(784, (16,), 10)
+    dp = _dpsgd(model)
+    dp.clipped_sum(*batch(4))
+    assert dp.method == "taps" and dp.fallback_reason is None
+
+
+# -- recurrent and attention layers ----------------------------------------------------------------
+
+
+class TinyLM(nn.Module):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.embed = nn.Embedding(12, 6)
+        layers = {"gru": nn.GRU, "lstm": nn.LSTM, "rnn": nn.RNN}
+        if kind in layers:
+            self.mix = layers[kind](6, 6, batch_first=True)
+        else:
+            self.mix = nn.MultiheadAttention(6, 2, batch_first=True)
+        self.out = nn.Linear(6, 12)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h = self.mix(h, h, h)[0] if self.kind == "attention" else self.mix(h)[0]
+        return self.out(h[:, -1])
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "rnn", "attention"])
+def test_recurrent_and_attention_models_get_exact_clipped_sums(kind):
+    torch.manual_seed(0)
+    model = TinyLM(kind)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randint(0, 12, (5, 7), generator=g), torch.randint(0, 12, (5,), generator=g)
+    dp = _dpsgd(model, clip=0.3)
+    assert dp.method == ("vmap" if kind == "attention" else "loop")
+    ours = _by_param(*dp.clipped_sum(x, y)[:2])
+    expected = brute_force_clipped_sum(model, x, y, 0.3)
+    for p, s in ours.items():
+        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
+
+
+def test_vmap_on_a_gru_is_refused_up_front():
+    with pytest.raises(ValueError, match="GRU.*loop"):
+        _dpsgd(TinyLM("gru"), "vmap")
+
+
+def test_train_private_trains_a_gru():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(3)
+    data = TensorDataset(torch.randint(0, 12, (40, 5), generator=g), torch.randint(0, 12, (40,)))
+    history = train_private(
+        TinyLM("gru"),
+        data,
+        epochs=1,
+        sample_rate=0.2,
+        lr=0.5,
+        noise_multiplier=1.0,
+        rng=InsecureSeededRandom(0),
+        progress=False,
+    )
+    assert len(history.epsilon) == 1 and math.isfinite(history.train_loss[0])
+
+
+# -- train_private: everything checked before the model is touched ---------------------------------
+
+
+def _params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"noise_multiplier": 0.0}, ValueError, "noise_multiplier"),
+        ({"noise_multiplier": np.float32(0.0)}, ValueError, "noise_multiplier"),
+        ({"noise_multiplier": torch.tensor(0.0)}, ValueError, "noise_multiplier"),
+        ({"noise_multiplier": -1.0}, ValueError, "noise_multiplier"),
+        ({"delta": 1.0}, ValueError, "delta"),
+        ({"sample_rate": 0.0}, ValueError, "sample_rate"),
+        ({"max_grad_norm": math.nan}, ValueError, "max_grad_norm"),
+        ({"momentum": -0.5}, ValueError, "momentum"),
+        ({"lr": True}, TypeError, "lr"),
+        ({"method": "fast"}, ValueError, "method"),
+        ({"test_data": torch.zeros(3)}, TypeError, "test_data"),
+    ],
+)
+def test_train_private_refuses_bad_settings_before_touching_the_model(kwargs, error, message):
+    torch.manual_seed(0)
+    model = MLP(16, (8,), 2)
+    before = _params(model)
+    data = TensorDataset(torch.randn(20, 16), torch.randint(0, 2, (20,)))
+    args = dict(epochs=1, sample_rate=0.5, lr=0.5, noise_multiplier=1.0, progress=False) | kwargs
+    with pytest.raises(error, match=message):
+        train_private(model, data, **args)
+    for b, p in zip(before, model.parameters(), strict=True):
+        assert torch.equal(b, p)
+
+
+def test_train_private_accepts_numpy_and_tensor_scalars_and_any_map_style_dataset():
+    torch.manual_seed(0)
+    base = TensorDataset(torch.randn(40, 16), torch.randint(0, 2, (40,)))
+    history = train_private(
+        MLP(16, (8,), 2),
+        Subset(base, range(32)),
+        Subset(base, range(32, 40)),
+        epochs=1,
+        sample_rate=np.float32(0.25),
+        lr=torch.tensor(0.5),
+        noise_multiplier=torch.tensor(1.1),
+        delta=np.float32(1e-5),
+        rng=InsecureSeededRandom(0),
+        progress=False,
+    )
+    assert len(history.val_acc) == 1 and 0 <= history.val_acc[0] <= 1
+
+
+def test_training_metrics_on_private_data_are_labelled_outside_the_guarantee():
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(20, 16), torch.randint(0, 2, (20,)))
+    history = train_private(
+        MLP(16, (8,), 2),
+        data,
+        epochs=2,
+        sample_rate=0.5,
+        lr=0.5,
+        noise_multiplier=1.0,
+        rng=InsecureSeededRandom(0),
+        progress=False,
+    )
+    assert {"train_loss", "train_acc", "nonfinite_examples"} <= set(history.outside_guarantee)
+    assert history.nonfinite_examples == [0, 0]
+    text = str(history)
+    assert "train_loss*" in text and "outside the (ε, δ = 1e-05) guarantee" in text
+
+
+# -- devices: every tensor follows the model ------------------------------------------------------
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_noise_is_secure_and_lands_on_the_device(device):
+    noise = gaussian_noise((1000,), 2.0, device=device, dtype=torch.float64)
+    assert noise.device.type == device and noise.dtype == torch.float64
+    seeded = gaussian_noise((10,), 1.0, InsecureSeededRandom(5), device=device)
+    torch.testing.assert_close(seeded.cpu(), gaussian_noise((10,), 1.0, InsecureSeededRandom(5)))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", ["taps", "vmap", "loop"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_private_step_runs_where_the_model_lives(device, method, dtype):
+    torch.manual_seed(0)
+    model = SmallCNN().to(device=device, dtype=dtype)
+    x, y = batch(4)
+    x[1, 0, 0, 0] = math.nan
+    dp = _dpsgd(model, method, rng=InsecureSeededRandom(0))
+    sums, _, norms, _ = dp.clipped_sum(x.to(device=device, dtype=dtype), y.to(device))
+    assert norms.device.type == device and all(s.device.type == device for s in sums)
+    dp.step(x.to(device=device, dtype=dtype), y.to(device))
+    assert dp.nonfinite_examples == 1
+    for p in model.parameters():
+        assert p.device.type == device and p.dtype == dtype and torch.isfinite(p).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_private_on_the_device_with_cpu_data(device):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(20, 16), torch.randint(0, 2, (20,)))
+    model = MLP(16, (8,), 2).to(device)
+    history = train_private(
+        model,
+        data,
+        data,
+        epochs=1,
+        sample_rate=0.5,
+        lr=0.5,
+        noise_multiplier=1.0,
+        rng=InsecureSeededRandom(0),
+        progress=False,
+    )
+    assert next(model.parameters()).device.type == device and len(history.val_acc) == 1

@@ -9,7 +9,15 @@ from torch.utils.data import TensorDataset
 from course_lib.data import ImageDataset
 from course_lib.models import MLP, SmallCNN
 from course_lib.plots import plot_history, show_images
-from course_lib.training import History, accuracy, evaluate, fit, make_loader, seed_everything
+from course_lib.training import (
+    History,
+    accuracy,
+    evaluate,
+    fit,
+    make_loader,
+    model_device,
+    seed_everything,
+)
 from course_lib.transfer import (
     count_trainable,
     few_labels,
@@ -153,3 +161,37 @@ def test_pretrained_resnet18_skips_cleanly(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(torchvision.models, "resnet18", no_network)
     model, reason = pretrained_resnet18()
     assert model is None and "could not fetch" in reason
+
+
+def test_loaders_accept_any_map_style_dataset_and_refuse_the_rest() -> None:
+    from torch.utils.data import Subset
+
+    data = _blobs(8)
+    assert sum(len(y) for _, y in make_loader(Subset(data, range(5)), 2)) == 5
+    with pytest.raises(TypeError, match="dataset"):
+        make_loader(torch.zeros(8, 2), 4)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="batch_size"):
+        make_loader(data, 2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="hidden"):
+        MLP(hidden=(32.5,))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="in_features"):
+        MLP(in_features=0)
+
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    ),
+]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_and_evaluation_follow_the_model_to_its_device(device) -> None:
+    seed_everything(0)
+    model = MLP(hidden=(8,), num_classes=2).to(device)
+    loader = make_loader(_blobs(32), 8)  # CPU data
+    history = fit(model, loader, loader, epochs=1, progress=False)
+    assert len(history.val_acc) == 1
+    assert model_device(model).type == device
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")

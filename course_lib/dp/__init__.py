@@ -15,6 +15,10 @@
   sampling and a private trainer that reports ε (lesson 08).
 - :mod:`course_lib.dp.attacks` — membership inference: loss threshold and LiRA (lesson 08).
 
+Every public function checks its inputs first, with the shared rules of
+:mod:`course_lib.validation` (numpy and one-element tensor scalars accepted; NaN, out-of-range and
+wrongly typed values refused with a message naming the parameter).
+
 Import what you need from its module, e.g.
 ``from course_lib.dp.mechanisms import laplace_mechanism``.
 """

@@ -27,45 +27,20 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import special
 
+from course_lib.validation import (
+    check_delta,
+    check_noise_multiplier,
+    check_nonnegative_int,
+    check_sample_rate,
+)
+
 #: The orders α Opacus' RDPAccountant searches by default: 1.1, 1.2, ..., 10.9, 12, 13, ..., 63.
 DEFAULT_ORDERS: tuple[float, ...] = tuple(
     [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64))
 )
 
 
-# -- input validation ------------------------------------------------------------------------------
-
-
-def _check_noise_multiplier(noise_multiplier: float) -> float:
-    if not isinstance(noise_multiplier, int | float) or not math.isfinite(noise_multiplier):
-        raise ValueError(f"noise_multiplier must be a finite number, got {noise_multiplier!r}")
-    if noise_multiplier <= 0:
-        raise ValueError(
-            f"noise_multiplier must be positive (σ = 0 means no noise and no privacy), got "
-            f"{noise_multiplier}"
-        )
-    return float(noise_multiplier)
-
-
-def _check_sample_rate(sample_rate: float) -> float:
-    if not isinstance(sample_rate, int | float) or not 0.0 < sample_rate <= 1.0:
-        raise ValueError(
-            f"sample_rate is the probability that an example joins a batch, in (0, 1]; "
-            f"got {sample_rate!r}"
-        )
-    return float(sample_rate)
-
-
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
-    return int(steps)
-
-
-def _check_delta(delta: float) -> float:
-    if not isinstance(delta, int | float) or not 0.0 < delta < 1.0:
-        raise ValueError(f"delta must lie strictly between 0 and 1 (e.g. 1e-5), got {delta!r}")
-    return float(delta)
+# -- input validation (the shared rules of course_lib.validation) ---------------------------------
 
 
 def _check_orders(orders: Sequence[float]) -> np.ndarray:
@@ -156,7 +131,9 @@ def _rdp_one_step(q: float, sigma: float, alpha: float) -> float:
         if float(alpha).is_integer()
         else _log_a_fractional(q, sigma, alpha)
     )
-    return log_a / (alpha - 1)
+    # A_α ≥ 1 (it is E[(p/p')^α] over a pair of distributions), so RDP ≥ 0; when σ is huge or q
+    # tiny, A_α is 1 + (something below double precision) and rounding can land a hair under 1.
+    return max(log_a, 0.0) / (alpha - 1)
 
 
 def subsampled_gaussian_rdp(
@@ -166,9 +143,9 @@ def subsampled_gaussian_rdp(
     orders: Sequence[float] = DEFAULT_ORDERS,
 ) -> np.ndarray:
     """RDP of ``steps`` Poisson-subsampled Gaussian steps at each order in ``orders``."""
-    sigma = _check_noise_multiplier(noise_multiplier)
-    q = _check_sample_rate(sample_rate)
-    steps = _check_steps(steps)
+    sigma = check_noise_multiplier(noise_multiplier)
+    q = check_sample_rate(sample_rate)
+    steps = check_nonnegative_int(steps, "steps")
     orders = _check_orders(orders)
     return steps * np.array([_rdp_one_step(q, sigma, float(a)) for a in orders])
 
@@ -180,8 +157,10 @@ def rdp_to_epsilon(
 
     Uses Balle et al. (2020, Thm 21), as Opacus does:
     ε = RDP(α) + log((α-1)/α) - (log δ + log α) / (α - 1), minimised over α.
+    For a large δ that expression can drop below 0; every (ε', δ)-DP mechanism with ε' < 0 is
+    also (0, δ)-DP, so the result is floored at ε = 0 (a negative ε means nothing).
     """
-    delta = _check_delta(delta)
+    delta = check_delta(delta)
     orders = _check_orders(orders)
     rdp = np.atleast_1d(np.asarray(rdp, dtype=np.float64))
     if rdp.shape != orders.shape:
@@ -190,7 +169,7 @@ def rdp_to_epsilon(
         raise ValueError("RDP values must be non-negative numbers")
     eps = rdp + np.log((orders - 1) / orders) - (np.log(delta) + np.log(orders)) / (orders - 1)
     best = int(np.argmin(eps))
-    return float(eps[best]), float(orders[best])
+    return max(float(eps[best]), 0.0), float(orders[best])
 
 
 def rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -222,9 +201,9 @@ class RDPAccountant:
 
     def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
         """Record ``steps`` more steps with this noise multiplier and sample rate."""
-        sigma = _check_noise_multiplier(noise_multiplier)
-        q = _check_sample_rate(sample_rate)
-        steps = _check_steps(steps)
+        sigma = check_noise_multiplier(noise_multiplier)
+        q = check_sample_rate(sample_rate)
+        steps = check_nonnegative_int(steps, "steps")
         if self.history and self.history[-1][:2] == (sigma, q):
             self.history[-1] = (sigma, q, self.history[-1][2] + steps)
         else:
@@ -247,7 +226,7 @@ class RDPAccountant:
     def get_privacy_spent(self, *, delta: float) -> tuple[float, float]:
         """(ε, best order α) spent so far."""
         if not self.history:
-            _check_delta(delta)
+            check_delta(delta)
             return 0.0, float("nan")
         return rdp_to_epsilon(self.get_rdp(), delta, self.orders)
 

@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from course_lib.dp.mechanisms import validate_delta, validate_epsilon
+from course_lib.validation import check_delta, check_epsilon, check_positive_int
 
 __all__ = [
     "BudgetExceededError",
@@ -35,15 +35,13 @@ __all__ = [
 
 def _validate_delta_or_zero(delta: float) -> float:
     """Pure ε-DP mechanisms have δ = 0; otherwise δ must be a probability below 1."""
-    if not isinstance(delta, bool) and isinstance(delta, int | float) and delta == 0:
-        return 0.0
-    return validate_delta(delta)
+    return check_delta(delta, allow_zero=True)
 
 
 def _epsilons_and_deltas(
     epsilons: Sequence[float], deltas: Sequence[float] | None
 ) -> tuple[list[float], list[float]]:
-    epsilons = [validate_epsilon(e) for e in epsilons]
+    epsilons = [check_epsilon(e) for e in epsilons]
     if not epsilons:
         raise ValueError("composition needs at least one mechanism's epsilon")
     if deltas is None:
@@ -80,11 +78,10 @@ def advanced_composition(
     ``ε_total = ε·√(2k·ln(1/δ')) + k·ε·(e^ε - 1)`` and ``δ_total = k·δ + δ'``. It is a bound, not
     always better than the sequential ``k·ε``: compare both and use the smaller.
     """
-    epsilon = validate_epsilon(epsilon)
+    epsilon = check_epsilon(epsilon)
     delta = _validate_delta_or_zero(delta)
-    delta_prime = validate_delta(delta_prime)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k is the number of mechanisms and must be a positive integer, got {k!r}")
+    delta_prime = check_delta(delta_prime)
+    k = check_positive_int(k, "k (the number of mechanisms)")
     total_epsilon = epsilon * math.sqrt(
         2 * k * math.log(1 / delta_prime)
     ) + k * epsilon * math.expm1(epsilon)
@@ -125,7 +122,7 @@ class PrivacyBudget:
     _SLACK = 1e-12
 
     def __init__(self, epsilon: float, delta: float = 0.0) -> None:
-        self.epsilon = validate_epsilon(epsilon)
+        self.epsilon = check_epsilon(epsilon)
         self.delta = _validate_delta_or_zero(delta)
         self._ledger: list[LedgerEntry] = []
 
@@ -152,7 +149,7 @@ class PrivacyBudget:
 
     def can_spend(self, epsilon: float, delta: float = 0.0) -> bool:
         """Whether :meth:`spend` would accept this cost (validating it the same way)."""
-        epsilon = validate_epsilon(epsilon)
+        epsilon = check_epsilon(epsilon)
         delta = _validate_delta_or_zero(delta)
         new_epsilon = math.fsum([*(e.epsilon for e in self._ledger), epsilon])
         new_delta = math.fsum([*(e.delta for e in self._ledger), delta])

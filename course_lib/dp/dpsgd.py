@@ -25,6 +25,28 @@ Two ways to get the clipped sum, giving the same numbers:
   **clipped sum** ``Σ_i c_i g_i a_iᵀ`` as one ordinary weight gradient computed with the backprops
   scaled by the clip factors ``c_i``. ``"auto"`` (the default) uses it whenever the model allows.
 
+* ``method="loop"`` — one ordinary backward pass per example: exact for every model, slow.
+  ``"auto"`` picks it for recurrent layers (``nn.RNN``, ``nn.GRU``, ``nn.LSTM``), whose hidden state
+  ``vmap`` cannot batch.
+
+``"auto"`` only takes the fast path when it provably computes the same gradients: every trainable
+parameter is the ``weight``/``bias`` of a plain ``nn.Linear``/``nn.Conv2d`` (a subclass that
+overrides ``forward`` — LoRA-style — or has extra parameters, a parametrized weight such as
+``weight_norm``, a module with its own hooks, or a weight shared by two modules all fall back to
+``vmap``), and on the first batch the fast gradients are checked against autograd's ordinary
+gradient, which catches a weight also used *outside* its layer (tied weights). The reason for a
+fallback is kept in :attr:`DPSGD.fallback_reason`.
+
+**Non-finite gradients.** An example whose gradient contains NaN or ±∞ (or whose norm overflows)
+has no meaningful clip factor: ``min(1, C/NaN)`` would let it through unscaled. Such an example is
+*zeroed* (it contributes nothing, which is within the bound ``C``) and *counted*
+(:attr:`DPSGD.nonfinite_examples`, the history's ``nonfinite_examples``). We zero rather than
+raise: an exception in the middle of private training would itself be a data-dependent signal,
+and the count is reported as a training metric outside the guarantee.
+
+**Devices.** Every tensor created here follows the device and dtype of the model or its inputs;
+the noise is drawn on the CPU from the secure source and then moved to the parameters' device.
+
 Noise comes from a cryptographically secure source by default
 (:class:`~course_lib.randomness.SecureRandom`), turned into Gaussians with the Box–Muller
 transform; pass an :class:`~course_lib.randomness.InsecureSeededRandom` for reproducible lessons.
@@ -33,6 +55,8 @@ transform; pass an :class:`~course_lib.randomness.InsecureSeededRandom` for repr
 from __future__ import annotations
 
 import math
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -41,13 +65,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from torch.utils.data import Dataset, TensorDataset
+from torch.nn.utils import parametrize
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from course_lib.dp.accounting import RDPAccountant
 from course_lib.randomness import RandomSource, resolve_random_source
-from course_lib.training import History, evaluate
-from course_lib.validation import check_positive
+from course_lib.training import History, evaluate, model_device
+from course_lib.validation import (
+    check_delta,
+    check_noise_multiplier,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_sample_rate,
+    dataset_tensors,
+)
 
 __all__ = [
     "per_sample_gradients",
@@ -56,6 +89,7 @@ __all__ = [
     "PoissonSampler",
     "DPSGD",
     "DPHistory",
+    "PRIVATE_METRICS",
     "train_private",
 ]
 
@@ -66,14 +100,25 @@ LossFn = Callable[..., torch.Tensor]
 
 
 def per_sample_gradients(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn = F.cross_entropy
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: LossFn = F.cross_entropy,
+    *,
+    method: str = "vmap",
 ) -> dict[str, torch.Tensor]:
     """Every example's gradient: ``{parameter name: tensor of shape (batch, *parameter.shape)}``.
 
-    ``torch.func.grad`` differentiates the loss of *one* example as a function of the parameters;
-    ``vmap`` runs that function over the batch dimension in one vectorised call.
+    ``method="vmap"``: ``torch.func.grad`` differentiates the loss of *one* example as a function of
+    the parameters; ``vmap`` runs that function over the batch dimension in one vectorised call.
+    ``method="loop"``: one ordinary backward pass per example (for layers ``vmap`` cannot batch,
+    such as ``nn.GRU``).
     """
     _check_batch(inputs, targets)
+    if method == "loop":
+        return _per_sample_gradients_loop(model, inputs, targets, loss_fn)
+    if method != "vmap":
+        raise ValueError(f"method must be 'vmap' or 'loop', got {method!r}")
     params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     buffers = {name: b.detach() for name, b in model.named_buffers()}
 
@@ -86,52 +131,110 @@ def per_sample_gradients(
     )
 
 
+def _per_sample_gradients_loop(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn
+) -> dict[str, torch.Tensor]:
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    rows: dict[str, list[torch.Tensor]] = {name: [] for name in params}
+    for i in range(len(inputs)):
+        loss = loss_fn(model(inputs[i : i + 1]), targets[i : i + 1])
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        for (name, p), g in zip(params.items(), grads, strict=True):
+            rows[name].append(torch.zeros_like(p) if g is None else g)
+    return {name: torch.stack(r) for name, r in rows.items()}
+
+
 def clip_gradients(
     grads: dict[str, torch.Tensor], max_grad_norm: float
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Scale each example's gradient (across all parameters) to L2 norm at most ``max_grad_norm``.
 
-    Returns the clipped per-sample gradients and the per-sample norms *before* clipping.
+    Returns the clipped per-sample gradients and the per-sample norms *before* clipping. An example
+    whose gradient is not finite (NaN or ±∞ anywhere, or a norm that overflows) is set to zero:
+    its norm is NaN or ∞ in the returned norms, so callers can count it.
     """
-    check_positive(max_grad_norm, "max_grad_norm")
+    max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()], dim=1).norm(dim=1)
     factors = _clip_factors(norms, max_grad_norm)
-    clipped = {name: g * factors.view(-1, *[1] * (g.dim() - 1)) for name, g in grads.items()}
+    finite = torch.isfinite(norms)
+    clipped = {
+        name: torch.where(_rows(finite, g), g * _rows(factors, g), 0.0) for name, g in grads.items()
+    }
     return clipped, norms
 
 
+def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-example vector shaped to broadcast over ``like``'s trailing dimensions."""
+    return values.view(-1, *[1] * (like.dim() - 1))
+
+
 def _clip_factors(norms: torch.Tensor, max_grad_norm: float) -> torch.Tensor:
-    """c_i = min(1, C / ‖g_i‖): examples already inside the ball are left alone."""
-    return (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    """c_i = min(1, C / ‖g_i‖): examples already inside the ball are left alone; c_i = 0 when the
+    norm is NaN or ∞ (``min(1, C/NaN)`` would otherwise be 1 and let the example through)."""
+    factors = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+    return torch.where(torch.isfinite(norms), factors, torch.zeros_like(factors))
 
 
 # -- 2. per-sample norms and the clipped sum from activations and backprops ------------------------
 
 
-def _supports_taps(module: nn.Module) -> bool:
-    if isinstance(module, nn.Linear):
-        return True
-    return (
-        isinstance(module, nn.Conv2d)
-        and module.groups == 1
-        and module.padding_mode == "zeros"
-        and not isinstance(module.padding, str)
+def _taps_refusal(module: nn.Module) -> str | None:
+    """Why the fast path cannot compute this layer's per-sample gradients, or None if it can."""
+    name = type(module).__name__
+    if parametrize.is_parametrized(module):
+        return f"{name} has a parametrized weight (e.g. weight_norm)"
+    if module._forward_hooks or module._forward_pre_hooks:
+        return f"{name} has forward hooks that may change what it computes"
+    own = {n for n, p in module.named_parameters(recurse=False) if p.requires_grad}
+    if isinstance(module, nn.Linear | nn.Conv2d) and own <= {"weight", "bias"}:
+        if not isinstance(module.weight, nn.Parameter):
+            return f"{name}.weight is computed, not a parameter"
+        base = nn.Linear if isinstance(module, nn.Linear) else nn.Conv2d
+        if type(module).forward is not base.forward or (
+            base is nn.Conv2d and type(module)._conv_forward is not nn.Conv2d._conv_forward
+        ):
+            return f"{name} overrides forward (e.g. a LoRA-style extra term)"
+        if base is nn.Linear:
+            return None
+        if module.groups == 1 and module.padding_mode == "zeros":
+            return None if not isinstance(module.padding, str) else f"{name} uses string padding"
+        return f"{name} uses groups or non-zero padding"
+    if isinstance(module, nn.RNNBase):
+        return f"{name} is recurrent"
+    return f"{name} is not an nn.Linear or nn.Conv2d layer (or has extra parameters {own})"
+
+
+def _tapped_layers(model: nn.Module) -> tuple[list[nn.Module] | None, str | None]:
+    """The Linear/Conv2d layers holding every trainable parameter, or (None, why not)."""
+    owners = Counter(
+        id(p)
+        for _, module in model.named_modules(remove_duplicate=False)
+        for p in module.parameters(recurse=False)
     )
-
-
-def _tapped_layers(model: nn.Module) -> list[nn.Module] | None:
-    """The Linear/Conv2d layers holding every trainable parameter, or None if some are elsewhere."""
+    if any(count > 1 for count in owners.values()):
+        return None, "a parameter is shared by two modules (tied weights)"
     layers, covered = [], set()
     for module in model.modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
         if not own:
             continue
-        if not _supports_taps(module):
-            return None
+        reason = _taps_refusal(module)
+        if reason is not None:
+            return None, reason
         layers.append(module)
         covered.update(id(p) for p in own)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    return layers if covered == trainable else None
+    if covered != trainable:
+        return None, "some trainable parameters are not in a tapped layer"
+    return layers, None
+
+
+def _vmap_refusal(model: nn.Module) -> str | None:
+    """Why ``vmap`` cannot batch this model's per-sample gradients, or None."""
+    for module in model.modules():
+        if isinstance(module, nn.RNNBase):
+            return f"vmap cannot batch {type(module).__name__}'s hidden state"
+    return None
 
 
 def _patches(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -210,6 +313,10 @@ class _Taps:
             handle.remove()
 
 
+class _TapsDoNotApply(Exception):
+    """The fast path's gradients differ from autograd's: a weight is used outside its layer."""
+
+
 def _clipped_sum_taps(
     model: nn.Module,
     layers: list[nn.Module],
@@ -217,6 +324,8 @@ def _clipped_sum_taps(
     targets: torch.Tensor,
     loss_fn: LossFn,
     max_grad_norm: float,
+    *,
+    verify: bool = False,
 ) -> tuple[list[torch.Tensor], list[nn.Parameter], torch.Tensor, float]:
     with _Taps(layers) as taps:
         logits = model(inputs)
@@ -224,11 +333,21 @@ def _clipped_sum_taps(
         raise ValueError(
             "a layer was called twice in one forward pass (shared weights); use method='vmap'"
         )
-    loss = loss_fn(logits, targets, reduction="sum")  # example i's loss only depends on its row
+    losses = loss_fn(logits, targets, reduction="none")  # example i's loss only depends on its row
     outputs = [out for _, _, out in taps.records]
-    backprops = torch.autograd.grad(loss, outputs)  # no weight gradients computed here
+    params = [
+        p
+        for layer, _, _ in taps.records
+        for p in (layer.weight, layer.bias)
+        if p is not None and p.requires_grad
+    ]
+    if verify:  # the ordinary summed gradients too, to compare with what the taps reconstruct
+        grads = torch.autograd.grad(losses.sum(), outputs + params, allow_unused=True)
+        backprops, reference = list(grads[: len(outputs)]), grads[len(outputs) :]
+    else:
+        backprops = list(torch.autograd.grad(losses.sum(), outputs))  # no weight gradients here
 
-    squared_norms = torch.zeros(len(inputs), dtype=logits.dtype)
+    squared_norms = torch.zeros(len(inputs), dtype=logits.dtype, device=logits.device)
     for (layer, x, _), g in zip(taps.records, backprops, strict=True):
         if layer.weight.requires_grad:
             squared_norms += _squared_norms(layer, x, g)
@@ -236,18 +355,42 @@ def _clipped_sum_taps(
             squared_norms += _bias_gradients(layer, g).square().sum(1)
     norms = squared_norms.sqrt()
     factors = _clip_factors(norms, max_grad_norm)
+    finite = torch.isfinite(norms)
+
+    if verify and bool(finite.all()):
+        ones = torch.ones_like(factors)
+        unclipped = _summed_layer_gradients(taps.records, backprops, ones, finite)
+        for p, ours, theirs in zip(params, unclipped, reference, strict=True):
+            theirs = torch.zeros_like(p) if theirs is None else theirs
+            scale = theirs.abs().max().item() + 1e-12
+            if not torch.allclose(ours, theirs, rtol=1e-3, atol=1e-4 * scale):
+                raise _TapsDoNotApply(
+                    "the fast per-sample gradients differ from autograd's (a weight is used "
+                    "outside its layer, e.g. tied weights)"
+                )
 
     # Σ_i c_i ∇_i is the ordinary gradient computed from backprops scaled by c_i
-    sums, params = [], []
-    for (layer, x, _), g in zip(taps.records, backprops, strict=True):
-        scaled = g * factors.view(-1, *[1] * (g.dim() - 1))
+    sums = _summed_layer_gradients(taps.records, backprops, factors, finite)
+    return sums, params, norms, losses.detach()[finite].sum().item()
+
+
+def _summed_layer_gradients(
+    records: list[tuple[nn.Module, torch.Tensor, torch.Tensor]],
+    backprops: list[torch.Tensor],
+    factors: torch.Tensor,
+    finite: torch.Tensor,
+) -> list[torch.Tensor]:
+    """Σ_i c_i ∇_i for every tapped weight and bias; non-finite examples' rows are zeroed in both
+    the activations and the backprops (0 · NaN would still be NaN)."""
+    sums = []
+    for (layer, x, _), g in zip(records, backprops, strict=True):
+        scaled = torch.where(_rows(finite, g), g * _rows(factors, g), 0.0)
         if layer.weight.requires_grad:
+            x = torch.where(_rows(finite, x), x, 0.0)
             sums.append(_weight_gradient(layer, x, scaled))
-            params.append(layer.weight)
         if layer.bias is not None and layer.bias.requires_grad:
             sums.append(_bias_gradients(layer, scaled).sum(0))
-            params.append(layer.bias)
-    return sums, params, norms, loss.item()
+    return sums
 
 
 # -- 3. Gaussian noise from a secure source --------------------------------------------------------
@@ -273,23 +416,26 @@ def _random_bytes(rng: RandomSource, count: int) -> bytes:
 
 
 def gaussian_noise(
-    shape: torch.Size | tuple[int, ...], std: float, rng: RandomSource | None = None
+    shape: torch.Size | tuple[int, ...],
+    std: float,
+    rng: RandomSource | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Gaussian noise N(0, std²) of the given shape, float32, from ``rng`` (secure by default).
+    """Gaussian noise N(0, std²) of the given shape from ``rng`` (secure by default).
 
     Box–Muller: for independent uniforms u ∈ (0, 1] and v ∈ [0, 1), ``√(-2 ln u)·cos(2π v)`` and
     ``√(-2 ln u)·sin(2π v)`` are two independent standard normals. ``u`` gets 53 random bits, so
     the tails are exact out to ≈ 8.6 standard deviations (a truncated tail would leak: values
     beyond it would be impossible for one dataset and possible for its neighbour); the angle ``v``
     only needs 32. Twelve random bytes make two normals.
+
+    The bytes come from the CPU's secure generator (a GPU's own generator is a seeded PRNG), so
+    the noise is made on the CPU and then moved to ``device`` (default: CPU) as ``dtype``
+    (default float32).
     """
-    if (
-        isinstance(std, bool)
-        or not isinstance(std, int | float)
-        or not math.isfinite(std)
-        or std < 0
-    ):
-        raise ValueError(f"the noise standard deviation must be a finite number ≥ 0, got {std!r}")
+    std = check_nonnegative(std, "std (the noise standard deviation)")
     count = math.prod(shape)
     pairs = (count + 1) // 2
     raw = _random_bytes(resolve_random_source(rng), 12 * pairs)
@@ -299,7 +445,7 @@ def gaussian_noise(
     angle = torch.from_numpy(v_bits.astype(np.float32) * np.float32(2 * math.pi * 2.0**-32))
     radius = torch.sqrt(-2.0 * torch.log(u)).to(torch.float32)
     normals = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)])[:count]
-    return (std * normals).reshape(shape)
+    return (std * normals).reshape(shape).to(device=device, dtype=dtype)
 
 
 # -- 4. Poisson sampling ---------------------------------------------------------------------------
@@ -321,14 +467,11 @@ class PoissonSampler:
         steps: int | None = None,
         rng: RandomSource | None = None,
     ) -> None:
-        if isinstance(num_examples, bool) or not isinstance(num_examples, int) or num_examples <= 0:
-            raise ValueError(f"num_examples must be a positive integer, got {num_examples!r}")
-        if not isinstance(sample_rate, int | float) or not 0.0 < sample_rate <= 1.0:
-            raise ValueError(f"sample_rate must lie in (0, 1], got {sample_rate!r}")
-        self.num_examples, self.sample_rate = num_examples, float(sample_rate)
-        self.steps = round(1 / self.sample_rate) if steps is None else steps
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps <= 0:
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        self.num_examples = check_positive_int(num_examples, "num_examples")
+        self.sample_rate = check_sample_rate(sample_rate)
+        self.steps = (
+            round(1 / self.sample_rate) if steps is None else check_positive_int(steps, "steps")
+        )
         self.rng = resolve_random_source(rng)
 
     def __len__(self) -> int:
@@ -349,13 +492,22 @@ class DPSGD:
         model: the network (no BatchNorm: it mixes examples).
         optimizer: e.g. ``torch.optim.SGD(model.parameters(), lr=...)``; it receives the noisy
             gradients.
-        noise_multiplier: σ; the noise standard deviation is ``σ · max_grad_norm``.
+        noise_multiplier: σ ≥ 0; the noise standard deviation is ``σ · max_grad_norm``. (σ = 0 is
+            accepted here to show clipping alone; :func:`train_private` refuses it.)
         max_grad_norm: C, the clipping bound on each example's gradient norm.
         expected_batch_size: ``q · N``; the noisy sum is divided by it (not by the actual batch
             size, which is itself private information under Poisson sampling).
         rng: source of the noise; :class:`SecureRandom` when None.
-        method: ``"taps"``, ``"vmap"`` or ``"auto"`` (taps when every parameter lives in a Linear
-            or Conv2d layer).
+        method: ``"taps"``, ``"vmap"``, ``"loop"`` or ``"auto"`` (see the module docstring).
+
+    Raises ``ValueError`` for a bad setting, BatchNorm, ``method="taps"`` on a model the fast path
+    cannot handle, or ``method="vmap"`` on recurrent layers — all before anything is changed.
+
+    Attributes:
+        method: the path in use; ``"auto"`` may switch from ``"taps"`` to ``"vmap"`` on the first
+            batch if the fast gradients disagree with autograd's.
+        fallback_reason: why the fast path is not used (None when it is).
+        nonfinite_examples: how many examples so far had a non-finite gradient and were zeroed.
     """
 
     def __init__(
@@ -369,44 +521,70 @@ class DPSGD:
         rng: RandomSource | None = None,
         method: str = "auto",
     ) -> None:
-        if not math.isfinite(noise_multiplier) or noise_multiplier < 0:
-            raise ValueError(
-                f"noise_multiplier must be a finite number ≥ 0, got {noise_multiplier}"
-            )
-        check_positive(max_grad_norm, "max_grad_norm")
-        check_positive(expected_batch_size, "expected_batch_size")
-        if method not in ("auto", "taps", "vmap"):
-            raise ValueError(f"method must be 'auto', 'taps' or 'vmap', got {method!r}")
+        noise_multiplier = check_noise_multiplier(noise_multiplier, allow_zero=True)
+        max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
+        expected_batch_size = check_positive(expected_batch_size, "expected_batch_size")
+        if method not in ("auto", "taps", "vmap", "loop"):
+            raise ValueError(f"method must be 'auto', 'taps', 'vmap' or 'loop', got {method!r}")
         _reject_batchnorm(model)
-        layers = _tapped_layers(model)
+        layers, reason = _tapped_layers(model)
         if method == "taps" and layers is None:
             raise ValueError(
-                "method='taps' needs every trainable parameter in an nn.Linear or nn.Conv2d "
-                "layer; use method='vmap'"
+                f"method='taps' needs every trainable parameter in a plain nn.Linear or "
+                f"nn.Conv2d layer, but {reason}; use method='vmap' or 'auto'"
             )
+        vmap_reason = _vmap_refusal(model)
+        if method == "vmap" and vmap_reason is not None:
+            raise ValueError(f"method='vmap' does not work here: {vmap_reason}; use method='loop'")
         self.model, self.optimizer = model, optimizer
-        self.noise_multiplier, self.max_grad_norm = float(noise_multiplier), float(max_grad_norm)
-        self.expected_batch_size = float(expected_batch_size)
+        self.noise_multiplier, self.max_grad_norm = noise_multiplier, max_grad_norm
+        self.expected_batch_size = expected_batch_size
         self.rng = resolve_random_source(rng)
-        self._layers = None if method == "vmap" else layers
-        self.method = "vmap" if self._layers is None else "taps"
+        self._explicit = method != "auto"
+        if method in ("auto", "taps") and layers is not None:
+            self.method, self._layers, self.fallback_reason = "taps", layers, None
+        else:
+            self._layers = None
+            self.fallback_reason = reason if method == "auto" else f"method={method!r} was asked"
+            self.method = method if method != "auto" else ("loop" if vmap_reason else "vmap")
+        self._verified = False
+        self.nonfinite_examples = 0
 
     def clipped_sum(
         self, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn = F.cross_entropy
     ) -> tuple[list[torch.Tensor], list[nn.Parameter], torch.Tensor, float]:
         """Sum of clipped per-sample gradients.
 
-        Returns (sums, their parameters, per-sample norms before clipping, summed loss).
+        Returns (sums, their parameters, per-sample norms before clipping, summed loss of the
+        examples with a finite gradient). ``loss_fn(logits, targets, reduction=...)`` must accept
+        ``"none"`` and ``"sum"`` like ``F.cross_entropy``.
         """
-        if self._layers is not None:
-            return _clipped_sum_taps(
-                self.model, self._layers, inputs, targets, loss_fn, self.max_grad_norm
-            )
-        grads = per_sample_gradients(self.model, inputs, targets, loss_fn)
+        if self.method == "taps":
+            try:
+                result = _clipped_sum_taps(
+                    self.model,
+                    self._layers,
+                    inputs,
+                    targets,
+                    loss_fn,
+                    self.max_grad_norm,
+                    verify=not self._verified,
+                )
+                self._verified = self._verified or bool(torch.isfinite(result[2]).all())
+                return result
+            except _TapsDoNotApply as error:
+                if self._explicit:
+                    raise ValueError(
+                        f"method='taps' does not apply to this model: {error}"
+                    ) from None
+                warnings.warn(f"DP-SGD falls back to vmap: {error}", stacklevel=2)
+                self.method, self._layers, self.fallback_reason = "vmap", None, str(error)
+        grads = per_sample_gradients(self.model, inputs, targets, loss_fn, method=self.method)
         clipped, norms = clip_gradients(grads, self.max_grad_norm)
         named = dict(self.model.named_parameters())
         with torch.no_grad():
-            loss = loss_fn(self.model(inputs), targets, reduction="sum").item()
+            losses = loss_fn(self.model(inputs), targets, reduction="none")
+        loss = losses[torch.isfinite(norms)].sum().item()
         return [g.sum(0) for g in clipped.values()], [named[n] for n in clipped], norms, loss
 
     def step(
@@ -414,21 +592,23 @@ class DPSGD:
     ) -> float:
         """One DP-SGD step on a (Poisson-sampled) batch; returns the batch's summed loss.
 
-        ``loss_fn(logits, targets, reduction="sum")`` must give the sum of per-example losses.
-        An empty batch still takes a (pure-noise) step, as the privacy analysis assumes.
+        An empty batch still takes a (pure-noise) step, as the privacy analysis assumes. Examples
+        with a non-finite gradient contribute zero and are added to :attr:`nonfinite_examples`.
         """
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if len(inputs) == 0:
             sums, params, loss = [torch.zeros_like(p) for p in trainable], trainable, 0.0
         else:
             _check_batch(inputs, targets)
-            sums, params, _, loss = self.clipped_sum(inputs, targets, loss_fn)
+            sums, params, norms, loss = self.clipped_sum(inputs, targets, loss_fn)
+            self.nonfinite_examples += int((~torch.isfinite(norms)).sum().item())
         std = self.noise_multiplier * self.max_grad_norm
         noise = gaussian_noise((sum(p.numel() for p in params),), std, self.rng)
         for param, total, chunk in zip(
             params, sums, noise.split([p.numel() for p in params]), strict=True
         ):
-            param.grad = (total + chunk.view_as(total)) / self.expected_batch_size
+            chunk = chunk.to(device=total.device, dtype=total.dtype).view_as(total)
+            param.grad = (total + chunk) / self.expected_batch_size
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss
@@ -436,18 +616,48 @@ class DPSGD:
 
 # -- 6. a trainer that reports ε -------------------------------------------------------------------
 
+#: History entries computed on the private training data: the ε of DP-SGD does not cover them.
+PRIVATE_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "nonfinite_examples")
+
 
 @dataclass
 class DPHistory(History):
-    """:class:`~course_lib.training.History` plus the ε spent after each epoch."""
+    """:class:`~course_lib.training.History` plus the ε spent after each epoch.
+
+    ``train_loss``, ``train_acc`` and ``nonfinite_examples`` (examples zeroed for a non-finite
+    gradient, per epoch) are computed on the **private** training data without noise: they are
+    *outside* the (ε, δ) guarantee (listed in ``outside_guarantee``) and must not be published as
+    they are. ``val_loss``/``val_acc`` are computed on ``test_data`` (not protected either — they
+    are only harmless when the test data is not private). ``print(history)`` marks them.
+    """
 
     epsilon: list[float] = field(default_factory=list)
     delta: float = 1e-5
+    nonfinite_examples: list[int] = field(default_factory=list)
+    outside_guarantee: tuple[str, ...] = PRIVATE_METRICS
+
+    def __str__(self) -> str:
+        rows = ["epoch  train_loss*  train_acc*  val_loss  val_acc  epsilon"]
+        for i in range(self.epochs):
+            val = (
+                f"{self.val_loss[i]:8.4f}  {self.val_acc[i]:7.2%}"
+                if i < len(self.val_loss)
+                else "       -        -"
+            )
+            rows.append(
+                f"{i + 1:5d}  {self.train_loss[i]:11.4f}  {self.train_acc[i]:10.2%}  {val}  "
+                f"{self.epsilon[i]:7.2f}"
+            )
+        rows.append(
+            f"* computed on the private training data: outside the (ε, δ = {self.delta:g}) "
+            "guarantee, not for publication"
+        )
+        return "\n".join(rows)
 
 
 def train_private(
     model: nn.Module,
-    train_data: TensorDataset,
+    train_data: Dataset,
     test_data: Dataset | None = None,
     *,
     epochs: int,
@@ -465,15 +675,38 @@ def train_private(
 
     Each epoch is ``round(1 / sample_rate)`` Poisson-sampled steps of SGD (with ``momentum``).
     The progress bar shows the loss and the ε spent so far (RDP accountant, at ``delta``).
-    ``rng`` draws the batches and the noise (secure when None).
+    ``rng`` draws the batches and the noise (secure when None). ``train_data`` and ``test_data``
+    are any map-style datasets of ``(input, label)`` pairs (``TensorDataset``, ``Subset``,
+    torchvision …). Batches are moved to the model's device.
+
+    Every argument is checked before the model is touched: ``TypeError``/``ValueError`` for a bad
+    value (σ must be > 0 here: σ = 0 has no finite ε), a dataset that is not map-style, BatchNorm,
+    or a ``method`` the model does not allow.
+
+    The history's ``train_loss``/``train_acc`` are computed on the private data and are *outside*
+    the guarantee (see :class:`DPHistory`).
+
+    >>> from torch.utils.data import TensorDataset
+    >>> from course_lib.randomness import InsecureSeededRandom
+    >>> data = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+    >>> history = train_private(nn.Linear(4, 2), data, epochs=2, sample_rate=0.25, lr=0.5,
+    ...                         noise_multiplier=1.0, rng=InsecureSeededRandom(0), progress=False)
+    >>> round(history.epsilon[-1], 2), history.outside_guarantee[:2]
+    (6.25, ('train_loss', 'train_acc'))
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    check_positive(lr, "lr")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    epochs = check_positive_int(epochs, "epochs")
+    sample_rate = check_sample_rate(sample_rate)
+    lr = check_positive(lr, "lr")
+    noise_multiplier = check_noise_multiplier(noise_multiplier)
+    max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
+    delta = check_delta(delta)
+    momentum = check_nonnegative(momentum, "momentum")
     rng = resolve_random_source(rng)
-    if not isinstance(train_data, TensorDataset):
-        raise TypeError("train_data must be a TensorDataset of (inputs, labels), e.g. load_mnist()")
-    inputs, labels = train_data.tensors[:2]
+    inputs, labels = dataset_tensors(train_data, "train_data")
+    test = None if test_data is None else dataset_tensors(test_data, "test_data")
+    device = model_device(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     dp = DPSGD(
         model,
@@ -489,20 +722,21 @@ def train_private(
     bar = tqdm(total=epochs * len(sampler), desc="DP-SGD", disable=not progress)
     for _ in range(epochs):
         model.train()
-        total_loss, seen = 0.0, 0
+        total_loss, seen, zeroed = 0.0, 0, dp.nonfinite_examples
         for batch in sampler:
-            total_loss += dp.step(inputs[batch], labels[batch])
+            total_loss += dp.step(inputs[batch].to(device), labels[batch].to(device))
             seen += len(batch)
             accountant.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
             bar.update()
         epsilon = accountant.get_epsilon(delta)
         history.epsilon.append(epsilon)
-        history.train_loss.append(total_loss / max(seen, 1))
+        history.nonfinite_examples.append(dp.nonfinite_examples - zeroed)
+        history.train_loss.append(total_loss / max(seen - history.nonfinite_examples[-1], 1))
         _, train_acc = evaluate(model, [(inputs, labels)])
         history.train_acc.append(train_acc)
-        postfix = {"loss": f"{history.train_loss[-1]:.3f}", "ε": f"{epsilon:.2f}"}
-        if test_data is not None:
-            test_loss, test_acc = evaluate(model, [test_data.tensors[:2]])
+        postfix = {"loss (private)": f"{history.train_loss[-1]:.3f}", "ε": f"{epsilon:.2f}"}
+        if test is not None:
+            test_loss, test_acc = evaluate(model, [test])
             history.val_loss.append(test_loss)
             history.val_acc.append(test_acc)
             postfix["test_acc"] = f"{test_acc:.1%}"

@@ -32,11 +32,15 @@ import numpy as np
 import torch
 
 from course_lib.randomness import RandomSource, resolve_random_source
+from course_lib.validation import (
+    as_number,
+    check_delta,
+    check_epsilon,
+    check_positive,
+    check_sensitivity,
+)
 
 __all__ = [
-    "validate_epsilon",
-    "validate_delta",
-    "validate_sensitivity",
     "randomized_response",
     "randomized_response_epsilon",
     "truth_probability_for_epsilon",
@@ -61,51 +65,7 @@ __all__ = [
 Number = int | float
 Values = Number | Sequence[Number] | np.ndarray | torch.Tensor
 
-# -- input validation ------------------------------------------------------------------------------
-
-
-def _finite_number(value: object, name: str) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype.is_complex:
-        value = value.item()  # a one-element tensor is a number too
-    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return value
-
-
-def validate_epsilon(epsilon: float) -> float:
-    """Return ``epsilon`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
-    epsilon = _finite_number(epsilon, "epsilon")
-    if epsilon <= 0:
-        raise ValueError(
-            f"epsilon must be positive: it bounds how much one person can change the output "
-            f"distribution (ε = 0 would mean the answer ignores the data), got {epsilon}"
-        )
-    return epsilon
-
-
-def validate_delta(delta: float) -> float:
-    """Return ``delta`` as a float, or raise ``ValueError`` unless 0 < δ < 1."""
-    delta = _finite_number(delta, "delta")
-    if not 0.0 < delta < 1.0:
-        raise ValueError(
-            f"delta is a probability of failure and must lie strictly between 0 and 1 "
-            f"(typically much smaller than 1/n), got {delta}"
-        )
-    return delta
-
-
-def validate_sensitivity(sensitivity: float) -> float:
-    """Return ``sensitivity`` as a float, or raise ``ValueError`` unless it is finite and > 0."""
-    sensitivity = _finite_number(sensitivity, "sensitivity")
-    if sensitivity <= 0:
-        raise ValueError(
-            f"sensitivity is how far one person can move the answer, so it must be positive "
-            f"(a query whose answer never changes needs no noise), got {sensitivity}"
-        )
-    return sensitivity
+# -- input conversion (the checks live in course_lib.validation) ----------------------------------
 
 
 def _as_float_tensor(value: Values, name: str = "value") -> torch.Tensor:
@@ -119,9 +79,12 @@ def _as_float_tensor(value: Values, name: str = "value") -> torch.Tensor:
 
 
 def _like_input(result: torch.Tensor, value: Values) -> float | torch.Tensor:
-    """Return a Python float for a scalar input, a float64 tensor otherwise."""
+    """Return a Python float for a scalar input, a float64 tensor otherwise (on the input's device:
+    the exact noise itself is drawn on the CPU, from integer arithmetic)."""
     if isinstance(value, int | float | np.integer | np.floating):
         return float(result)
+    if isinstance(value, torch.Tensor):
+        return result.to(value.device)
     return result
 
 
@@ -135,11 +98,11 @@ def truth_probability_for_epsilon(epsilon: float) -> float:
     ``P[yes | yes] = p + (1 - p)/2`` and ``P[yes | no] = (1 - p)/2``; their ratio is ``e^ε`` when
     ``p = (e^ε - 1) / (e^ε + 1)``, which is ``tanh(ε/2)``.
     """
-    return math.tanh(validate_epsilon(epsilon) / 2.0)
+    return math.tanh(check_epsilon(epsilon) / 2.0)
 
 
 def _validate_truth_probability(p_truth: float) -> float:
-    p_truth = _finite_number(p_truth, "p_truth")
+    p_truth = as_number(p_truth, "p_truth")
     if not 0.0 < p_truth < 1.0:
         raise ValueError(
             f"p_truth is the probability of answering truthfully and must lie strictly between "
@@ -173,8 +136,9 @@ def randomized_response(
         if not torch.isin(truth, torch.tensor([0, 1], dtype=truth.dtype)).all():
             raise ValueError("randomized response needs yes/no answers: only 0/1 or True/False")
         truth = truth.to(torch.bool)
-    tell_truth = rng.bernoulli(p_truth, truth.shape)
-    coin = rng.bernoulli(0.5, truth.shape)
+    # the coins come from the (CPU) random source and follow the answers to their device
+    tell_truth = rng.bernoulli(p_truth, truth.shape).to(truth.device)
+    coin = rng.bernoulli(0.5, truth.shape).to(truth.device)
     return torch.where(tell_truth, truth, coin)
 
 
@@ -210,7 +174,16 @@ def randomized_response_std(n: int, p_truth: float = 0.5) -> float:
 
 
 class _RandomBits:
-    """Exact uniform integers from a :class:`RandomSource`, buffered so that drawing is cheap."""
+    """Exact uniform integers from a :class:`RandomSource`, buffered so that drawing is cheap.
+
+    **Timing side channel.** The samplers below are rejection and counting loops: how many random
+    bits (and how much time) a draw uses grows with ``|output|`` (the geometric part counts up to
+    it) and varies with the rejections. Someone who can time a release therefore learns something
+    about the noise — hence about the true answer — that ε does not account for. ``bits_used``
+    exposes the count so the tests can show it. Constant-time exact sampling (e.g. fixed-length
+    table lookups, Micciancio & Walter 2017) is not implemented here; release results in a way
+    that does not reveal how long they took (e.g. in batches, at fixed times).
+    """
 
     _CHUNK_BYTES = 256
 
@@ -218,8 +191,10 @@ class _RandomBits:
         self._rng = rng
         self._pool = 0
         self._bits = 0
+        self.bits_used = 0
 
     def getrandbits(self, k: int) -> int:
+        self.bits_used += k
         while self._bits < k:
             fresh = int.from_bytes(self._rng.bytes(self._CHUNK_BYTES), "little")
             self._pool |= fresh << self._bits
@@ -285,7 +260,7 @@ class _RandomBits:
 
 def _positive_fraction(value: Number | Fraction, name: str) -> Fraction:
     # A float converts exactly: every finite float is a fraction with a power-of-two denominator.
-    fraction = value if isinstance(value, Fraction) else Fraction(_finite_number(value, name))
+    fraction = value if isinstance(value, Fraction) else Fraction(as_number(value, name))
     if fraction <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return fraction
@@ -326,18 +301,14 @@ def sample_discrete_gaussian(
 
 def discrete_laplace_pmf(x: Values, scale: float) -> np.ndarray:
     """``P[X = x]`` for the discrete Laplace: ``tanh(1/(2·scale)) · exp(-|x| / scale)``."""
-    scale = _finite_number(scale, "scale")
-    if scale <= 0:
-        raise ValueError(f"scale must be positive, got {scale}")
+    scale = check_positive(scale, "scale")
     x = np.asarray(x, dtype=np.float64)
     return np.tanh(0.5 / scale) * np.exp(-np.abs(x) / scale)
 
 
 def discrete_gaussian_pmf(x: Values, sigma: float) -> np.ndarray:
     """``P[X = x]`` for the discrete Gaussian (normalising constant summed numerically)."""
-    sigma = _finite_number(sigma, "sigma")
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+    sigma = check_positive(sigma, "sigma")
     reach = int(math.ceil(40 * sigma)) + 1  # mass beyond 40σ is below 1e-300
     support = np.arange(-reach, reach + 1, dtype=np.float64)
     normaliser = np.exp(-(support**2) / (2 * sigma**2)).sum()
@@ -358,7 +329,7 @@ def grid_spacing(sensitivity: float, dimension: int = 1, *, norm: str = "l1") ->
     grid step per coordinate (L1) or ``√dimension`` steps (L2). Choosing the step at most
     ``sensitivity / (2^GRID_BITS · that)`` keeps the extra noise below 1/1024 of the total.
     """
-    sensitivity = validate_sensitivity(sensitivity)
+    sensitivity = check_sensitivity(sensitivity)
     if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
         raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
     spread = dimension if norm == "l1" else math.sqrt(dimension)
@@ -390,8 +361,8 @@ def laplace_mechanism(
     discrete Laplace noise is added in grid units, so the output is always a grid point and leaks
     nothing through its low bits (see :func:`naive_laplace` for the broken textbook version).
     """
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
     values = _as_float_tensor(value)
     dimension = max(values.numel(), 1)
     grid = grid_spacing(sensitivity, dimension, norm="l1")
@@ -409,9 +380,9 @@ def gaussian_sigma_classic(sensitivity: float, epsilon: float, delta: float) -> 
     The proof only covers ε < 1, so larger ε is refused; the analytic calibration
     (:func:`gaussian_sigma_analytic`) works for every ε and always needs less noise.
     """
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
-    delta = validate_delta(delta)
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
+    delta = check_delta(delta)
     if epsilon >= 1.0:
         raise ValueError(
             f"the classic Gaussian formula is only proven for epsilon < 1 (got {epsilon}); "
@@ -429,11 +400,9 @@ def gaussian_delta(sigma: float, sensitivity: float, epsilon: float) -> float:
 
     Balle & Wang (2018, Theorem 8): ``δ = Φ(Δ/2σ - εσ/Δ) - e^ε Φ(-Δ/2σ - εσ/Δ)``.
     """
-    sigma = _finite_number(sigma, "sigma")
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
+    sigma = check_positive(sigma, "sigma")
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
     a, b = sensitivity / (2 * sigma), epsilon * sigma / sensitivity
     return max(_normal_cdf(a - b) - math.exp(epsilon) * _normal_cdf(-a - b), 0.0)
 
@@ -444,9 +413,9 @@ def gaussian_sigma_analytic(sensitivity: float, epsilon: float, delta: float) ->
     Balle & Wang (2018) show the exact condition is ``gaussian_delta(σ) ≤ δ``; ``gaussian_delta``
     decreases in σ, so bisection finds the smallest such σ (returned rounded *up*, so it is safe).
     """
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
-    delta = validate_delta(delta)
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
+    delta = check_delta(delta)
     low = high = sensitivity
     while gaussian_delta(high, sensitivity, epsilon) > delta:
         high *= 2.0
@@ -479,9 +448,9 @@ def gaussian_mechanism(
     discrete Gaussian's privacy curve equals the continuous one to far below double precision
     (Canonne, Kamath & Steinke 2020, Section 2).
     """
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
-    delta = validate_delta(delta)
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
+    delta = check_delta(delta)
     values = _as_float_tensor(value)
     dimension = max(values.numel(), 1)
     grid = grid_spacing(sensitivity, dimension, norm="l2")
@@ -503,8 +472,8 @@ def exponential_mechanism_probabilities(
 
     ``sensitivity`` Δ is how far one person can move any candidate's score.
     """
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
     scores = _as_float_tensor(scores, "scores").flatten()
     if scores.numel() == 0:
         raise ValueError("the exponential mechanism needs at least one candidate")
@@ -514,16 +483,24 @@ def exponential_mechanism_probabilities(
 def exponential_mechanism(
     scores: Values, sensitivity: float, epsilon: float, *, rng: RandomSource | None = None
 ) -> int:
-    """Pick the index of a candidate, favouring high scores, with ε-DP.
+    """Pick the index of a candidate, favouring high scores, with ε-DP — up to floating point.
 
     The output is one of finitely many candidates, so there are no low bits to attack; the
     probabilities are computed in float64 and the draw uses a 53-bit uniform from ``rng``.
+
+    **Not exactly ε-DP.** Rounding the probabilities to float64 and drawing with a 53-bit uniform
+    realises each candidate's probability as a multiple of 2⁻⁵³: a candidate whose exact
+    probability is ~10⁻¹⁶ can get realised probability 0 on one database and 2⁻⁵² on its
+    neighbour, an infinite ratio (the tests construct such a pair). The implementation is therefore
+    (ε, δ)-DP with δ of order 2⁻⁵² per call, not pure ε-DP. An exact version samples with integer
+    arithmetic, e.g. base-2 exponential mechanism (Ilvento 2020, "Implementing the Exponential
+    Mechanism with Base-2 Differential Privacy").
     """
     probabilities = exponential_mechanism_probabilities(scores, sensitivity, epsilon)
     u = resolve_random_source(rng).uniform(1).item()
     cumulative = torch.cumsum(probabilities, dim=0)
     # the first index whose cumulative probability exceeds u: candidate i owns [c_{i-1}, c_i)
-    point = torch.tensor([u], dtype=torch.float64)
+    point = torch.tensor([u], dtype=torch.float64, device=cumulative.device)
     index = int(torch.searchsorted(cumulative, point, right=True).item())
     return min(index, probabilities.numel() - 1)
 
@@ -545,9 +522,9 @@ def naive_laplace(
     Mathematically this is Laplace(b); in floating point the set of reachable outputs depends on
     ``value``, which :func:`naive_laplace_could_output` exploits. Use :func:`laplace_mechanism`.
     """
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
-    value = _finite_number(value, "value")
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
+    value = as_number(value, "value")
     shape, _ = _size_to_count(size)
     scale = sensitivity / epsilon
     u = resolve_random_source(rng).uniform(shape).numpy()
@@ -565,23 +542,36 @@ def naive_laplace_could_output(
     each output, guess ``k`` by inverting the formula, then try the neighbouring integers and
     recompute the sampler's exact floating-point operations. If no ``k`` reproduces the output bit
     for bit, it cannot have come from ``value`` — the attacker knows the true answer is different.
+
+    How many neighbours to try: subtracting ``value`` loses up to one ulp of the output, i.e.
+    ``ulp / s`` steps of ``k``, where ``s = b·2^-52 / m`` (``m = k·2^-52``) is the gap between
+    consecutive noise values there. When that exceeds :data:`_DENSE_STEPS`, consecutive noise
+    values are much closer together than the output's own ulp, so *every* float in that range is
+    reachable and the answer is True without a search (this is the regime ``|value| ≫ b``, where
+    the old exhaustive window of ``2|value|/b`` steps would run for ever).
     """
-    sensitivity = validate_sensitivity(sensitivity)
-    epsilon = validate_epsilon(epsilon)
-    value = _finite_number(value, "value")
+    sensitivity = check_sensitivity(sensitivity)
+    epsilon = check_epsilon(epsilon)
+    value = as_number(value, "value")
     scale = sensitivity / epsilon
     outputs = np.asarray(outputs, dtype=np.float64)
     noise = outputs - value
     sign = np.sign(noise)
-    guess = np.round(np.exp(-np.abs(noise) / scale) * 2.0**52)
-    # Subtracting `value` loses at most one ulp of the output, which shifts k by at most
-    # 2^52·ulp·m/b ≤ 2(|value|/b + 1/e) with m = e^(-|noise|/b); 3 more steps cover exp's rounding.
-    window = math.ceil(2.0 * abs(value) / scale) + 3
-    found = np.zeros(outputs.shape, dtype=bool)
+    m = np.exp(-np.abs(noise) / scale)
+    guess = np.round(m * 2.0**52)
+    # steps of k per ulp of the output (+1 for the ulp lost in `noise`, +3 for exp/log rounding)
+    steps_per_ulp = 2.0 * np.spacing(np.abs(outputs)) * 2.0**52 * m / scale
+    reachable = np.abs(noise) <= scale * 52 * math.log(2) * (1 + 1e-12)  # k ≥ 1: the finite noise
+    dense = reachable & (steps_per_ulp > _DENSE_STEPS)
+    window = int(np.ceil(np.max(steps_per_ulp, where=~dense, initial=0.0))) + 3
+    found = dense.copy()
     with np.errstate(divide="ignore"):  # k = 0 (log 0) is a legitimate, if unlikely, draw
         for shift in range(-window, window + 1):
             k = np.clip(guess + shift, 0.0, 2.0**52)
-            m = k * 2.0**-52
-            candidate = value + (-scale * sign * np.log(m))
+            candidate = value + (-scale * sign * np.log(k * 2.0**-52))
             found |= candidate == outputs
     return found
+
+
+#: Above this many candidate ``k`` per ulp of the output, every nearby output is reachable.
+_DENSE_STEPS = 64

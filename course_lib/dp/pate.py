@@ -32,13 +32,13 @@ import numpy as np
 import torch
 from scipy import stats
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
 from course_lib.dp.accounting import rdp_to_epsilon
 from course_lib.dp.dpsgd import gaussian_noise
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import fit, make_loader
-from course_lib.validation import check_positive
+from course_lib.validation import check_delta, check_positive, check_positive_int, dataset_tensors
 
 __all__ = [
     "PATE_ORDERS",
@@ -77,7 +77,7 @@ def partition_indices(num_examples: int, num_parts: int, *, seed: int = 0) -> li
 
 
 def train_teachers(
-    dataset: TensorDataset,
+    dataset: Dataset,
     num_teachers: int,
     model_fn: Callable[[], nn.Module],
     *,
@@ -86,8 +86,12 @@ def train_teachers(
     batch_size: int = 32,
     seed: int = 0,
 ) -> list[nn.Module]:
-    """Train one ``model_fn()`` per disjoint partition of ``dataset`` (teachers are not private)."""
-    images, labels = dataset.tensors[:2]
+    """Train one ``model_fn()`` per disjoint partition of ``dataset`` (teachers are not private).
+
+    ``dataset`` is any map-style dataset of ``(input, label)`` pairs.
+    """
+    images, labels = dataset_tensors(dataset)
+    num_teachers = check_positive_int(num_teachers, "num_teachers")
     teachers = []
     for i, part in enumerate(partition_indices(len(labels), num_teachers, seed=seed)):
         torch.manual_seed(seed + i)
@@ -105,11 +109,12 @@ def teacher_votes(
     """Vote counts, shape (queries, classes): how many teachers predict each class."""
     if not teachers:
         raise ValueError("need at least one teacher")
-    votes = torch.zeros(len(inputs), num_classes, dtype=torch.int64)
+    votes = torch.zeros(len(inputs), num_classes, dtype=torch.int64, device=inputs.device)
+    rows = torch.arange(len(inputs), device=inputs.device)
     for teacher in teachers:
         teacher.eval()
         predictions = teacher(inputs).argmax(1)
-        votes[torch.arange(len(inputs)), predictions] += 1
+        votes[rows, predictions.to(inputs.device)] += 1
     return votes
 
 
@@ -117,6 +122,9 @@ def teacher_votes(
 
 
 def _as_votes(votes: torch.Tensor | np.ndarray | Sequence) -> torch.Tensor:
+    """Vote counts as a CPU int64 tensor (the analysis is NumPy, and the noise CPU-drawn)."""
+    if isinstance(votes, torch.Tensor):
+        votes = votes.detach().cpu()
     votes = torch.as_tensor(np.asarray(votes))
     if votes.dim() == 1:
         votes = votes.unsqueeze(0)
@@ -163,18 +171,27 @@ def lnmax_q(votes, gamma: float) -> np.ndarray:
     gamma = check_positive(gamma, "gamma")
     gaps = gamma * (votes.max(1, keepdims=True) - votes)
     winner = votes.argmax(1)
-    terms = (2 + gaps) / (4 * np.exp(gaps))
+    terms = (2 + gaps) / 4 * np.exp(-gaps)  # exp(-gap) underflows to 0 harmlessly, exp(gap) not
     terms[np.arange(len(votes)), winner] = 0.0
     return np.minimum(terms.sum(1), 1 - 1 / votes.shape[1])
 
 
 def _lnmax_log_moment(q: float, gamma: float, moment: int, data_dependent: bool) -> float:
-    """Bound on the log moment α(λ) of one LNMax answer (2017 paper, Theorem 3 and its fallback)."""
+    """Bound on the log moment α(λ) of one LNMax answer (2017 paper, Theorem 3 and its fallback).
+
+    Computed in log space: for strongly agreeing teachers q underflows to 0 and e^{ελ} overflows,
+    yet the bound itself is small and finite.
+    """
     eps = 2 * gamma  # each answer is 2γ-DP
     bound = min(0.5 * eps**2 * moment * (moment + 1), eps * moment)  # data-independent
-    if data_dependent and q < (math.exp(eps) - 1) / (math.exp(2 * eps) - 1):
-        tight = (1 - q) * ((1 - q) / (1 - math.exp(eps) * q)) ** moment + q * math.exp(eps * moment)
-        bound = min(bound, math.log(tight))
+    log_q = math.log(q) if q > 0 else -math.inf
+    # Theorem 3 needs q < (e^ε - 1) / (e^{2ε} - 1) = 1 / (e^ε + 1)
+    if data_dependent and log_q < -float(np.logaddexp(0.0, eps)):
+        # log[(1-q)·((1-q)/(1 - e^ε q))^λ + q·e^{ελ}]
+        log_1mq = math.log1p(-q)
+        log_1m_eq = math.log1p(-math.exp(eps + log_q))
+        tight = np.logaddexp(log_1mq + moment * (log_1mq - log_1m_eq), log_q + eps * moment)
+        bound = min(bound, float(tight))
     return bound
 
 
@@ -190,10 +207,10 @@ def lnmax_epsilon(
 
     ε = min over λ of (Σ_queries α(λ) + log(1/δ)) / λ.
     """
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie strictly between 0 and 1, got {delta!r}")
+    delta = check_delta(delta)
     qs = lnmax_q(votes, gamma)
-    gamma = float(gamma)
+    gamma = check_positive(gamma, "gamma")
+    moments = [check_positive_int(m, "moment") for m in moments]
     best = math.inf
     for moment in moments:
         total = sum(_lnmax_log_moment(float(q), gamma, moment, data_dependent) for q in qs)
@@ -267,8 +284,7 @@ def gnmax_epsilon(
     """ε spent by answering every query in ``votes`` with GNMax (RDP summed, then converted)."""
     votes = _as_votes(votes)
     sigma = check_positive(sigma, "sigma")
-    if not 0 < delta < 1:
-        raise ValueError(f"delta must lie strictly between 0 and 1, got {delta!r}")
+    delta = check_delta(delta)
     orders = np.asarray(orders, dtype=np.float64)
     if data_dependent:
         total = sum(gnmax_rdp(float(lq), sigma, orders) for lq in gnmax_log_q(votes, sigma))

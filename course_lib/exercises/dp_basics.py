@@ -6,6 +6,8 @@ Most exercises ask for a function; the checker calls it on its own inputs and co
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from course_lib.dp.composition import advanced_composition
@@ -17,6 +19,7 @@ from course_lib.exercises._registry import (
     expect_callable,
     expect_close,
     expect_equal,
+    expect_not_none,
 )
 
 _DB = torch.tensor([1, 0, 1, 1, 0, 0, 1])
@@ -78,6 +81,31 @@ def _(reveal) -> None:
         )
 
 
+#: (user ids of a visit log, what it is): each row is one visit, several rows can be one person.
+_VISIT_LOGS = [
+    (torch.tensor([3, 1, 3, 3, 7, 1, 3]), "visits by users [3, 1, 3, 3, 7, 1, 3]"),
+    (torch.tensor([5, 5, 5, 5, 5, 2]), "visits by users [5, 5, 5, 5, 5, 2]"),
+    (torch.tensor([0, 1, 2, 3]), "visits by users [0, 1, 2, 3] (one each)"),
+    (torch.tensor([9]), "a single visit by user 9"),
+]
+
+
+@exercise(
+    "04.user_sensitivity",
+    task="write user_sensitivity(user_ids): how far removing one *user* (all their rows) can move "
+    "the count of rows",
+    nudge="removing a user removes every row with their id; which user has the most rows?",
+    hint="torch.unique(user_ids, return_counts=True)[1].max() — or torch.bincount(user_ids).max()",
+)
+def _(user_sensitivity) -> None:
+    expect_callable(user_sensitivity, "user_sensitivity", "04.user_sensitivity")
+    for user_ids, what in _VISIT_LOGS:
+        expected = int(torch.unique(user_ids, return_counts=True)[1].max())
+        got = user_sensitivity(user_ids.clone())
+        expect_not_none(got, f"user_sensitivity on {what}")
+        expect_close(float(got), float(expected), what=f"user_sensitivity on {what}")
+
+
 # -- 05 local DP: randomized response ----------------------------------------------------------
 
 
@@ -91,8 +119,11 @@ def _(coin_flip_response) -> None:
     first = torch.tensor([True, False, True, False, True, False, False, True])
     second = torch.tensor([False, False, True, True, True, False, True, False])
     expected = torch.where(first, truth, second)
-    got = torch.as_tensor(coin_flip_response(truth, first, second)).to(torch.bool)
-    expect_equal(got, expected, "your noisy answers")
+    expect_equal(
+        coin_flip_response(truth, first, second),
+        expected,
+        "coin_flip_response(truth, first, second) on the checker's 8 people",
+    )
 
 
 @exercise(
@@ -114,6 +145,23 @@ def _(debias) -> None:
     noisy = torch.tensor([1, 1, 0, 1, 0, 0, 1, 1, 1, 0], dtype=torch.bool)  # 60% said yes
     for p, expected in [(0.5, 0.7), (0.8, 0.625)]:
         expect_close(float(debias(noisy, p)), expected, what=f"debias(noisy, p_truth={p})")
+
+
+@exercise(
+    "05.group_privacy",
+    task="write group_epsilon(p_truth, k): the ε that randomized response with truth probability "
+    "p_truth guarantees to a group of k people (a household) as a whole",
+    nudge="changing the whole group changes k answers, each by at most a factor e^ε",
+    hint="k · ln((1 + p) / (1 - p)) — group privacy: k people cost k·ε",
+)
+def _(group_epsilon) -> None:
+    expect_callable(group_epsilon, "group_epsilon", "05.group_privacy")
+    for p, k in [(0.5, 1), (0.5, 4), (0.25, 3), (0.9, 2)]:
+        got = group_epsilon(p, k)
+        expect_not_none(got, f"group_epsilon({p}, {k})")
+        expect_close(
+            float(got), k * randomized_response_epsilon(p), what=f"group_epsilon({p}, {k})"
+        )
 
 
 # -- 06 global DP mechanisms -------------------------------------------------------------------
@@ -151,3 +199,36 @@ def _(advanced_epsilon) -> None:
         got = float(advanced_epsilon(epsilon, k, delta_prime))
         expected, _ = advanced_composition(epsilon, 0.0, k, delta_prime)
         expect_close(got, expected, what=f"advanced_epsilon({epsilon}, {k}, {delta_prime})")
+
+
+#: (values, bound, what): incomes with an outlier, negative entries and values inside the bound.
+_CLIP_CASES = [
+    (torch.tensor([12.0, 250.0, 40.0, 1e9]), 100.0, "incomes [12, 250, 40, 1e9] with bound 100"),
+    (torch.tensor([-5.0, 3.0, 0.0, 99.5]), 100.0, "values [-5, 3, 0, 99.5] with bound 100"),
+    (torch.tensor([0.5, 2.0, 7.5]), 1.0, "values [0.5, 2, 7.5] with bound 1"),
+]
+
+
+@exercise(
+    "06.bounded_sum",
+    task="write bounded_sum(values, bound): the sum of the values after clamping each one to "
+    "[0, bound], so that one person moves the sum by at most `bound`",
+    nudge="clamp every person's value into [0, bound] *before* adding them up",
+    hint="values.clamp(0, bound).sum()",
+)
+def _(bounded_sum) -> None:
+    expect_callable(bounded_sum, "bounded_sum", "06.bounded_sum")
+    for values, bound, what in _CLIP_CASES:
+        got = bounded_sum(values.clone(), bound)
+        expect_not_none(got, f"bounded_sum on {what}")
+        expected = values.clamp(0, bound).sum().item()
+        expect_close(float(got), expected, what=f"bounded_sum on {what}")
+    # the point of clipping: no single person, however extreme, moves the answer by more than B
+    base = torch.tensor([3.0, 8.0, 1.0])
+    for extreme in (1e12, -1e12, math.inf):
+        moved = abs(float(bounded_sum(torch.cat([base, torch.tensor([extreme])]), 10.0)) - 12.0)
+        expect(
+            moved <= 10.0,
+            f"adding one person with value {extreme:g} to [3, 8, 1] (bound 10) moved your sum by "
+            f"{moved:g}, more than the bound",
+        )

@@ -9,8 +9,11 @@ Modules, in the order the lessons use them:
 - :mod:`course_lib.fl.partition` — split a dataset into clients: IID, Dirichlet label skew,
   pathological shards (lesson 10).
 - :mod:`course_lib.fl.fedavg` — local training, federated averaging weighted by sample count,
-  FedProx, and an in-process simulation of many rounds (lesson 10 onwards).
-- :mod:`course_lib.fl.flower` — the same experiment on Flower's simulation engine (lesson 10).
+  FedProx, and an in-process simulation of many rounds (lesson 10 onwards);
+  :mod:`course_lib.fl.seeding` — the one per-client seed rule they all share.
+- :mod:`course_lib.fl.flower` — the course's FedAvg as a Flower App (``flower_app/``): simulation
+  runtime and Deployment Engine via ``flwr run`` (lesson 10).
+- :mod:`course_lib.fl.deployment` — a local SuperLink + SuperNodes as OS processes, stopped by PID.
 - :mod:`course_lib.fl.gradient_inversion` — recovering training images from a shared gradient
   (lesson 12).
 - :mod:`course_lib.fl.secure_aggregation`, :mod:`course_lib.fl.dp_fedavg` — hiding individual
