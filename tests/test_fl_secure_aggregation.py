@@ -14,8 +14,12 @@ from scipy import stats
 from course_lib.fl.fedavg import fedavg
 from course_lib.fl.secure_aggregation import (
     PRIME,
+    SecAggClient,
     TrustedAggregator,
+    add_pairwise_masks,
+    decode_fixed_point,
     encode_fixed_point,
+    expand_seed,
     secure_fedavg,
     secure_sum,
     shamir_reconstruct,
@@ -119,7 +123,7 @@ def test_bad_input_is_rejected_clearly():
         secure_sum(_updates(3), threshold=4)
     with pytest.raises(ValueError, match="unknown"):
         secure_sum(_updates(3), drop_before_upload=[7])
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(ValueError, match="outside the range"):
         secure_sum([torch.full((2,), 1e20), torch.zeros(2)])
 
 
@@ -198,8 +202,141 @@ def test_secure_by_default_masks_differ_between_runs_but_the_sum_does_not():
 
 
 def test_an_honest_client_never_reveals_both_shares_of_one_client():
-    from course_lib.fl.secure_aggregation import _Client
-
-    client = _Client(0, torch.zeros(3, dtype=torch.int64), InsecureSeededRandom(0), b"s")
+    client = SecAggClient(0, torch.zeros(3, dtype=torch.int64), InsecureSeededRandom(0), b"s")
+    client.received = {j: (None, None) for j in range(3)}
     with pytest.raises(ValueError, match="both shares"):
         client.unmasking_shares(included=[1, 2], dropped=[2])
+
+
+# -- a malicious server plays against the clients ------------------------------------------------
+
+
+def _set_up_round(n=4, threshold=3, seed=5):
+    """Rounds 0-2 run honestly; the attacking server holds every masked upload."""
+    rng = InsecureSeededRandom(seed)
+    updates = _updates(n, numel=50, seed=seed)
+    encoded = [encode_fixed_point(u) for u in updates]
+    clients = [SecAggClient(i, encoded[i], rng, b"round-1") for i in range(n)]
+    keys = {i: c.public_keys() for i, c in enumerate(clients)}
+    outgoing = {i: c.share_keys(keys, threshold) for i, c in enumerate(clients)}
+    for j, c in enumerate(clients):
+        c.receive_shares({i: out[j] for i, out in outgoing.items() if j in out}, keys, threshold)
+    masked = {i: c.masked_input(keys, range(n)) for i, c in enumerate(clients)}
+    return clients, keys, encoded, masked
+
+
+def _unmask_fully(masked, mask_key_shares, self_mask_shares, victim, keys):
+    """What a server holding both kinds of share of ``victim`` computes: its update."""
+    seed = shamir_reconstruct(self_mask_shares).to_bytes(32, "big")
+    secret = shamir_reconstruct(mask_key_shares).to_bytes(32, "big")
+    peers = {i: keys[i][1] for i in keys}
+    pair_masks = add_pairwise_masks(
+        torch.zeros(50, dtype=torch.int64), victim, secret, peers, b"round-1"
+    )
+    return masked[victim] - pair_masks - expand_seed(seed, 50)
+
+
+@pytest.mark.parametrize("order", ["self-mask first", "mask key first"])
+def test_a_server_asking_twice_for_one_peer_is_refused(order):
+    clients, keys, encoded, masked = _set_up_round()
+    victim, survivors = 3, [0, 1, 2]
+    everyone = [0, 1, 2, 3]
+    ask_self_mask = (everyone, [])  # "client 3's upload arrived"
+    ask_mask_key = ([0, 1, 2], [victim])  # "client 3 dropped out"
+    first, second = (
+        (ask_self_mask, ask_mask_key)
+        if order == "self-mask first"
+        else (ask_mask_key, ask_self_mask)
+    )
+    answers = [clients[i].unmasking_shares(*first) for i in survivors]
+    for i in survivors:
+        with pytest.raises(ValueError, match="never both"):
+            clients[i].unmasking_shares(*second)
+    # what the refusal protects: had the clients answered, the server would hold the victim's
+    # update exactly (the attack works on the shares the clients hold)
+    kinds = {"self": 1, "key": 0}
+    key_shares = [clients[i].received[victim][kinds["key"]] for i in survivors]
+    self_shares = [clients[i].received[victim][kinds["self"]] for i in survivors]
+    assert torch.equal(
+        _unmask_fully(masked, key_shares, self_shares, victim, keys), encoded[victim]
+    )
+    # and the honest answers it did get cover one kind only
+    assert all(victim in answer for answer in answers)
+
+
+def test_the_self_mask_hides_a_late_client():
+    """The server declares client 3 dropped, gets its mask key, then its upload arrives late:
+    all the server can strip off is the pair masks, and the self-mask still hides the update."""
+    clients, keys, encoded, masked = _set_up_round()
+    shares = [clients[i].unmasking_shares([0, 1, 2], [3])[3] for i in range(3)]
+    secret = shamir_reconstruct(shares).to_bytes(32, "big")
+    peers = {i: keys[i][1] for i in keys}
+    pair_masks = add_pairwise_masks(
+        torch.zeros(50, dtype=torch.int64), 3, secret, peers, b"round-1"
+    )
+    left = masked[3] - pair_masks
+    assert torch.equal(left, encoded[3] + expand_seed(clients[3].self_seed, 50))
+    assert (decode_fixed_point(left).abs() > 1e6).float().mean() > 0.99  # garbage, not an update
+
+
+def test_clients_refuse_other_malicious_unmasking_requests():
+    clients, *_ = _set_up_round()
+    with pytest.raises(ValueError, match="uploaded its masked input"):
+        clients[3].unmasking_shares([0, 1, 2], [3])
+    with pytest.raises(ValueError, match="below the threshold"):
+        clients[0].unmasking_shares([0, 1], [2, 3])
+    with pytest.raises(ValueError, match="no shares of client"):
+        clients[0].unmasking_shares([0, 1, 2, 3, 9], [])
+    assert clients[0].revealed == {}  # a refused request reveals nothing
+
+
+# -- non-finite and out-of-range inputs ----------------------------------------------------------
+
+
+def _poisoned(value, where):
+    bad = torch.randn(6)
+    if where == "one":
+        bad[2] = value
+    else:
+        bad[:] = value
+    return bad
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["one", "all"])
+def test_a_non_finite_update_is_refused_naming_its_client(value, where):
+    updates = [torch.randn(6), _poisoned(value, where), torch.randn(6)]
+    rng = InsecureSeededRandom(0)
+    with pytest.raises(ValueError, match=r"client 1's update holds \d+ non-finite"):
+        secure_sum(updates, rng=rng)
+    assert rng.bytes(8) == InsecureSeededRandom(0).bytes(8)  # refused before any randomness
+    states = [{"w": u} for u in updates]
+    with pytest.raises(ValueError, match=r"client 1 \(w\)'s update holds"):
+        secure_fedavg(states, [1, 1, 1])
+    with pytest.raises(ValueError, match="client 2's weight"):
+        secure_fedavg(states[:1] * 3, [1, 1, value])
+    server = TrustedAggregator()
+    with pytest.raises(ValueError, match="client 1's update"):
+        server.receive(1, updates[1])
+    assert server.seen == {}
+
+
+def test_fixed_point_range_is_checked_after_rounding():
+    # 1 + 0.6·2^-16 is within max_abs but rounds up to 65537 / 2^16, beyond it
+    x = torch.tensor([1 + 0.6 * 2**-16], dtype=torch.float64)
+    with pytest.raises(ValueError, match="after rounding"):
+        encode_fixed_point(x, 16, max_abs=float(x))
+    assert encode_fixed_point(torch.tensor([1 - 2**-16]), 16, max_abs=1.0).item() == 2**16 - 1
+    # a bound beyond what int64 holds would let the cast wrap around silently
+    with pytest.raises(ValueError, match="max_abs"):
+        encode_fixed_point(torch.tensor([2.0**48]), 16, max_abs=2.0**50)
+
+
+def test_the_largest_allowed_values_sum_without_wrapping_around():
+    limit = 2.0 ** (62 - 16 - 2)  # three clients: two bits of headroom for the sum
+    largest = torch.full((4,), limit - 1, dtype=torch.float64)
+    result = secure_sum([largest] * 3, rng=InsecureSeededRandom(0))
+    assert torch.equal(result.total, 3 * largest)
+    assert torch.equal(secure_sum([-largest] * 3, rng=InsecureSeededRandom(0)).total, -3 * largest)
+    with pytest.raises(ValueError, match="outside the range"):
+        secure_sum([torch.full((4,), limit, dtype=torch.float64)] * 3)

@@ -33,6 +33,10 @@ def _keys(n, seed=0):
     return [s for s, _ in pairs], [p.hex() for _, p in pairs]
 
 
+SECRETS, ROSTER = _keys(3)
+CONSORTIUM = ss.Consortium(public_keys=tuple(ROSTER), dataset="ward")
+
+
 # -- masking, without syft ----------------------------------------------------------------------
 
 
@@ -91,7 +95,7 @@ def test_bad_inputs_get_clear_errors() -> None:
     secrets, publics = _keys(2)
     with pytest.raises(TypeError, match="floating-point"):
         ss.mask_update(torch.arange(3), secrets[0], publics, round_index=1)
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(ValueError, match="outside the range"):
         ss.mask_update(torch.tensor([1e15]), secrets[0], publics, round_index=1)
     with pytest.raises(ValueError, match="no masked uploads"):
         ss.unmask_average([])
@@ -131,13 +135,14 @@ def test_policy_rejects_bad_terms(field, value) -> None:
         ss.PrivacyPolicy(**terms)
 
 
-def _job(tmp_path: Path, params: dict, code: str = ss.SECURE_DP_TRAINING_SCRIPT):
+def _job(tmp_path: Path, params: dict, code: str = ss.SECURE_DP_TRAINING_SCRIPT, weights=None):
     """A stand-in for syft's JobInfo with just what the reviewer reads."""
     code_dir = tmp_path / "code"
     code_dir.mkdir(exist_ok=True)
     (code_dir / "main.py").write_text(code)
     (code_dir / "params.json").write_text(json.dumps(params))
-    (code_dir / "global_model.b64").write_text("")
+    state = MLP().state_dict() if weights is None else weights
+    (code_dir / "global_model.b64").write_text(sb.encode_state(state))
     return SimpleNamespace(
         datasite_owner_email="hospital1@health.example",
         name="job",
@@ -146,20 +151,30 @@ def _job(tmp_path: Path, params: dict, code: str = ss.SECURE_DP_TRAINING_SCRIPT)
     )
 
 
+_next_round = iter(range(1, 10_000))
+
+
 def _params(**changes):
     params = dict(noise_multiplier=1.5, max_grad_norm=1.0, sample_rate=0.125, delta=1e-5, epochs=2)
-    params["noise_seed"] = None
+    params.update(noise_seed=None, public_keys=list(ROSTER), round=next(_next_round))
+    params.update(dataset="ward", model="MLP", frac_bits=24, lr=0.5, momentum=0.0)
     params.update(changes)
     return params
 
 
-def test_reviewer_enforces_each_hospitals_budget(tmp_path, monkeypatch) -> None:
-    reviewer = ss.BudgetReviewer(POLICY, scientist="sci@lab")
+def _reviewer(monkeypatch):
+    """A reviewer whose code check only compares main.py (the stand-in job has no syft metadata)."""
+    reviewer = ss.BudgetReviewer(POLICY, CONSORTIUM, scientist="sci@lab")
     monkeypatch.setattr(
         reviewer,
         "_same_code",
         lambda job: job.code_dir.joinpath("main.py").read_text() == ss.SECURE_DP_TRAINING_SCRIPT,
     )
+    return reviewer
+
+
+def test_reviewer_enforces_each_hospitals_budget(tmp_path, monkeypatch) -> None:
+    reviewer = _reviewer(monkeypatch)
     hospital = "hospital1@health.example"
     assert reviewer(_job(tmp_path, _params()))  # 2 epochs: ε ≈ 1.9
     assert reviewer(_job(tmp_path, _params()))  # 4 epochs: ε ≈ 2.9
@@ -181,19 +196,25 @@ def test_reviewer_enforces_each_hospitals_budget(tmp_path, monkeypatch) -> None:
     ],
 )
 def test_reviewer_refuses_weaker_privacy(tmp_path, monkeypatch, changes, reason) -> None:
-    reviewer = ss.BudgetReviewer(POLICY, scientist="sci@lab")
-    monkeypatch.setattr(reviewer, "_same_code", lambda job: True)
+    reviewer = _reviewer(monkeypatch)
     assert not reviewer(_job(tmp_path, _params(**changes)))
     assert reason in reviewer.decisions[-1][3]
 
 
 @pytest.mark.parametrize(
     "changes",
-    [{"epochs": 2.5}, {"epochs": True}, {"sample_rate": "0.1"}, {"delta": None}, {"epochs": 0}],
+    [
+        {"epochs": 2.5},
+        {"epochs": True},
+        {"sample_rate": "0.1"},
+        {"delta": None},
+        {"epochs": 0},
+        {"noise_multiplier": float("inf")},
+        {"max_grad_norm": float("nan")},
+    ],
 )
 def test_reviewer_refuses_malformed_parameters(tmp_path, monkeypatch, changes) -> None:
-    reviewer = ss.BudgetReviewer(POLICY, scientist="sci@lab")
-    monkeypatch.setattr(reviewer, "_same_code", lambda job: True)
+    reviewer = _reviewer(monkeypatch)
     assert not reviewer(_job(tmp_path, _params(**changes)))
     assert "missing or malformed parameters" in reviewer.decisions[-1][3]
     assert reviewer.accountants == {}
@@ -205,6 +226,133 @@ def test_seeded_noise_needs_an_explicit_insecure_policy() -> None:
     )
     assert "seeded" in strict.problems_with(_params(noise_seed=0))[0]
     assert POLICY.problems_with(_params(noise_seed=0)) == []
+
+
+# -- forged jobs: what the scientist writes into params.json is checked --------------------------
+
+
+def test_a_key_list_with_an_attackers_key_would_unmask_the_hospital() -> None:
+    """Why the roster matters: masked against the attacker alone, the update comes out in clear."""
+    (attacker_secret,), (attacker_public,) = _keys(1, seed=9)
+    forged = [ROSTER[0], attacker_public]
+    update = torch.randn(100, generator=torch.Generator().manual_seed(0)) * 0.01
+    upload = ss.mask_update(update, SECRETS[0], forged, round_index=1)
+    cancel = ss.mask_update(torch.zeros(100), attacker_secret, forged, round_index=1)
+    recovered = ss.unmask_average([upload, cancel]) * 2
+    assert (recovered - update).abs().max() < 2**-23
+
+
+@pytest.mark.parametrize(
+    "forgery, reason",
+    [
+        ("attacker's key", "1 key(s) not in the roster"),
+        ("only its own key", "only one key: the update would leave unmasked"),
+        ("reused round", "round index 7 was already approved"),
+    ],
+)
+def test_forged_jobs_are_refused_naming_the_problem(tmp_path, monkeypatch, forgery, reason):
+    reviewer = _reviewer(monkeypatch)
+    assert reviewer(_job(tmp_path, _params(round=7)))
+    (_, (attacker,)) = _keys(1, seed=9)
+    forged = {
+        "attacker's key": _params(public_keys=[ROSTER[0], attacker]),
+        "only its own key": _params(public_keys=[ROSTER[0]]),
+        "reused round": _params(round=7),
+    }[forgery]
+    spent = reviewer.epsilon_spent("hospital1@health.example")
+    assert not reviewer(_job(tmp_path, forged))
+    assert reason in reviewer.decisions[-1][3]
+    assert reviewer.epsilon_spent("hospital1@health.example") == spent  # nothing charged
+    # another hospital has its own rounds: its round 7 is still new
+    other = _job(tmp_path, _params(round=7))
+    other.datasite_owner_email = "hospital2@health.example"
+    assert reviewer(other)
+
+
+@pytest.mark.parametrize(
+    "changes, reason",
+    [
+        ({"public_keys": list(reversed(ROSTER))}, "another order"),
+        ({"public_keys": ROSTER[:2]}, "1 roster key(s) left out"),
+        ({"public_keys": "abc"}, "key list is missing or malformed"),
+        ({"round": -1}, "not a non-negative integer"),
+        ({"round": True}, "not a non-negative integer"),
+        ({"dataset": "all_records"}, "dataset 'all_records' is not the agreed 'ward'"),
+        ({"model": "SmallCNN"}, "model 'SmallCNN' is not the agreed 'MLP'"),
+        ({"frac_bits": 0}, "frac_bits 0 is not the agreed 24"),
+        ({"lr": float("nan")}, "lr must be a finite number"),
+        ({"momentum": float("inf")}, "momentum must be a finite number"),
+    ],
+)
+def test_reviewer_checks_every_job_setting(tmp_path, monkeypatch, changes, reason) -> None:
+    reviewer = _reviewer(monkeypatch)
+    assert not reviewer(_job(tmp_path, _params(**changes)))
+    assert reason in reviewer.decisions[-1][3]
+    assert reviewer.accountants == {}
+
+
+def test_reviewer_checks_the_global_weights(tmp_path, monkeypatch) -> None:
+    reviewer = _reviewer(monkeypatch)
+    poisoned = MLP().state_dict()
+    poisoned["net.1.weight"][0, 0] = float("nan")
+    assert not reviewer(_job(tmp_path, _params(), weights=poisoned))
+    assert "NaN or ±inf in net.1.weight" in reviewer.decisions[-1][3]
+    assert not reviewer(_job(tmp_path, _params(), weights=MLP(hidden=(16,)).state_dict()))
+    assert "not a MLP's" in reviewer.decisions[-1][3]
+
+
+def test_consortium_terms_are_validated() -> None:
+    with pytest.raises(ValueError, match="at least two"):
+        ss.Consortium(public_keys=ROSTER[:1], dataset="ward")
+    with pytest.raises(ValueError, match="same public key twice"):
+        ss.Consortium(public_keys=[ROSTER[0], ROSTER[0]], dataset="ward")
+    with pytest.raises(ValueError, match="not a model class"):
+        ss.Consortium(public_keys=ROSTER, dataset="ward", model="torch")
+    with pytest.raises(ValueError, match="frac_bits"):
+        ss.Consortium(public_keys=ROSTER, dataset="ward", frac_bits=60)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", ["one", "all"])
+def test_a_non_finite_update_is_not_uploaded(value, where) -> None:
+    update = torch.randn(10)
+    if where == "one":
+        update[3] = value
+    else:
+        update[:] = value
+    with pytest.raises(ValueError, match=r"hospital 2 of 3's update holds \d+ non-finite"):
+        ss.mask_update(update, SECRETS[1], ROSTER, round_index=1)
+
+
+def test_epsilon_is_infinite_with_a_teaching_seed(tmp_path, monkeypatch) -> None:
+    assert ss.epsilon_label(3.641, seeded=False) == "ε = 3.64"
+    assert ss.epsilon_label(3.641, seeded=True) == "ε = ∞ — teaching seed (3.64 with secure noise)"
+    reviewer = _reviewer(monkeypatch)
+    assert reviewer(_job(tmp_path, _params()))  # secure noise
+    expected = POLICY.epsilon(2)
+    assert reviewer.epsilon_report("hospital1@health.example") == f"ε = {expected:.2f}"
+    assert reviewer(_job(tmp_path, _params(noise_seed=0, epochs=1)))  # one seeded job is enough
+    assert reviewer.epsilon_report("hospital1@health.example").startswith("ε = ∞ — teaching seed")
+    assert reviewer.epsilon_spent("hospital1@health.example") == pytest.approx(POLICY.epsilon(3))
+
+
+def test_the_job_script_is_the_module_shipped_as_is(tmp_path) -> None:
+    from course_lib.fl.jobs import secure_round
+
+    source = Path(secure_round.__file__).read_text(encoding="utf-8")
+    assert source == ss.SECURE_DP_TRAINING_SCRIPT
+    job = ss.write_secure_job(
+        tmp_path / "job",
+        MLP(),
+        dataset="ward",
+        round_index=1,
+        public_keys=ROSTER,
+        policy=POLICY,
+        epochs=1,
+        lr=0.5,
+    )
+    assert (job / "main.py").read_text(encoding="utf-8") == source
+    assert callable(secure_round.main)  # importing the module runs nothing
 
 
 # -- a real round on syft's mock Drive -----------------------------------------------------------
@@ -226,8 +374,11 @@ def test_a_secure_round_through_syft_jobs(federation) -> None:
         federation, "ward", images, labels, parts, rng=InsecureSeededRandom(1)
     )
     keys = ss.read_public_keys(federation, "ward")
+    roster = ss.exchange_public_keys(private_dirs)  # the hospitals' own set-up
+    assert list(roster) == keys
     scientist = federation.scientist
-    reviewer = ss.BudgetReviewer(POLICY, scientist=scientist.email)
+    consortium = ss.Consortium(public_keys=roster, dataset="ward")
+    reviewer = ss.BudgetReviewer(POLICY, consortium, scientist=scientist.email)
     torch.manual_seed(0)
     model = MLP()
     start = parameters_to_vector(model.parameters()).detach().clone()
@@ -279,6 +430,23 @@ def test_a_secure_round_through_syft_jobs(federation) -> None:
         assert masked.abs().float().mean() > 1e17 > update.abs().max() * 2**24
     # neither the shards nor the secret keys ever reached the scientist
     assert sb.private_files_seen_by(scientist, private_dirs) == []
+
+    # a forged round through syft: the first hospital refuses before anything runs
+    (_, (attacker,)) = _keys(1, seed=9)
+    with pytest.raises(sb.JobFailedError, match="rejected"):
+        ss.secure_dp_round(
+            federation,
+            model,
+            dataset="ward",
+            round_index=2,
+            public_keys=[keys[0], attacker, keys[2]],
+            policy=POLICY,
+            review=reviewer,
+            epochs=1,
+            lr=0.5,
+            noise_seed=3,
+        )
+    assert "1 key(s) not in the roster" in reviewer.decisions[-1][3]
 
 
 def test_extra_files_must_match_the_owners(federation) -> None:

@@ -18,6 +18,9 @@ from course_lib.randomness import InsecureSeededRandom
 
 @exercise(
     "20.average_of_masked",
+    task="write average_of_masked(masked_uploads, frac_bits): the hospitals' average update as "
+    "real numbers, from their masked int64 uploads",
+    nudge="the masks only cancel in the sum, and only in the ring: add first, decode afterwards",
     hint="add the int64 tensors as they are (the sum wraps around in Z_2^64 and the masks cancel), "
     "then divide by 2**frac_bits to decode and by the number of uploads to average",
 )
@@ -46,6 +49,9 @@ def _(average_fn) -> None:
 
 @exercise(
     "20.rounds_within_budget",
+    task="write rounds_within_budget(policy, epochs_per_round): the most rounds whose total ε "
+    "stays within policy.epsilon_budget",
+    nudge="policy.epsilon(total_epochs) gives ε after that many epochs: try more and more rounds",
     hint="count up: rounds r = 1, 2, ... while policy.epsilon(r * epochs_per_round) stays "
     "≤ policy.epsilon_budget; return the last r that fitted (0 if none)",
 )

@@ -15,15 +15,34 @@ about its data (lesson 12 rebuilds training images from one). Two ways to aggreg
   masking, every client splits its key-agreement secret key into Shamir shares (``t``-of-``n``, see
   :func:`shamir_split`) and gives one, encrypted, to each other client. When a client drops out the
   survivors hand the server their shares of *its* key; the server rebuilds it, recomputes the
-  orphaned pair masks and removes them. Each client also adds a private *self-mask* (also shared),
-  so that a client that was merely slow — and declared dropped — is not unmasked: for every client
-  an honest survivor reveals either its self-mask share or its key share, never both.
+  orphaned pair masks and removes them. Each client also adds a private *self-mask* (also shared).
+  The self-mask is for the *late* client: one whose upload arrives after the server declared it
+  dropped. The server then holds its mask key (to remove the orphaned pair masks) and its masked
+  upload — which is still hidden by the self-mask, because for every peer an honest client reveals
+  in a round either the self-mask share or the mask-key share, never both
+  (:meth:`SecAggClient.unmasking_shares` refuses the second kind, however the server asks).
+
+The two sides are :class:`SecAggClient` and :class:`SecAggServer`; :func:`secure_sum` drives one
+round with every message passing through the server.
 
 Numbers live in the ring Z_2^64 (torch ``int64`` wraps around): updates are fixed-point encoded
 with ``frac_bits`` fractional bits (:func:`encode_fixed_point`), so the sum is exact up to that
-encoding. Security model: an honest-but-curious server and clients (the paper's "semi-honest"
-version: no signatures, no consistency-check round); fewer than ``t`` colluding parties learn
-nothing about an individual update.
+encoding. An update holding NaN or ±inf is refused with an error naming its client
+(:func:`check_finite_update`): it has no fixed-point encoding, and dropping it silently would
+change whose data is in the sum.
+
+Threat model
+    *Honest-but-curious* (semi-honest) server and clients — the first version of the paper: every
+    party follows the protocol and tries to learn from what it sees. Then the server learns only the
+    sum of the included updates, and fewer than ``t`` colluding clients learn nothing about another
+    client's update. Against a *malicious* server this implementation keeps one defence: a client
+    never reveals both shares of one peer, so a server that lies about who dropped out still cannot
+    unmask anyone. What it does **not** protect against: there are no signatures and no
+    consistency-check round, so a server that substitutes public keys in round 0 (a
+    man-in-the-middle: it gives each client a key it made itself) or sends different survivor
+    lists to different clients is excluded *by assumption*; the paper's malicious-secure version
+    adds both (a PKI signing every key, and a round where clients sign and compare the survivor
+    list). Nothing here hides the sum itself: that is what differential privacy is for (DP-FedAvg).
 
 Randomness (secret keys, self-mask seeds, Shamir coefficients, nonces) comes from a
 :class:`~course_lib.randomness.RandomSource`: secure by default, seeded only when asked (insecure,
@@ -34,6 +53,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from course_lib.fixed_point import FixedPointEncoder
 from course_lib.randomness import RandomSource, resolve_random_source
 
 __all__ = [
@@ -50,6 +71,7 @@ __all__ = [
     "Share",
     "shamir_split",
     "shamir_reconstruct",
+    "check_finite_update",
     "encode_fixed_point",
     "decode_fixed_point",
     "expand_seed",
@@ -57,6 +79,8 @@ __all__ = [
     "add_pairwise_masks",
     "TrustedAggregator",
     "Transcript",
+    "SecAggClient",
+    "SecAggServer",
     "SecAggResult",
     "secure_sum",
     "secure_fedavg",
@@ -157,13 +181,38 @@ def shamir_reconstruct(shares: Iterable[Share]) -> int:
 # -- the ring Z_2^64 ---------------------------------------------------------------------------
 
 
+def check_finite_update(update: torch.Tensor, who: str) -> None:
+    """Raise ``ValueError`` naming ``who`` (e.g. ``"client 2"``) if ``update`` holds NaN or ±inf.
+
+    Aggregation refuses such an update instead of dropping it: a non-finite value has no
+    fixed-point encoding, one NaN would make the whole sum NaN, and dropping the update silently
+    would change whose data the sum holds. The caller decides whether to leave that client out.
+    """
+    if not isinstance(update, torch.Tensor):
+        raise TypeError(f"{who}'s update is a {type(update).__name__}, expected a torch.Tensor")
+    if not update.is_floating_point():
+        return
+    bad = ~torch.isfinite(update.detach())
+    if bad.any():
+        first = int(bad.flatten().nonzero()[0])
+        raise ValueError(
+            f"{who}'s update holds {int(bad.sum())} non-finite value(s) (NaN or ±inf) among "
+            f"{update.numel()}, the first at flat index {first}: refusing to aggregate it "
+            "(leave that client out of the round, or find why its training diverged)"
+        )
+
+
 def encode_fixed_point(
     x: torch.Tensor, frac_bits: int = 16, *, max_abs: float | None = None
 ) -> torch.Tensor:
-    """Encode real numbers as ring elements: ``round(x · 2^frac_bits)`` as ``int64`` (Z_2^64).
+    """Encode real numbers as ring elements: ``round(x · 2^frac_bits)`` as ``int64`` (Z_2^64),
+    with the course's one encoder (:class:`course_lib.fixed_point.FixedPointEncoder`).
 
-    ``max_abs`` (default: what fits, ``2^(62 − frac_bits)``) bounds ``|x|`` so that a sum of many
-    encodings does not wrap around; larger values raise ``ValueError`` instead of being clipped.
+    ``max_abs`` (default and largest allowed: ``2^(62 − frac_bits)``) bounds ``|x|`` so that a sum
+    of many encodings does not wrap around; the bound is checked *after* rounding
+    (``|round(x · 2^frac_bits)| < max_abs · 2^frac_bits``: a value just below it that rounds up is
+    refused too). Larger values, NaN and ±inf raise ``ValueError`` instead of being clipped.
+    Returns an int64 tensor of ``x``'s shape.
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
@@ -171,23 +220,24 @@ def encode_fixed_point(
         raise TypeError(f"fixed-point encoding takes floating-point tensors, got {x.dtype}")
     if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 0 <= frac_bits <= 52:
         raise ValueError(f"frac_bits must be an integer in [0, 52], got {frac_bits!r}")
-    limit = 2.0 ** (62 - frac_bits) if max_abs is None else max_abs
-    x = x.detach().to(torch.float64)
-    if not torch.isfinite(x).all():
-        raise ValueError("cannot encode NaN or infinite values")
-    if x.numel() and x.abs().max().item() > limit:
+    largest = 2.0 ** (62 - frac_bits)
+    if max_abs is None:
+        max_abs = largest
+    elif isinstance(max_abs, bool) or not isinstance(max_abs, int | float):
+        raise TypeError(f"max_abs must be a number, got {type(max_abs).__name__}")
+    elif not 0 < max_abs <= largest:
         raise ValueError(
-            f"a value of magnitude {x.abs().max().item():.3g} exceeds {limit:.3g}, the largest "
-            f"that can be summed without wrapping around in Z_2^64 with {frac_bits} fractional bits"
+            f"max_abs must lie in (0, 2^(62 − frac_bits)] = (0, {largest:.3g}], got {max_abs!r}"
         )
-    return torch.round(x * 2.0**frac_bits).to(torch.int64)
+    return FixedPointEncoder(frac_bits, max_abs).encode(x)
 
 
 def decode_fixed_point(v: torch.Tensor, frac_bits: int = 16) -> torch.Tensor:
-    """Inverse of :func:`encode_fixed_point` (ring elements read as signed two's complement)."""
+    """Inverse of :func:`encode_fixed_point` (ring elements read as signed two's complement),
+    as float64."""
     if not isinstance(v, torch.Tensor) or v.dtype != torch.int64:
         raise TypeError("decode_fixed_point expects an int64 tensor of ring elements")
-    return v.to(torch.float64) / 2.0**frac_bits
+    return FixedPointEncoder(frac_bits, 1.0).decode(v)
 
 
 def expand_seed(seed: bytes, numel: int) -> torch.Tensor:
@@ -215,7 +265,8 @@ class TrustedAggregator:
     """The baseline: clients send their updates in the clear and the server adds them up.
 
     ``seen`` keeps everything the server received, to make the point that it could inspect (or
-    invert, lesson 12) any individual update.
+    invert, lesson 12) any individual update. An update with NaN or ±inf is refused
+    (:func:`check_finite_update`), as in :func:`secure_sum`.
     """
 
     def __init__(self) -> None:
@@ -224,6 +275,7 @@ class TrustedAggregator:
     def receive(self, client_id: int, update: torch.Tensor) -> None:
         if client_id in self.seen:
             raise ValueError(f"client {client_id} already sent an update this round")
+        check_finite_update(update, f"client {client_id}")
         if self.seen:
             shape = next(iter(self.seen.values())).shape
             if update.shape != shape:
@@ -280,17 +332,35 @@ class SecAggResult:
     transcript: Transcript
 
 
-class _Client:
-    """One client's side of the protocol (kept private: :func:`secure_sum` drives it)."""
+PublicKeys = Mapping[int, tuple[bytes, bytes]]
+
+#: The two kinds of share a client can reveal about a peer in the unmasking round.
+SELF_MASK, MASK_KEY = "self-mask", "mask key"
+
+
+class SecAggClient:
+    """One client's side of the protocol, holding encoded update ``encoded`` (int64 ring
+    elements, see :func:`encode_fixed_point`) in round ``session``.
+
+    The methods follow the rounds of :func:`secure_sum`: :meth:`public_keys` (0),
+    :meth:`share_keys` / :meth:`receive_shares` (1), :meth:`masked_input` (2),
+    :meth:`unmasking_shares` (3). The client remembers, per peer, which kind of share it has
+    revealed this round, and refuses to reveal the other kind.
+    """
 
     def __init__(self, cid: int, encoded: torch.Tensor, rng: RandomSource, session: bytes):
+        if not isinstance(encoded, torch.Tensor) or encoded.dtype != torch.int64:
+            raise TypeError("a client holds its update as int64 ring elements (encode_fixed_point)")
         self.cid, self.encoded, self.rng, self.session = cid, encoded, rng, session
         # c: keys to encrypt shares for other clients; s: keys to agree on pair masks
         self.c_sk = X25519PrivateKey.from_private_bytes(rng.bytes(_SEED_BYTES))
         self.s_sk_raw = rng.bytes(_SEED_BYTES)
         self.s_sk = X25519PrivateKey.from_private_bytes(self.s_sk_raw)
         self.self_seed = rng.bytes(_SEED_BYTES)
-        self.received: dict[int, tuple[Share, Share]] = {}
+        self.received: dict[int, tuple[Share, Share]] = {}  # peer -> (mask-key, self-mask) share
+        self.threshold: int | None = None
+        self.uploaded = False
+        self.revealed: dict[int, str] = {}  # peer -> the kind of share revealed this round
 
     def public_keys(self) -> tuple[bytes, bytes]:
         return self.c_sk.public_key().public_bytes_raw(), self.s_sk.public_key().public_bytes_raw()
@@ -299,12 +369,11 @@ class _Client:
         shared = self.c_sk.exchange(X25519PublicKey.from_public_bytes(c_pk))
         return AESGCM(_kdf(shared, b"share encryption", self.session, self.cid, other))
 
-    def share_keys(
-        self, keys: Mapping[int, tuple[bytes, bytes]], threshold: int
-    ) -> dict[int, bytes]:
+    def share_keys(self, keys: PublicKeys, threshold: int) -> dict[int, bytes]:
         """Shamir-share the mask key and the self-mask seed; encrypt share j for client j."""
         others = sorted(keys)
         n = len(others)
+        self.threshold = threshold
         s_shares = shamir_split(
             int.from_bytes(self.s_sk_raw, "big"), threshold=threshold, num_shares=n, rng=self.rng
         )
@@ -325,10 +394,7 @@ class _Client:
         return out
 
     def receive_shares(
-        self,
-        ciphertexts: Mapping[int, bytes],
-        keys: Mapping[int, tuple[bytes, bytes]],
-        threshold: int,
+        self, ciphertexts: Mapping[int, bytes], keys: PublicKeys, threshold: int
     ) -> None:
         for sender, blob in ciphertexts.items():
             aad = b"%d->%d" % (sender, self.cid)
@@ -339,22 +405,51 @@ class _Client:
             )
             self.received[sender] = (Share(x, s_y, threshold), Share(x, b_y, threshold))
 
-    def masked_input(
-        self, keys: Mapping[int, tuple[bytes, bytes]], active: Sequence[int]
-    ) -> torch.Tensor:
+    def masked_input(self, keys: PublicKeys, active: Sequence[int]) -> torch.Tensor:
         """``y = x + PRG(b) + Σ_{j>i} PRG(s_ij) − Σ_{j<i} PRG(s_ij)`` in Z_2^64."""
         y = self.encoded.flatten() + expand_seed(self.self_seed, self.encoded.numel())
         peers = {j: keys[j][1] for j in active}
+        self.uploaded = True
         return add_pairwise_masks(y, self.cid, self.s_sk_raw, peers, self.session)
 
     def unmasking_shares(self, included: Iterable[int], dropped: Iterable[int]) -> dict[int, Share]:
-        """Self-mask shares of the included clients, key shares of the dropped — never both."""
+        """Self-mask shares of the ``included`` clients, mask-key shares of the ``dropped`` ones.
+
+        Refuses (``ValueError``, revealing nothing) a request that would give the server both
+        kinds of share of one peer this round — in one request or across several — since with
+        both it could strip every mask off that peer's upload; a request naming this client as
+        dropped although it uploaded; one with fewer survivors than the threshold; and one naming
+        clients it holds no share of.
+        """
         included, dropped = set(included), set(dropped)
         if included & dropped:
-            raise ValueError("the server asked for both shares of one client: refusing")
-        reveal = {j: self.received[j][1] for j in included}
-        reveal.update({j: self.received[j][0] for j in dropped})
-        return reveal
+            raise ValueError(
+                f"the server asked for both shares of client(s) {sorted(included & dropped)}: "
+                "refusing (with both it could unmask their updates)"
+            )
+        unknown = (included | dropped) - set(self.received)
+        if unknown:
+            raise ValueError(f"client {self.cid} holds no shares of client(s) {sorted(unknown)}")
+        if self.uploaded and self.cid in dropped:
+            raise ValueError(
+                f"the server says client {self.cid} dropped out, but it uploaded its masked "
+                "input: refusing to help rebuild its mask key"
+            )
+        if self.threshold is not None and len(included) < self.threshold:
+            raise ValueError(
+                f"only {len(included)} clients are said to have survived, below the threshold "
+                f"{self.threshold}: refusing to reveal shares"
+            )
+        wanted = {j: SELF_MASK for j in included} | {j: MASK_KEY for j in dropped}
+        clashes = sorted(j for j, kind in wanted.items() if self.revealed.get(j, kind) != kind)
+        if clashes:
+            raise ValueError(
+                f"client {self.cid} already revealed the other kind of share of client(s) "
+                f"{clashes} this round: a client reveals a peer's self-mask share or its "
+                "mask-key share, never both, so refusing"
+            )
+        self.revealed.update(wanted)
+        return {j: self.received[j][0 if kind == MASK_KEY else 1] for j, kind in wanted.items()}
 
 
 def generate_key_pair(rng: RandomSource | None = None) -> tuple[bytes, bytes]:
@@ -399,6 +494,99 @@ def _int_to_seed(value: int) -> bytes:
     return value.to_bytes(_SEED_BYTES, "big")
 
 
+class SecAggServer:
+    """The server's side of :func:`secure_sum` for ``n`` clients with vectors of ``numel`` ring
+    elements: it relays messages, collects masked inputs and unmasking shares, and computes the
+    sum. It never sees a key, seed or share in the clear except those revealed in round 3.
+    """
+
+    def __init__(self, n: int, threshold: int, numel: int, session: bytes) -> None:
+        self.n, self.threshold, self.numel, self.session = n, threshold, numel, session
+        self.transcript = Transcript()
+        self.keys: dict[int, tuple[bytes, bytes]] = {}
+        self.masked: dict[int, torch.Tensor] = {}
+        self.revealed: dict[int, list[Share]] = {j: [] for j in range(n)}
+        self.responders: list[int] = []
+
+    def advertise(self, keys: Mapping[int, tuple[bytes, bytes]]) -> dict[int, tuple[bytes, bytes]]:
+        """Round 0: collect every client's two public keys and broadcast the list."""
+        self.keys = dict(keys)
+        for _ in range(self.n):
+            self.transcript.record("0 advertise keys (up)", 64)
+            self.transcript.record("0 key list (down)", 64 * self.n)
+        return self.keys
+
+    def route(self, outgoing: Mapping[int, Mapping[int, bytes]]) -> dict[int, dict[int, bytes]]:
+        """Round 1: forward each encrypted share to its recipient (``{recipient: {sender: …}}``)."""
+        inbox: dict[int, dict[int, bytes]] = {j: {} for j in range(self.n)}
+        for i, out in outgoing.items():
+            self.transcript.record("1 share keys (up)", sum(len(b) for b in out.values()))
+            for j, blob in out.items():
+                inbox[j][i] = blob
+        for j in range(self.n):
+            self.transcript.record("1 shares (down)", sum(len(b) for b in inbox[j].values()))
+        return inbox
+
+    def receive_masked(self, cid: int, masked: torch.Tensor) -> None:
+        """Round 2: one client's masked input."""
+        self.masked[cid] = masked
+        self.transcript.record("2 masked input (up)", 8 * self.numel)
+
+    def survivors(self) -> tuple[list[int], list[int]]:
+        """End of round 2: ``(included, dropped)``; ``ValueError`` below the threshold."""
+        included = sorted(self.masked)
+        if len(included) < self.threshold:
+            raise ValueError(
+                f"only {len(included)} masked updates arrived but the threshold is "
+                f"{self.threshold}: too few survivors to unmask the sum"
+            )
+        return included, sorted(set(range(self.n)) - set(included))
+
+    def receive_unmasking(self, cid: int, shares: Mapping[int, Share]) -> None:
+        """Round 3: one survivor's shares (it got the survivor list first)."""
+        self.transcript.record("3 survivor list (down)", 4 * len(self.masked))
+        self.transcript.record("3 unmasking shares (up)", len(shares) * 2 * _PRIME_BYTES)
+        self.responders.append(cid)
+        for j, share in shares.items():
+            self.revealed[j].append(share)
+
+    def unmasked_total(self) -> torch.Tensor:
+        """Add the masked inputs, remove the self-masks and the dropped clients' orphaned pair
+        masks (flat int64). ``ValueError`` when fewer than ``threshold`` survivors answered."""
+        if len(self.responders) < self.threshold:
+            raise ValueError(
+                f"only {len(self.responders)} clients answered the unmasking round but the "
+                f"threshold is {self.threshold}: the server cannot remove the masks, so the sum is "
+                "lost (by design: fewer than threshold clients cannot reveal anyone's secrets)"
+            )
+        included, dropped = self.survivors()
+        total = torch.zeros(self.numel, dtype=torch.int64)
+        for i in included:
+            total = total + self.masked[i]
+        for i in included:
+            seed = _int_to_seed(shamir_reconstruct(self.revealed[i]))
+            total = total - expand_seed(seed, self.numel)
+        peers = {i: self.keys[i][1] for i in included}
+        for j in dropped:
+            # the survivors' masks towards j are orphaned: add what j itself would have added,
+            # which is exactly their negation
+            sk_j = _int_to_seed(shamir_reconstruct(self.revealed[j]))
+            total = total + add_pairwise_masks(
+                torch.zeros_like(total), j, sk_j, peers, self.session
+            )
+        return total
+
+
+def _check_drops(n: int, drop_before_upload: Iterable[int], drop_before_unmasking: Iterable[int]):
+    gone_early, gone_late = set(drop_before_upload), set(drop_before_unmasking)
+    for name, ids in (("drop_before_upload", gone_early), ("drop_before_unmasking", gone_late)):
+        if not ids <= set(range(n)):
+            raise ValueError(f"{name} names unknown clients {sorted(ids - set(range(n)))}")
+    if gone_early & gone_late:
+        raise ValueError("a client cannot drop out twice")
+    return gone_early, gone_late
+
+
 def secure_sum(
     updates: Sequence[torch.Tensor],
     *,
@@ -422,20 +610,27 @@ def secure_sum(
     3. *unmasking* — the survivors (minus ``drop_before_unmasking``) send the server, for each other
        client, the self-mask share if its upload arrived or the mask-key share if it did not.
 
-    The server rebuilds the self-mask seeds of the included clients and the mask keys of the
-    dropped ones, subtracts every mask that does not cancel, and decodes the exact sum of the
-    included updates. ``threshold`` defaults to a majority, ``n // 2 + 1``.
+    The server (:class:`SecAggServer`) rebuilds the self-mask seeds of the included clients and the
+    mask keys of the dropped ones, subtracts every mask that does not cancel, and decodes the exact
+    sum of the included updates. ``threshold`` defaults to a majority, ``n // 2 + 1``.
 
-    Raises ``ValueError`` when updates differ in shape, when fewer than ``threshold`` clients answer
-    the unmasking round (the sum is then unrecoverable — by design), or on malformed arguments.
+    Raises ``ValueError`` when updates differ in shape, when an update holds NaN or ±inf (naming
+    the client), when a value is too large to sum without wrapping around, when fewer than
+    ``threshold`` clients answer the unmasking round (the sum is then unrecoverable — by design),
+    or on malformed arguments.
+
+    >>> from course_lib.randomness import InsecureSeededRandom
+    >>> updates = [torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.0])]
+    >>> result = secure_sum(updates, drop_before_upload=[2], rng=InsecureSeededRandom(0))
+    >>> result.total.tolist(), result.included, result.dropped
+    ([1.5, 1.0], [0, 1], [2])
     """
     updates = list(updates)
     n = len(updates)
     if n < 2:
         raise ValueError(f"secure aggregation needs at least 2 clients, got {n}")
     for i, u in enumerate(updates):
-        if not isinstance(u, torch.Tensor):
-            raise TypeError(f"update {i} is a {type(u).__name__}, expected a torch.Tensor")
+        check_finite_update(u, f"client {i}")
         if u.shape != updates[0].shape:
             raise ValueError(
                 f"update {i} has shape {tuple(u.shape)} but update 0 has {tuple(updates[0].shape)}:"
@@ -444,87 +639,33 @@ def secure_sum(
     threshold = n // 2 + 1 if threshold is None else threshold
     if isinstance(threshold, bool) or not isinstance(threshold, int) or not 2 <= threshold <= n:
         raise ValueError(f"threshold must be an integer in [2, {n}], got {threshold!r}")
-    gone_early, gone_late = set(drop_before_upload), set(drop_before_unmasking)
-    for name, ids in (("drop_before_upload", gone_early), ("drop_before_unmasking", gone_late)):
-        if not ids <= set(range(n)):
-            raise ValueError(f"{name} names unknown clients {sorted(ids - set(range(n)))}")
-    if gone_early & gone_late:
-        raise ValueError("a client cannot drop out twice")
+    gone_early, gone_late = _check_drops(n, drop_before_upload, drop_before_unmasking)
     rng = resolve_random_source(rng)
     limit = 2.0 ** (62 - frac_bits - math.ceil(math.log2(n)))
     encoded = [encode_fixed_point(u, frac_bits, max_abs=limit) for u in updates]
-    numel = updates[0].numel()
-    transcript = Transcript()
 
-    clients = {i: _Client(i, encoded[i], rng, session) for i in range(n)}
-    # round 0: public keys, broadcast by the server to everyone
-    keys = {i: c.public_keys() for i, c in clients.items()}
-    for _ in range(n):
-        transcript.record("0 advertise keys (up)", 64)
-        transcript.record("0 key list (down)", 64 * n)
-    # round 1: encrypted shares, routed by the server
-    inbox: dict[int, dict[int, bytes]] = {j: {} for j in range(n)}
-    for i, c in clients.items():
-        out = c.share_keys(keys, threshold)
-        transcript.record("1 share keys (up)", sum(len(b) for b in out.values()))
-        for j, blob in out.items():
-            inbox[j][i] = blob
+    clients = {i: SecAggClient(i, encoded[i], rng, session) for i in range(n)}
+    server = SecAggServer(n, threshold, updates[0].numel(), session)
+    keys = server.advertise({i: c.public_keys() for i, c in clients.items()})
+    inbox = server.route({i: c.share_keys(keys, threshold) for i, c in clients.items()})
     for j, c in clients.items():
-        transcript.record("1 shares (down)", sum(len(b) for b in inbox[j].values()))
         c.receive_shares(inbox[j], keys, threshold)
-    # round 2: masked inputs; some clients vanish
-    active = sorted(clients)
-    masked = {}
-    for i in active:
-        if i in gone_early:
-            continue
-        masked[i] = clients[i].masked_input(keys, active)
-        transcript.record("2 masked input (up)", 8 * numel)
-    included = sorted(masked)
-    dropped = sorted(gone_early)
-    if len(included) < threshold:
-        raise ValueError(
-            f"only {len(included)} masked updates arrived but the threshold is {threshold}: "
-            "too few survivors to unmask the sum"
-        )
-    # round 3: unmasking
-    responders = [i for i in included if i not in gone_late]
-    for _ in responders:
-        transcript.record("3 survivor list (down)", 4 * len(included))
-    if len(responders) < threshold:
-        raise ValueError(
-            f"only {len(responders)} clients answered the unmasking round but the threshold is "
-            f"{threshold}: the server cannot remove the masks, so the sum is lost (by design: "
-            "fewer than threshold clients cannot reveal anyone's secrets)"
-        )
-    revealed: dict[int, list[Share]] = {j: [] for j in range(n)}
-    for i in responders:
-        answer = clients[i].unmasking_shares(included, dropped)
-        transcript.record("3 unmasking shares (up)", len(answer) * 2 * _PRIME_BYTES)
-        for j, share in answer.items():
-            revealed[j].append(share)
-
-    # the server's work: add up, remove self-masks and the orphaned pair masks
-    total = torch.zeros(numel, dtype=torch.int64)
+    for i, c in clients.items():
+        if i not in gone_early:  # the others vanish after everyone masked against them
+            server.receive_masked(i, c.masked_input(keys, sorted(clients)))
+    included, dropped = server.survivors()
     for i in included:
-        total = total + masked[i]
-    for i in included:
-        total = total - expand_seed(_int_to_seed(shamir_reconstruct(revealed[i])), numel)
-    for j in dropped:
-        # the survivors' masks towards j are orphaned: add what j itself would have added, which
-        # is exactly their negation
-        sk_j = _int_to_seed(shamir_reconstruct(revealed[j]))
-        peers = {i: keys[i][1] for i in included}
-        total = total + add_pairwise_masks(torch.zeros_like(total), j, sk_j, peers, session)
+        if i not in gone_late:
+            server.receive_unmasking(i, clients[i].unmasking_shares(included, dropped))
     shape = updates[0].shape
-    encoded_total = total.reshape(shape)
+    encoded_total = server.unmasked_total().reshape(shape)
     return SecAggResult(
         total=decode_fixed_point(encoded_total, frac_bits).to(updates[0].dtype),
         encoded_total=encoded_total,
         included=included,
         dropped=dropped,
-        masked_updates={i: m.reshape(shape) for i, m in masked.items()},
-        transcript=transcript,
+        masked_updates={i: m.reshape(shape) for i, m in server.masked.items()},
+        transcript=server.transcript,
     )
 
 
@@ -545,7 +686,8 @@ def secure_fedavg(
     """FedAvg through secure aggregation: the server learns ``Σ w_k θ_k / Σ w_k`` and no ``θ_k``.
 
     Each client uploads ``[w_k · θ_k, w_k]`` masked; the server divides the two sums. A dropped
-    client is left out of both. Same arguments as :func:`secure_sum`.
+    client is left out of both. Same arguments as :func:`secure_sum`; a state with NaN or ±inf, or
+    a weight that is not a finite positive number, raises ``ValueError`` naming the client.
     """
     if len(states) != len(weights):
         raise ValueError(f"{len(states)} client states but {len(weights)} weights")
@@ -555,8 +697,13 @@ def secure_fedavg(
     for k, s in enumerate(states):
         if list(s) != names or any(s[n].shape != states[0][n].shape for n in names):
             raise ValueError(f"client {k}'s model differs from client 0's: same model needed")
-    if any(w <= 0 for w in weights):
-        raise ValueError("weights (sample counts) must be positive")
+        for name in names:
+            check_finite_update(s[name], f"client {k} ({name})")
+    for k, w in enumerate(weights):
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0 < w < math.inf:
+            raise ValueError(
+                f"client {k}'s weight (sample count) must be a finite positive number, got {w!r}"
+            )
     vectors = [
         torch.cat([_flatten(s) * float(w), torch.tensor([float(w)], dtype=torch.float64)])
         for s, w in zip(states, weights, strict=True)

@@ -3,7 +3,8 @@
 Lesson 11 ran FedAvg as syft jobs, but each hospital's new weights reached the data scientist in
 the clear. Lesson 13 showed how pairwise masks hide individual updates and how differential privacy
 bounds what a model reveals. This module puts both *inside* the job every hospital reviews and runs
-on its private data (:data:`SECURE_DP_TRAINING_SCRIPT`):
+on its private data (the module :mod:`course_lib.fl.jobs.secure_round`, shipped as the job's
+``main.py``; its text is :data:`SECURE_DP_TRAINING_SCRIPT`):
 
 1. **DP-SGD on the private shard** (:func:`course_lib.dp.dpsgd.train_private`): every patient's
    gradient is clipped and noised, so the hospital's new model is (ε, δ)-DP with respect to each of
@@ -11,7 +12,8 @@ on its private data (:data:`SECURE_DP_TRAINING_SCRIPT`):
 2. **Masking** (:func:`mask_update`): the update (new minus global weights) is fixed-point encoded
    and masked with the pair masks this hospital agrees with every other hospital by X25519
    (:func:`course_lib.fl.secure_aggregation.add_pairwise_masks`). One masked update is uniformly
-   random; the hospitals' masked updates add up to the exact sum of their updates.
+   random; the hospitals' masked updates add up to the exact sum of their updates. An update
+   holding NaN or ±inf is refused (the job fails, nothing is uploaded).
 3. Only the masked update leaves, as ``outputs/masked_update.b64``.
 
 The scientist adds the masked uploads (:func:`unmask_average`) and moves the global model by the
@@ -26,20 +28,33 @@ Whose privacy, whose budget
     hide whether a whole hospital took part (client-level DP); with three hospitals that takes noise
     as large as a whole update on every coordinate — lesson 20 measures what that costs.
     The budget belongs to the hospitals: a :class:`BudgetReviewer` approves a job only if its code
-    is the reviewed script and its DP parameters meet the hospital's :class:`PrivacyPolicy`, and it
-    refuses the job that would take the hospital past its ε budget.
+    is the reviewed script, its DP parameters meet the hospital's :class:`PrivacyPolicy`, its other
+    settings match what the hospitals fixed among themselves at set-up (:class:`Consortium`: the
+    roster of public keys, the dataset, the model, the fixed-point scale), its round index is new,
+    and it keeps the hospital within its ε budget. When the noise comes from a teaching seed the
+    ε is not a guarantee (anyone with the seed can subtract the noise): :meth:`BudgetReviewer.
+    epsilon_report` then says ``ε = ∞``.
 
-Threat model: an honest-but-curious scientist and hospitals; no dropouts (every hospital must upload
-for the masks to cancel — lesson 13's protocol adds recovery); the scientist relays the public keys
-faithfully (a job does refuse a key list that lacks its own key). Each hospital counts equally in
-the average: weighting by shard size would reveal the sizes.
+Threat model: the scientist is relied on to relay jobs and uploads (availability) but not trusted
+with privacy: whatever it writes into ``params.json`` or the global weights, a job that
+passes review reveals only the masked sum of DP updates — a key list other than the pinned roster
+(which would let it unmask a hospital, or skip masking), a reused round index (identical masks, so
+two uploads' difference is the difference of two updates), weaker DP settings or another dataset are
+refused. Not covered: dropouts (every hospital must upload for the masks to cancel — lesson 13's
+protocol adds recovery); collusion of the scientist with a hospital against another (two of three
+updates then give the third); and the roster itself must reach each hospital over a channel the
+scientist cannot alter (:func:`exchange_public_keys` models that set-up). Each hospital counts
+equally in the average: weighting by shard size would reveal the sizes.
 """
 
 from __future__ import annotations
 
+import binascii
 import copy
 import hashlib
 import json
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +69,7 @@ from course_lib.dp.accounting import RDPAccountant
 from course_lib.fl import syft_bridge as sb
 from course_lib.fl.secure_aggregation import (
     add_pairwise_masks,
+    check_finite_update,
     decode_fixed_point,
     encode_fixed_point,
     generate_key_pair,
@@ -70,6 +86,9 @@ __all__ = [
     "SECURE_DP_TRAINING_SCRIPT",
     "SECURE_JOB_DATA_FILES",
     "PrivacyPolicy",
+    "Consortium",
+    "exchange_public_keys",
+    "epsilon_label",
     "BudgetReviewer",
     "SecureRoundResult",
     "publish_with_keys",
@@ -87,47 +106,10 @@ SECRET_KEY_FILE = "secagg_secret_key.hex"
 #: Mock (public) dataset file holding the hospital's X25519 public key (hex).
 PUBLIC_KEY_FILE = "secagg_public_key.hex"
 
-#: The job every hospital runs in a round. Inside a job ``resolve_dataset_files_path`` returns the
-#: hospital's PRIVATE files (the shard and its secret key).
-SECURE_DP_TRAINING_SCRIPT = """\
-\"\"\"One round of secure, differentially private training, run by a hospital on its own data.\"\"\"
-import json
-from pathlib import Path
-
-import syft as sy
-import torch
-from torch.nn.utils import parameters_to_vector
-from torch.utils.data import TensorDataset
-
-import course_lib.models
-from course_lib.dp.dpsgd import train_private
-from course_lib.fl.secure_syft import job_random_source, mask_update
-from course_lib.fl.syft_bridge import decode_state, encode_state
-
-torch.set_num_threads(1)  # a small model: one thread is as fast and shares the machine better
-params = json.loads(Path("params.json").read_text())
-files = {path.name: path for path in sy.resolve_dataset_files_path(params["dataset"])}
-images, labels = torch.load(files["shard.pt"], weights_only=True)  # this hospital's patients
-secret_key = bytes.fromhex(files["secagg_secret_key.hex"].read_text())  # stays here
-model = getattr(course_lib.models, params["model"])()
-model.load_state_dict(decode_state(Path("global_model.b64").read_text()))
-start = parameters_to_vector(model.parameters()).detach().clone()
-
-# 1. DP-SGD: each patient's gradient is clipped to max_grad_norm, then Gaussian noise is added
-train_private(
-    model, TensorDataset(images, labels), epochs=params["epochs"],
-    sample_rate=params["sample_rate"], lr=params["lr"], momentum=params["momentum"],
-    noise_multiplier=params["noise_multiplier"], max_grad_norm=params["max_grad_norm"],
-    delta=params["delta"], rng=job_random_source(params, secret_key), progress=False,
-)
-# 2. the update, masked so that only the sum over all hospitals can be read
-update = parameters_to_vector(model.parameters()).detach() - start
-keys, round_index = params["public_keys"], params["round"]
-masked = mask_update(update, secret_key, keys, round_index, params["frac_bits"])
-
-Path("outputs").mkdir(exist_ok=True)
-Path("outputs/masked_update.b64").write_text(encode_state({"masked": masked}))  # all that leaves
-"""
+#: The job every hospital runs in a round: the source text of the module
+#: :mod:`course_lib.fl.jobs.secure_round`, shipped unchanged as the job's ``main.py`` and the only
+#: code a :class:`BudgetReviewer` approves.
+SECURE_DP_TRAINING_SCRIPT: str = sb.job_source("course_lib.fl.jobs.secure_round")
 
 #: Files of a secure training job besides ``main.py``.
 SECURE_JOB_DATA_FILES = ("params.json", "global_model.b64")
@@ -179,9 +161,8 @@ class PrivacyPolicy:
         malformed = [
             key
             for key in required
-            if isinstance(params.get(key), bool)
-            or not isinstance(params.get(key), int | float)
-            or not params[key] > 0
+            if not _is_number(params.get(key))
+            or not 0 < params[key] < math.inf
             or (key == "epochs" and not isinstance(params[key], int))
         ]
         if malformed:
@@ -200,18 +181,155 @@ class PrivacyPolicy:
         return problems
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def epsilon_label(epsilon: float, *, seeded: bool) -> str:
+    """How a privacy report states ε: ``"ε = 3.64"`` when the DP noise was secret, and
+    ``"ε = ∞ — teaching seed (3.64 with secure noise)"`` when it came from a seed — anyone who
+    knows the seed can recompute the noise and subtract it, so the run protects nobody."""
+    if seeded:
+        return f"ε = ∞ — teaching seed ({epsilon:.2f} with secure noise)"
+    return f"ε = {epsilon:.2f}"
+
+
+@dataclass(frozen=True)
+class Consortium:
+    """What the hospitals fix among themselves at set-up — not through the scientist — and every
+    job must match exactly.
+
+    - ``public_keys``: the *roster*, every hospital's X25519 public key (hex) in order. A job
+      whose key list differs would mask against someone else (an attacker's key in the list
+      unmasks the hospital's update for the attacker) or not at all (a list with only the
+      hospital's own key), so it is refused.
+    - ``dataset``: the dataset the jobs may read; ``model``: the class of
+      :mod:`course_lib.models` they train (and the global weights must be that model's, finite —
+      DP-SGD's guarantee holds from any starting weights, so this checks well-formedness, not
+      privacy); ``frac_bits``: the fixed-point scale of the masked uploads.
+    """
+
+    public_keys: tuple[str, ...]
+    dataset: str
+    model: str = "MLP"
+    frac_bits: int = 24
+
+    def __post_init__(self) -> None:
+        keys = tuple(self.public_keys)
+        object.__setattr__(self, "public_keys", keys)
+        if len(keys) < 2:
+            raise ValueError("a consortium needs at least two hospitals' public keys")
+        for key in keys:
+            if not isinstance(key, str) or len(key) != 64:
+                raise ValueError(f"a public key is 64 hex digits, got {key!r}")
+            bytes.fromhex(key)
+        if len(set(keys)) != len(keys):
+            raise ValueError("the roster holds the same public key twice")
+        import course_lib.models
+
+        if not isinstance(getattr(course_lib.models, self.model, None), type):
+            raise ValueError(f"{self.model!r} is not a model class of course_lib.models")
+        if isinstance(self.frac_bits, bool) or not isinstance(self.frac_bits, int):
+            raise ValueError(f"frac_bits must be an integer, got {self.frac_bits!r}")
+        if not 8 <= self.frac_bits <= 40:
+            raise ValueError(f"frac_bits must lie in [8, 40], got {self.frac_bits}")
+
+    def problems_with(self, params: dict[str, Any], global_model_b64: str) -> list[str]:
+        """Why a job's ``params`` and weights differ from these terms (empty when they match)."""
+        problems = []
+        keys = params.get("public_keys")
+        if not isinstance(keys, list) or keys != list(self.public_keys):
+            problems.append(self._roster_problem(keys))
+        for name in ("dataset", "model", "frac_bits"):
+            if params.get(name) != getattr(self, name) or isinstance(params.get(name), bool):
+                problems.append(
+                    f"{name} {params.get(name)!r} is not the agreed {getattr(self, name)!r}"
+                )
+        for name in ("lr", "momentum"):
+            value = params.get(name)
+            if not _is_number(value) or not math.isfinite(value):
+                problems.append(f"{name} must be a finite number, got {value!r}")
+        if not problems:
+            problems.extend(self._weight_problems(global_model_b64))
+        return problems
+
+    def _roster_problem(self, keys: Any) -> str:
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            return "the job's key list is missing or malformed"
+        unknown = [k for k in keys if k not in self.public_keys]
+        missing = [k for k in self.public_keys if k not in keys]
+        detail = [f"{len(keys)} key(s) where the roster has {len(self.public_keys)}"]
+        if unknown:
+            detail.append(f"{len(unknown)} key(s) not in the roster")
+        if missing:
+            detail.append(f"{len(missing)} roster key(s) left out")
+        if len(keys) == 1 and not unknown:
+            detail.append("only one key: the update would leave unmasked")
+        if not unknown and not missing and len(keys) == len(self.public_keys):
+            detail = ["the same keys in another order or repeated"]
+        return (
+            "the job's key list differs from the roster pinned at set-up ("
+            + "; ".join(detail)
+            + ")"
+        )
+
+    def _weight_problems(self, global_model_b64: str) -> list[str]:
+        import course_lib.models
+
+        expected = getattr(course_lib.models, self.model)().state_dict()
+        try:
+            state = sb.decode_state(global_model_b64)
+        except (binascii.Error, ValueError, RuntimeError, EOFError) as error:
+            return [f"the global weights cannot be read ({type(error).__name__})"]
+        if (
+            not isinstance(state, dict)
+            or list(state) != list(expected)
+            or any(
+                not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape
+                for k, v in expected.items()
+            )
+        ):
+            return [f"the global weights are not a {self.model}'s"]
+        bad = [k for k, v in state.items() if not bool(torch.isfinite(v).all())]
+        return [f"the global weights hold NaN or ±inf in {', '.join(bad)}"] if bad else []
+
+
+def exchange_public_keys(private_dirs: Sequence[str | Path]) -> tuple[str, ...]:
+    """Set-up, among the hospitals themselves: each derives its public key from its own secret key
+    file (in its private folder, as :func:`publish_with_keys` wrote it) and hands it to the others
+    directly — in person or over a signed channel, *not* through the scientist. Returns the roster
+    for :class:`Consortium`, in the order of ``private_dirs``."""
+    return tuple(
+        _public_key_hex(bytes.fromhex((Path(d) / SECRET_KEY_FILE).read_text().strip()))
+        for d in private_dirs
+    )
+
+
 class BudgetReviewer:
     """The hospitals' review of a secure DP training job (pass it to :func:`secure_dp_round`).
 
-    A job is approved only if its code is exactly :data:`SECURE_DP_TRAINING_SCRIPT` from
-    ``scientist``, its parameters meet ``policy``, and running it keeps the hospital within its ε
-    budget. Every hospital keeps its *own* accountant (``accountants[email]``), stepped when it
-    approves; ``decisions`` records every verdict with its reason.
+    A job is approved only if
+
+    - its code is exactly :data:`SECURE_DP_TRAINING_SCRIPT` from ``scientist``;
+    - its DP parameters meet ``policy`` (:meth:`PrivacyPolicy.problems_with`);
+    - its key list, dataset, model, fixed-point scale and weights match ``consortium``
+      (:meth:`Consortium.problems_with`) — whatever the scientist writes into ``params.json``;
+    - its round index is a new one for this hospital (the same index means the same masks);
+    - running it keeps the hospital within its ε budget.
+
+    One object plays every hospital's reviewer here: each hospital has its *own* accountant
+    (``accountants[email]``, stepped when it approves) and its own set of approved rounds, and
+    keeps them for as long as its keys live. ``decisions`` records every verdict with its reason.
     """
 
-    def __init__(self, policy: PrivacyPolicy, *, scientist: str) -> None:
+    def __init__(self, policy: PrivacyPolicy, consortium: Consortium, *, scientist: str) -> None:
+        if not isinstance(consortium, Consortium):
+            raise TypeError("consortium must be a Consortium (the terms fixed at set-up)")
         self.policy = policy
+        self.consortium = consortium
         self.accountants: dict[str, RDPAccountant] = {}
+        self.rounds_approved: dict[str, set[int]] = {}
+        self.seeded: dict[str, bool] = {}
         self.decisions: list[tuple[str, str, bool, str]] = []
         self._same_code = sb.approve_if_code_is(
             {"main.py": SECURE_DP_TRAINING_SCRIPT},
@@ -220,19 +338,47 @@ class BudgetReviewer:
         )
 
     def epsilon_spent(self, hospital: str) -> float:
-        """ε this hospital's patients have spent so far (0 before its first job)."""
+        """ε of this hospital's patients from its accountant (0 before its first job) — what the
+        noise guarantees if it is secret; see :meth:`epsilon_report`."""
         return self.accountants.get(hospital, RDPAccountant()).get_epsilon(self.policy.delta)
+
+    def epsilon_report(self, hospital: str) -> str:
+        """The hospital's ε as a report should state it (:func:`epsilon_label`): ``∞`` once a job
+        it approved drew its noise from a teaching seed."""
+        return epsilon_label(self.epsilon_spent(hospital), seeded=self.seeded.get(hospital, False))
 
     def _decide(self, hospital: str, job_name: str, approved: bool, reason: str) -> bool:
         self.decisions.append((hospital, job_name, approved, reason))
         return approved
 
+    def _round_problem(self, hospital: str, round_index: Any) -> str | None:
+        if isinstance(round_index, bool) or not isinstance(round_index, int) or round_index < 0:
+            return f"round index {round_index!r} is not a non-negative integer"
+        if round_index in self.rounds_approved.get(hospital, set()):
+            return (
+                f"round index {round_index} was already approved: reusing it reuses the masks, and "
+                "the difference of two uploads would be the difference of two updates"
+            )
+        return None
+
     def __call__(self, job: JobInfo) -> bool:
         hospital, name = job.datasite_owner_email, job.name
         if not self._same_code(job):
             return self._decide(hospital, name, False, "the code is not the reviewed script")
-        params = json.loads((Path(job.code_dir) / "params.json").read_text())
+        code_dir = Path(job.code_dir)
+        try:
+            params = json.loads((code_dir / "params.json").read_text())
+        except json.JSONDecodeError:
+            return self._decide(hospital, name, False, "params.json is not valid JSON")
+        if not isinstance(params, dict):
+            return self._decide(hospital, name, False, "params.json is not a JSON object")
         problems = self.policy.problems_with(params)
+        problems += self.consortium.problems_with(
+            params, (code_dir / "global_model.b64").read_text()
+        )
+        round_problem = self._round_problem(hospital, params.get("round"))
+        if round_problem:
+            problems.append(round_problem)
         if problems:
             return self._decide(hospital, name, False, "; ".join(problems))
         after = copy.deepcopy(self.accountants.get(hospital, RDPAccountant()))
@@ -247,6 +393,9 @@ class BudgetReviewer:
             reason = f"ε would reach {epsilon:.2f} > budget {self.policy.epsilon_budget}"
             return self._decide(hospital, name, False, reason)
         self.accountants[hospital] = after
+        self.rounds_approved.setdefault(hospital, set()).add(params["round"])
+        seeded = params.get("noise_seed") is not None
+        self.seeded[hospital] = self.seeded.get(hospital, False) or seeded
         return self._decide(hospital, name, True, f"within budget: ε = {epsilon:.2f}")
 
 
@@ -338,10 +487,24 @@ def mask_update(
 ) -> torch.Tensor:
     """A hospital's masked upload: ``update`` fixed-point encoded (``frac_bits``) plus its pair
     masks with every other hospital for this round. Values must stay small enough that the sum of
-    all hospitals' encodings cannot wrap around (else ``ValueError``)."""
+    all hospitals' encodings cannot wrap around (else ``ValueError``). An update holding NaN or
+    ±inf is refused with a ``ValueError`` naming the hospital (its position in the key list): the
+    job then fails and uploads nothing, rather than poison the sum.
+
+    >>> from course_lib.fl.secure_aggregation import generate_key_pair
+    >>> from course_lib.randomness import InsecureSeededRandom
+    >>> rng = InsecureSeededRandom(0)
+    >>> (sk1, pk1), (sk2, pk2) = generate_key_pair(rng), generate_key_pair(rng)
+    >>> keys = [pk1.hex(), pk2.hex()]
+    >>> a = mask_update(torch.tensor([0.25, -1.0]), sk1, keys, round_index=1)
+    >>> b = mask_update(torch.tensor([0.75, 3.0]), sk2, keys, round_index=1)
+    >>> unmask_average([a, b]).tolist()  # the masks cancel in the sum: [1.0, 2.0] / 2
+    [0.5, 1.0]
+    """
     if not isinstance(update, torch.Tensor) or not update.is_floating_point():
         raise TypeError("the update must be a floating-point tensor")
     index = hospital_index(secret_key, public_keys)
+    check_finite_update(update, f"hospital {index + 1} of {len(public_keys)}")
     limit = 2.0 ** (62 - frac_bits) / len(public_keys)
     encoded = encode_fixed_point(update.flatten(), frac_bits, max_abs=limit)
     peers = {j: bytes.fromhex(key) for j, key in enumerate(public_keys)}
@@ -426,20 +589,23 @@ def secure_dp_round(
     momentum: float = 0.0,
     frac_bits: int = 24,
     noise_seed: int | None = None,
+    job_name: str | None = None,
 ) -> SecureRoundResult:
     """One round: every hospital reviews and runs the secure DP job on its private data; the
     scientist adds the masked uploads and moves ``model`` (in place) by the average update.
 
     ``model`` must be a course_lib model without buffers (its parameters are its whole state).
-    Raises :class:`~course_lib.fl.syft_bridge.JobFailedError` if a hospital rejects the job.
+    The scientist's arguments are not checked against the hospitals' terms here: that is each
+    hospital's review (``review``, e.g. a :class:`BudgetReviewer`). ``job_name`` defaults to
+    ``secure-dp-fedavg-round-{round_index}``. Raises
+    :class:`~course_lib.fl.syft_bridge.JobFailedError`
+    if a hospital rejects the job.
     """
     if federation.root is None:
         raise ValueError("secure_dp_round needs a mock federation")
-    if len(public_keys) != len(federation.owners):
-        raise ValueError(f"{len(public_keys)} public keys for {len(federation.owners)} hospitals")
     if list(model.buffers()):
         raise ValueError("secure_dp_round averages parameters only: use a model without buffers")
-    job_name = f"secure-dp-fedavg-round-{round_index}"
+    job_name = f"secure-dp-fedavg-round-{round_index}" if job_name is None else job_name
     code = write_secure_job(
         federation.root / "jobs" / job_name,
         model,

@@ -1,0 +1,58 @@
+"""One round of secure, differentially private training, run by a hospital on its own data.
+
+This file is the job of lesson 20: :func:`course_lib.fl.secure_syft.write_secure_job` ships its
+text, unchanged, as the job's ``main.py``, and each hospital's reviewer approves a job only if its
+``main.py`` is exactly this text. Inside a job ``resolve_dataset_files_path`` returns the hospital's
+PRIVATE files (its shard and its secret key); only ``outputs/masked_update.b64`` leaves.
+"""
+
+import json
+from pathlib import Path
+
+import syft as sy
+import torch
+from torch.nn.utils import parameters_to_vector
+from torch.utils.data import TensorDataset
+
+import course_lib.models
+from course_lib.dp.dpsgd import train_private
+from course_lib.fl.secure_syft import job_random_source, mask_update
+from course_lib.fl.syft_bridge import decode_state, encode_state
+
+
+def main() -> None:
+    torch.set_num_threads(1)  # a small model: one thread is as fast and shares the machine better
+    params = json.loads(Path("params.json").read_text())
+    files = {path.name: path for path in sy.resolve_dataset_files_path(params["dataset"])}
+    images, labels = torch.load(files["shard.pt"], weights_only=True)  # this hospital's patients
+    secret_key = bytes.fromhex(files["secagg_secret_key.hex"].read_text())  # stays here
+    model = getattr(course_lib.models, params["model"])()
+    model.load_state_dict(decode_state(Path("global_model.b64").read_text()))
+    start = parameters_to_vector(model.parameters()).detach().clone()
+
+    # 1. DP-SGD: each patient's gradient is clipped to max_grad_norm, then Gaussian noise is added
+    train_private(
+        model,
+        TensorDataset(images, labels),
+        epochs=params["epochs"],
+        sample_rate=params["sample_rate"],
+        lr=params["lr"],
+        momentum=params["momentum"],
+        noise_multiplier=params["noise_multiplier"],
+        max_grad_norm=params["max_grad_norm"],
+        delta=params["delta"],
+        rng=job_random_source(params, secret_key),
+        progress=False,
+    )
+    # 2. the update, masked so that only the sum over all hospitals can be read (mask_update
+    #    refuses an update holding NaN or ±inf: the job then fails and nothing is uploaded)
+    update = parameters_to_vector(model.parameters()).detach() - start
+    keys, round_index = params["public_keys"], params["round"]
+    masked = mask_update(update, secret_key, keys, round_index, params["frac_bits"])
+
+    Path("outputs").mkdir(exist_ok=True)  # all that leaves the hospital: the masked update
+    Path("outputs/masked_update.b64").write_text(encode_state({"masked": masked}))
+
+
+if __name__ == "__main__":
+    main()
