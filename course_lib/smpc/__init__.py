@@ -18,6 +18,8 @@ Modules: :mod:`.encoding` (fixed point), :mod:`.sharing` (additive / XOR shares)
 truncation), :mod:`.comparison` (compare, ReLU, max-pool, argmax), :mod:`.communication`
 (rounds and bytes), :mod:`.inference` (encrypted inference of torch models), :mod:`.training`
 (encrypted logistic regression), :mod:`.ring` (matmul / convolution modulo 2^64).
+Not imported here because it is slow to import: ``course_lib.smpc.distributed`` (the parties as
+separate processes talking over ``torch.distributed``).
 """
 
 from course_lib.smpc.communication import CommunicationLog, Cost
