@@ -1,11 +1,13 @@
-"""Cost of a federated round: course_lib in process vs Flower's simulation vs syft jobs.
+"""Cost of a federated round: course_lib in process vs Flower's two runtimes vs syft jobs.
 
     COURSE_OFFLINE=1 .venv/bin/python benchmarks/federated.py [--rounds 5] [--syft-repeats 3]
 
 - FedAvg, 10 IID clients on the offline MNIST sample (4,000 training images, 400 per client),
-  ``MLP`` 784-128-10, 1 local epoch, batch 32: median seconds per round (training, averaging and
-  evaluation, timed inside the run) for ``run_fedavg`` and for ``run_flower_fedavg`` (Flower's
-  simulation engine on Ray, all cores), and Flower's start-up and end-to-end time.
+  ``MLP`` 784-128-10, 1 local epoch, batch 32: median seconds per round of ``run_fedavg``.
+- The repository's Flower App (``flower_app/``) with 2 nodes: median seconds per round as its
+  ServerApp measured them, and the whole ``flwr run`` end to end, on the simulation runtime (Ray)
+  and on the Deployment Engine (a SuperLink and 2 SuperNodes as OS processes on localhost), beside
+  ``reference_fedavg``, the course's FedAvg on the app's own partitions.
 - syft: one data owner, one remote training job per round (submit → review → approve → run →
   share → collect) on a 400-image shard: seconds per job round trip, and the same for a 3-owner
   round. Most of a job is the fresh Python process importing torch.
@@ -24,7 +26,7 @@ import torch
 from course_lib.data import load_mnist
 from course_lib.fl import syft_bridge as sb
 from course_lib.fl.fedavg import run_fedavg
-from course_lib.fl.flower import run_flower_fedavg
+from course_lib.fl.flower import AppConfig, reference_fedavg, run_flower_app
 from course_lib.fl.partition import client_subsets, partition_iid
 from course_lib.models import MLP
 
@@ -38,18 +40,19 @@ def seconds(fn) -> float:
 
 
 def bench_fedavg(train, test, rounds: int) -> dict[str, float]:
-    """Median seconds per round (from the histories' own clocks) and Flower's end-to-end time."""
+    """Median seconds per round (from the runs' own clocks) and Flower's end-to-end times."""
     clients = client_subsets(train, partition_iid(train.labels, NUM_CLIENTS, seed=0))
     ours = run_fedavg(MLP, clients, test, rounds=rounds, progress=False)
-    start = time.perf_counter()
-    flower = run_flower_fedavg(MLP, clients, test, rounds=rounds)
-    flower_total = time.perf_counter() - start
-    return {
+    reference = reference_fedavg(AppConfig(num_server_rounds=rounds, num_nodes=2), 2)
+    row = {
         "ours": statistics.median(ours.round_seconds),
-        "flower_round": statistics.median(flower.round_seconds),
-        "flower_total": flower_total,
-        "flower_start": flower_total - sum(flower.round_seconds),
+        "reference": statistics.median(reference.round_seconds),
     }
+    for runtime in ("simulation", "deployment"):
+        result = run_flower_app(runtime, num_nodes=2, num_server_rounds=rounds, echo=None)
+        row[f"{runtime}_round"] = statistics.median(result.round_seconds)
+        row[f"{runtime}_total"] = result.wall_seconds
+    return row
 
 
 def bench_syft(train, repeats: int, owners: int) -> float:
@@ -89,9 +92,11 @@ def main() -> None:
     print("| what | seconds |")
     print("|---|---|")
     print(f"| course_lib `run_fedavg`, per round (in process) | {fed['ours']:.2f} |")
-    print(f"| Flower simulation, per round (after start-up) | {fed['flower_round']:.2f} |")
-    print(f"| Flower simulation, start-up and shut-down (Ray) | {fed['flower_start']:.1f} |")
-    print(f"| Flower simulation, {args.rounds} rounds end to end | {fed['flower_total']:.1f} |")
+    print(f"| course_lib `reference_fedavg`, 2 clients, per round | {fed['reference']:.2f} |")
+    for runtime in ("simulation", "deployment"):
+        name = "Flower simulation (Ray)" if runtime == "simulation" else "Flower Deployment Engine"
+        print(f"| {name}, 2 nodes, per round | {fed[f'{runtime}_round']:.2f} |")
+        print(f"| {name}, {args.rounds} rounds end to end | {fed[f'{runtime}_total']:.1f} |")
     print(f"| syft, one job round trip (1 owner, 400 images) | {syft_one:.1f} |")
     print(f"| syft, one FedAvg round with 3 owners (3 jobs) | {syft_three:.1f} |")
 

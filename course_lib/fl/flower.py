@@ -1,258 +1,400 @@
-"""The same FedAvg experiment on Flower's simulation engine (``flwr[simulation]``).
+"""The course's FedAvg as a Flower App: the task code the app imports, and a Python front end.
 
-Flower (https://flower.ai) is the most widely used federated-learning framework. Its apps are
-written the way its PyTorch quickstart writes them:
+Flower (https://flower.ai) is the most widely used federated-learning framework. The repository's
+Flower App (``flower_app/``, laid out like Flower's own examples: a ``pyproject.toml`` with the
+``[tool.flwr.app]`` sections, ``task.py``, ``client_app.py``, ``server_app.py``) is deliberately
+thin: everything it computes comes from this module, so the app, the tests and lesson 10 share one
+definition of the experiment.
 
-- a :class:`~flwr.clientapp.ClientApp` whose ``@app.train()`` function receives a
-  :class:`~flwr.app.Message` carrying the global weights (an :class:`~flwr.app.ArrayRecord`) and a
-  config, trains on *its* partition (``context.node_config["partition-id"]``) and replies with
-  new weights and a ``num-examples`` metric;
-- a :class:`~flwr.serverapp.ServerApp` whose ``@app.main()`` runs the built-in
-  :class:`~flwr.serverapp.strategy.FedAvg` strategy for some rounds, evaluating the global model
-  centrally after each one.
+- :class:`AppConfig` — the app's run configuration (``[tool.flwr.app.config]``), validated.
+- :func:`node_partition` — what SuperNode ``partition-id`` of ``num-partitions`` trains on: the
+  course's MNIST split by :func:`course_lib.fl.partition.partition_iid` (or Dirichlet / shards).
+- :func:`train_on_partition` — one client's local training: the same
+  :func:`course_lib.fl.fedavg.local_train_with_metrics` and the same shuffle seed
+  (:func:`course_lib.fl.seeding.client_round_seed`) as :func:`course_lib.fl.fedavg.run_fedavg`.
+- :func:`reference_fedavg` — the in-process course FedAvg on the same partitions: both Flower runs
+  (simulation runtime and Deployment Engine) must reproduce its final weights.
+- :func:`run_flower_app` — start a local federation (:mod:`course_lib.fl.deployment`), run the
+  app with ``flwr run`` and read back what its ``ServerApp`` saved (:class:`FlowerResult`).
 
-The simulation engine runs every virtual client in a Ray worker process on this machine. Client
-training here calls the very same :func:`course_lib.fl.fedavg.local_train_with_metrics` with the
-same per-round shuffle seeds as :func:`course_lib.fl.fedavg.run_fedavg`, so the two runs should
-agree up to floating-point rounding: Flower adds the production machinery (messages, a
-scheduler, separate processes), not a different algorithm.
+Flower's in-notebook ``run_simulation`` is deprecated in favour of ``flwr run``; the course now
+uses ``flwr run`` for both runtimes. The app has three modes (run-config ``mode``):
 
-Flower's in-notebook entry point ``run_simulation`` logs that it is deprecated in favour of the
-``flwr run`` command line (which needs a project folder with a ``pyproject.toml``). A notebook
-cannot use that, so :func:`run_flower_fedavg` keeps ``run_simulation`` and lowers Flower's and
-Ray's log level while it runs, deliberately hiding that notice and Ray's start-up chatter.
+- ``"fedavg"``: Flower's message-API ``FedAvg`` strategy;
+- ``"dp-fixed-clipping"``: that strategy wrapped in Flower's
+  ``DifferentialPrivacyServerSideFixedClipping`` (clip each update to ``clipping-norm``, average,
+  add Gaussian noise of std ``noise-multiplier · clipping-norm / K``) — the same mechanism as
+  :func:`course_lib.fl.dp_fedavg.dp_aggregate` with every client sampled (``q = 1``);
+- ``"secagg+"``: Flower's SecAgg+ protocol (Bell et al., CCS 2020): ``SecAggPlusWorkflow`` on
+  the server, ``secaggplus_mod`` on the clients, as Flower's ``flower-secure-aggregation``
+  example wires them (through Flower's legacy ``DefaultWorkflow``, the only place SecAgg+ lives
+  in flwr 1.42). Each node's mask seeds are Shamir-shared among all ``num-nodes`` nodes
+  (Flower needs at least 3) with reconstruction threshold ``num-nodes // 2 + 1``; models are
+  quantised to ``secagg-quantization-range`` levels over ``[-r, r]``,
+  ``r = secagg-clipping-range``, so the aggregate equals FedAvg up to that step per node.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
+import functools
+import json
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from course_lib.fl.fedavg import FedHistory, local_train_with_metrics
+from course_lib.data import load_mnist
+from course_lib.fl.fedavg import FedHistory, local_train_with_metrics, run_fedavg
+from course_lib.fl.partition import (
+    client_subsets,
+    partition_dirichlet,
+    partition_iid,
+    partition_shards,
+)
 from course_lib.fl.seeding import client_round_seed
-from course_lib.training import evaluate, make_loader
+from course_lib.models import MLP
+from course_lib.training import make_loader
 
-__all__ = ["run_flower_fedavg", "make_client_app", "make_server_app"]
+__all__ = [
+    "APP_DIR",
+    "MODES",
+    "AppConfig",
+    "FlowerResult",
+    "node_partition",
+    "server_test_set",
+    "make_model",
+    "train_on_partition",
+    "reference_fedavg",
+    "RoundClock",
+    "save_result",
+    "load_result",
+    "run_flower_app",
+]
 
-
-def make_client_app(
-    model_fn: Callable[[], nn.Module],
-    client_datasets: Sequence[Dataset],
-    *,
-    batch_size: int,
-    seed: int,
-):
-    """A Flower ``ClientApp``: virtual client ``partition-id`` trains on ``client_datasets[id]``."""
-    from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-    from flwr.clientapp import ClientApp
-
-    app = ClientApp()
-
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        torch.set_num_threads(1)  # one CPU per virtual client, as the backend config reserves
-        client = int(context.node_config["partition-id"])
-        config = msg.content["config"]
-        model = model_fn()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        round_index = int(config["server-round"]) - 1  # Flower counts rounds from 1
-        loader = make_loader(
-            client_datasets[client],
-            batch_size,
-            shuffle=True,
-            seed=client_round_seed(seed, round_index, client),
-        )
-        state, loss, acc = local_train_with_metrics(
-            model,
-            loader,
-            epochs=int(config["epochs"]),
-            lr=float(config["lr"]),
-            mu=float(config["mu"]),
-        )
-        metrics = MetricRecord(
-            {"train_loss": loss, "train_acc": acc, "num-examples": len(client_datasets[client])}
-        )
-        content = RecordDict({"arrays": ArrayRecord(state), "metrics": metrics})
-        return Message(content=content, reply_to=msg)
-
-    return app
+#: The repository's Flower App (present in a git checkout / editable install).
+APP_DIR = Path(__file__).resolve().parents[2] / "flower_app"
+MODES = ("fedavg", "dp-fixed-clipping", "secagg+")
+_PARTITIONINGS = ("iid", "dirichlet", "shards")
 
 
-def make_server_app(
-    model_fn: Callable[[], nn.Module],
-    test_dataset: Dataset,
-    *,
-    num_clients: int,
-    rounds: int,
-    local_epochs: int,
-    lr: float,
-    mu: float,
-    seed: int,
-    history: FedHistory,
-):
-    """A Flower ``ServerApp`` running ``FedAvg`` with central evaluation into ``history``."""
-    from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
-    from flwr.serverapp import Grid, ServerApp
-    from flwr.serverapp.strategy import FedAvg
+@dataclass(frozen=True)
+class AppConfig:
+    """The app's run configuration: the keys of ``[tool.flwr.app.config]`` with ``-`` for ``_``.
 
-    app = ServerApp()
-    test_loader = DataLoader(test_dataset, batch_size=1000, shuffle=False)
-
-    clock = []
-
-    def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        model = model_fn()
-        model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(model, test_loader)
-        if server_round > 0:  # round 0 is the untrained model; course_lib records rounds 1..R
-            history.val_loss.append(loss)
-            history.val_acc.append(acc)
-            history.model = model
-            history.round_seconds.append(time.perf_counter() - clock[-1])
-        clock.append(time.perf_counter())  # a round ends with its central evaluation
-        return MetricRecord({"loss": loss, "accuracy": acc})
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> None:
-        torch.manual_seed(seed)
-        initial = ArrayRecord(model_fn().state_dict())
-        strategy = FedAvg(
-            fraction_train=1.0,
-            fraction_evaluate=0.0,
-            min_train_nodes=num_clients,
-            min_available_nodes=num_clients,
-        )
-        result = strategy.start(
-            grid=grid,
-            initial_arrays=initial,
-            num_rounds=rounds,
-            train_config=ConfigRecord({"lr": lr, "epochs": local_epochs, "mu": mu}),
-            evaluate_fn=central_evaluate,
-        )
-        for r in range(1, rounds + 1):
-            history.train_loss.append(float(result.train_metrics_clientapp[r]["train_loss"]))
-            history.train_acc.append(float(result.train_metrics_clientapp[r]["train_acc"]))
-
-    return app
-
-
-@contextlib.contextmanager
-def _quiet_flower() -> Iterator[None]:
-    """Lower Flower's and Ray's log levels (deprecation notice, start-up banners) and hide Ray's
-    GPU-related FutureWarning, for the duration of one simulation."""
-    loggers = [logging.getLogger(name) for name in ("flwr", "ray")]
-    levels = [lg.level for lg in loggers]
-    previous_env = os.environ.get("RAY_DEDUP_LOGS")
-    os.environ["RAY_DEDUP_LOGS"] = "0"
-    try:
-        for lg in loggers:
-            lg.setLevel(logging.ERROR)
-        with warnings.catch_warnings():
-            # Ray's FutureWarning about GPU environment variables: irrelevant on a CPU run
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray\.")
-            yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-        if previous_env is None:
-            os.environ.pop("RAY_DEDUP_LOGS", None)
-        else:
-            os.environ["RAY_DEDUP_LOGS"] = previous_env
-
-
-def _ray_start_timed_out(error: BaseException | None) -> bool:
-    while error is not None:
-        if "timed out during startup" in str(error):
-            return True
-        error = error.__cause__
-    return False
-
-
-def run_flower_fedavg(
-    model_fn: Callable[[], nn.Module],
-    client_datasets: Sequence[Dataset],
-    test_dataset: Dataset,
-    *,
-    rounds: int,
-    local_epochs: int = 1,
-    lr: float = 0.05,
-    batch_size: int = 32,
-    mu: float = 0.0,
-    seed: int = 0,
-    num_cpus: int | None = None,
-    quiet: bool = True,
-) -> FedHistory:
-    """Run FedAvg with Flower's simulation engine; same arguments and result as
-    :func:`course_lib.fl.fedavg.run_fedavg` (all clients take part in every round).
-
-    ``num_cpus`` caps the Ray workers (default: all cores); each virtual client takes one.
-    ``quiet`` hides Flower's deprecation notice and Ray's log lines.
+    ``num_nodes``: the SuperNodes the ServerApp waits for and trains on every round (one per
+    partition). ``train_samples``/``test_samples``: MNIST images used (the lesson's 4,000 /
+    1,000 of the offline sample); ``data_seed`` fixes the subset and the partition; ``seed`` the
+    initial model and the clients' shuffles. ``result_dir``: where the ServerApp writes its
+    result ("" = nowhere).
     """
-    from flwr.simulation import run_simulation
 
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds <= 0:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    if len(client_datasets) == 0:
-        raise ValueError("a federation needs at least one client dataset")
-    if any(len(ds) == 0 for ds in client_datasets):
-        raise ValueError("every client needs a non-empty dataset")
-    history = FedHistory(client_sizes=[len(ds) for ds in client_datasets])
-    num_cpus = num_cpus or os.cpu_count() or 1
-    backend_config = {
-        "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": num_cpus,
-            "num_gpus": 0,
-            "include_dashboard": False,
-            "logging_level": logging.ERROR if quiet else logging.INFO,
-            "log_to_driver": not quiet,
-        },
-    }
-    client_app = make_client_app(model_fn, client_datasets, batch_size=batch_size, seed=seed)
-    server_app = make_server_app(
-        model_fn,
-        test_dataset,
-        num_clients=len(client_datasets),
-        rounds=rounds,
-        local_epochs=local_epochs,
-        lr=lr,
-        mu=mu,
-        seed=seed,
-        history=history,
-    )
-    for attempt in (1, 2):
-        try:
-            with _quiet_flower() if quiet else contextlib.nullcontext():
-                run_simulation(
-                    server_app=server_app,
-                    client_app=client_app,
-                    num_supernodes=len(client_datasets),
-                    backend_config=backend_config,
-                )
-            break
-        except RuntimeError as error:
-            # Ray gives its node 30 s to start; a busy machine can miss that. Retry once.
-            if attempt == 2 or not _ray_start_timed_out(error):
-                raise
-            print("Ray did not start within its 30 s limit (busy machine?); retrying once.")
-            for series in (
-                history.train_loss,
-                history.train_acc,
-                history.val_loss,
-                history.val_acc,
-            ):
-                series.clear()
-    if len(history.val_acc) != rounds:
-        raise RuntimeError(
-            f"the Flower simulation finished {len(history.val_acc)} of {rounds} "
-            "rounds; rerun with quiet=False to see its log"
+    num_server_rounds: int = 2
+    num_nodes: int = 2
+    local_epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 32
+    seed: int = 0
+    train_samples: int = 4000
+    test_samples: int = 1000
+    data_seed: int = 0
+    partitioning: str = "iid"
+    alpha: float = 0.1
+    mode: str = "fedavg"
+    clipping_norm: float = 1.0
+    noise_multiplier: float = 0.0
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 2**22
+    result_dir: str = ""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "num_server_rounds",
+            "num_nodes",
+            "local_epochs",
+            "batch_size",
+            "train_samples",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0 or not self.clipping_norm > 0 or not self.alpha > 0:
+            raise ValueError("lr, clipping_norm and alpha must be positive")
+        if not self.noise_multiplier >= 0:
+            raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode == "secagg+" and self.num_nodes < 3:
+            raise ValueError(
+                "Flower's SecAgg+ shares every mask among more than 2 nodes: use num_nodes >= 3 "
+                f"for mode 'secagg+' (got {self.num_nodes})"
+            )
+        if self.partitioning not in _PARTITIONINGS:
+            raise ValueError(
+                f"partitioning must be one of {_PARTITIONINGS}, got {self.partitioning!r}"
+            )
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, object]) -> AppConfig:
+        """Build from Flower's ``context.run_config`` (keys with ``-``); unknown keys refused."""
+        known = {f.name for f in fields(cls)}
+        values = {key.replace("-", "_"): value for key, value in run_config.items()}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown run-config keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def to_run_config(self) -> dict[str, object]:
+        """The ``--run-config`` form (keys with ``-``)."""
+        return {key.replace("_", "-"): value for key, value in asdict(self).items()}
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist(train: bool, max_samples: int, seed: int):
+    return load_mnist(train=train, max_samples=max_samples, seed=seed)
+
+
+def _train_data(config: AppConfig):
+    return _mnist(True, config.train_samples, config.data_seed)
+
+
+def server_test_set(config: AppConfig) -> Dataset:
+    """The server's central test set (MNIST test split, ``test_samples`` images)."""
+    return _mnist(False, config.test_samples, config.data_seed)
+
+
+def _partitions(config: AppConfig, num_partitions: int):
+    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int):
+        raise TypeError(f"num-partitions must be an integer, got {num_partitions!r}")
+    if num_partitions <= 0:
+        raise ValueError(f"num-partitions must be positive, got {num_partitions}")
+    train = _train_data(config)
+    if config.partitioning == "iid":
+        parts = partition_iid(train.labels, num_partitions, seed=config.data_seed)
+    elif config.partitioning == "dirichlet":
+        parts = partition_dirichlet(
+            train.labels, num_partitions, alpha=config.alpha, seed=config.data_seed
         )
-    return history
+    else:
+        parts = partition_shards(train.labels, num_partitions, seed=config.data_seed)
+    return client_subsets(train, parts)
+
+
+def node_partition(config: AppConfig, partition_id: int, num_partitions: int) -> Dataset:
+    """The training data of SuperNode ``partition_id`` (its ``--node-config``) of
+    ``num_partitions``: one part of the course's MNIST sample, split as ``config.partitioning``."""
+    if isinstance(partition_id, bool) or not isinstance(partition_id, int):
+        raise TypeError(f"partition-id must be an integer, got {partition_id!r}")
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id must lie in 0..{num_partitions - 1}, got {partition_id}")
+    return _partitions(config, num_partitions)[partition_id]
+
+
+def make_model() -> torch.nn.Module:
+    """The course's MNIST model (lesson 02's ``MLP(784, (128,), 10)``)."""
+    return MLP()
+
+
+def initial_state(config: AppConfig) -> dict[str, torch.Tensor]:
+    """The global model before round 1, seeded exactly as :func:`run_fedavg` seeds it."""
+    torch.manual_seed(config.seed)
+    return make_model().state_dict()
+
+
+def train_on_partition(
+    config: AppConfig,
+    state: Mapping[str, torch.Tensor],
+    data: Dataset,
+    *,
+    server_round: int,
+    partition_id: int,
+) -> tuple[dict[str, torch.Tensor], float, float]:
+    """One client's local training in round ``server_round`` (Flower counts from 1): returns
+    (new state, mean train loss, train accuracy) — what :func:`run_fedavg` computes for the
+    same client in the same round."""
+    torch.set_num_threads(1)
+    model = make_model()
+    model.load_state_dict(state)
+    loader = make_loader(
+        data,
+        config.batch_size,
+        shuffle=True,
+        seed=client_round_seed(config.seed, server_round - 1, partition_id),
+    )
+    return local_train_with_metrics(model, loader, epochs=config.local_epochs, lr=config.lr, mu=0.0)
+
+
+def reference_fedavg(config: AppConfig, num_partitions: int) -> FedHistory:
+    """The course's in-process FedAvg (:func:`run_fedavg`) on the app's partitions."""
+    return run_fedavg(
+        make_model,
+        _partitions(config, num_partitions),
+        server_test_set(config),
+        rounds=config.num_server_rounds,
+        local_epochs=config.local_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        progress=False,
+    )
+
+
+@dataclass
+class FlowerResult:
+    """What a Flower run's ServerApp saved: final global weights and per-round numbers.
+
+    ``round_seconds[r]``: wall time of round ``r + 1`` as the ServerApp saw it (send the model,
+    train on every node, aggregate, evaluate centrally).
+    """
+
+    state: dict[str, torch.Tensor]
+    test_loss: list[float] = field(default_factory=list)
+    test_acc: list[float] = field(default_factory=list)
+    round_seconds: list[float] = field(default_factory=list)
+    mode: str = "fedavg"
+    wall_seconds: float = float("nan")  # the whole `flwr run`, start-up included
+
+
+class RoundClock:
+    """Per-round central evaluation and timing for a ServerApp (a round ends at its evaluation)."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.test = server_test_set(config)
+        self.result = FlowerResult(state={}, mode=config.mode)
+        self._last = time.perf_counter()
+
+    def end_round(
+        self, server_round: int, state: Mapping[str, torch.Tensor]
+    ) -> tuple[float, float]:
+        """Record round ``server_round``'s global ``state``; round 0 (the initial model) only
+        restarts the clock. Returns (test loss, test accuracy)."""
+        from course_lib.training import evaluate
+
+        model = make_model()
+        model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+        loss, acc = evaluate(model, torch.utils.data.DataLoader(self.test, batch_size=1000))
+        now = time.perf_counter()
+        if server_round > 0:
+            self.result.test_loss.append(loss)
+            self.result.test_acc.append(acc)
+            self.result.round_seconds.append(now - self._last)
+            self.result.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._last = now
+        return loss, acc
+
+
+def save_result(result: FlowerResult, result_dir: str | Path) -> None:
+    """Write ``result`` as ``model.pt`` + ``history.json`` into ``result_dir`` (created)."""
+    out = Path(result_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(result.state, out / "model.pt")
+    history = {k: v for k, v in asdict(result).items() if k != "state"}
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+
+
+def load_result(result_dir: str | Path) -> FlowerResult:
+    """Read what :func:`save_result` wrote; ``FileNotFoundError`` if the run saved nothing."""
+    out = Path(result_dir)
+    if not (out / "history.json").exists():
+        raise FileNotFoundError(
+            f"no Flower result in {out}: the ServerApp did not finish (see the streamed log)"
+        )
+    history = json.loads((out / "history.json").read_text())
+    state = torch.load(out / "model.pt", weights_only=True)
+    return FlowerResult(state=state, **history)
+
+
+def run_flower_app(
+    runtime: str,
+    *,
+    num_nodes: int = 2,
+    echo=print,
+    timeout: float = 600.0,
+    **run_config: object,
+) -> FlowerResult:
+    """Run the repository's Flower App with ``flwr run`` on a fresh local federation.
+
+    Args:
+        runtime: ``"deployment"`` (one SuperLink + ``num_nodes`` SuperNodes, each its own OS
+            process on 127.0.0.1) or ``"simulation"`` (a SuperLink in simulation mode running
+            ``num_nodes`` virtual SuperNodes on Ray).
+        num_nodes: SuperNodes; node ``i`` gets ``partition-id=i num-partitions=num_nodes``.
+        echo: called with every line the run streams (``None``: silent).
+        timeout: seconds before the run is stopped (every process killed either way).
+        run_config: overrides of :class:`AppConfig` (``num_server_rounds=2, mode="secagg+"``...).
+    Returns:
+        The :class:`FlowerResult` the ServerApp saved, with ``wall_seconds`` of the whole run.
+    Raises:
+        ValueError: bad runtime, ``num_nodes`` or run config (before anything starts).
+        RuntimeError: the run failed or timed out (its log tail in the message).
+    """
+    import tempfile
+
+    from course_lib.fl.deployment import LocalFederation
+
+    if runtime not in ("deployment", "simulation"):
+        raise ValueError(f"runtime must be 'deployment' or 'simulation', got {runtime!r}")
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes <= 0:
+        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
+    AppConfig(**run_config)  # validate before starting anything
+    if not (APP_DIR / "pyproject.toml").exists():
+        raise FileNotFoundError(
+            f"the Flower App folder {APP_DIR} is missing: run from a clone of the course "
+            "repository (pip install -e .)"
+        )
+    with tempfile.TemporaryDirectory(prefix="course-flower-result-") as out:
+        config = AppConfig(**{**run_config, "num_nodes": num_nodes, "result_dir": out})
+        for attempt in (1, 2):
+            with LocalFederation(
+                num_nodes, simulation=runtime == "simulation", echo=echo
+            ) as federation:
+                try:
+                    wall = federation.run(APP_DIR, config.to_run_config(), timeout=timeout)
+                    break
+                except RuntimeError:
+                    # Ray gives its node 30 s to start; a busy machine can miss that: retry once
+                    if attempt == 2 or not any(
+                        "timed out during startup" in line for line in federation.log
+                    ):
+                        raise
+            if echo is not None:
+                echo("Ray did not start within its 30 s limit (busy machine?); retrying once.")
+        result = load_result(out)
+    result.wall_seconds = wall
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m course_lib.fl.flower``: run the app on a local federation, print round times
+    next to the course's in-process FedAvg (``make federation``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--runtime", choices=("deployment", "simulation"), default="deployment")
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--mode", choices=MODES, default="fedavg")
+    args = parser.parse_args(argv)
+    result = run_flower_app(
+        args.runtime, num_nodes=args.nodes, num_server_rounds=args.rounds, mode=args.mode
+    )
+    reference = reference_fedavg(
+        AppConfig(num_server_rounds=args.rounds, num_nodes=args.nodes), args.nodes
+    )
+    gap = max(
+        (result.state[k] - v).abs().max().item() for k, v in reference.model.state_dict().items()
+    )
+    print(f"\n{args.runtime} ({args.mode}), {args.nodes} nodes x {args.rounds} rounds")
+    print(f"  whole `flwr run`: {result.wall_seconds:.1f} s")
+    print("  round seconds, Flower:    ", [round(s, 2) for s in result.round_seconds])
+    print("  round seconds, course_lib:", [round(s, 2) for s in reference.round_seconds])
+    print("  test accuracy, Flower:    ", result.test_acc)
+    print("  test accuracy, course_lib:", reference.test_acc)
+    print(f"  largest weight difference to course_lib's FedAvg: {gap:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,331 @@
+"""A local Flower federation as real OS processes: start, stream a run, stop every process.
+
+Flower's Deployment Engine runs one **SuperLink** (the server side: it receives runs from the
+``flwr`` CLI, starts the ServerApp and relays messages) and one **SuperNode** per data holder
+(each starts a fresh ``flwr-clientapp`` process per task). :class:`LocalFederation` starts them on
+127.0.0.1 the way Flower's "Run Flower using the Deployment Engine" guide does by hand::
+
+    flower-superlink --insecure --disable-runtime-dependency-installation --port P
+    flower-supernode --insecure --superlink 127.0.0.1:P --port Q_i \\
+                     --node-config "partition-id=i num-partitions=N"
+    flwr run flower_app local --stream          # FLWR_HOME/config.toml names the SuperLink
+
+With ``simulation=True`` it starts a SuperLink with ``--simulation`` instead (no SuperNodes: the
+SuperLink runs ``N`` virtual ones on Ray) — the same as ``flwr run .``'s managed local SuperLink,
+except that this one is stopped afterwards (the managed one keeps running in the background).
+
+Every process gets its own session (process group), ``FLWR_HOME`` in a temporary folder (state,
+installed apps, CLI config) and ``FLWR_TELEMETRY_ENABLED=0``; ports are picked free. Leaving the
+``with`` block — normally, on an exception or a KeyboardInterrupt — sends SIGTERM to each process
+group, SIGKILL to whatever is left after a grace period, and removes the folder.
+:func:`flower_processes` lists the Flower processes still alive for a given ``FLWR_HOME``, which
+is how the tests check that nothing was left behind.
+
+Offline and localhost only: ``--insecure`` means no TLS, and ``--disable-runtime-dependency-
+installation`` stops the SuperLink from running ``uv sync`` for the app's dependencies. Across
+machines see ``flower_app/README.md`` (real addresses, TLS certificates, SuperNode
+authentication).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+__all__ = ["LocalFederation", "flower_processes", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def flower_processes(flwr_home: str | Path) -> list[tuple[int, str]]:
+    """``(pid, command line)`` of every live process whose ``FLWR_HOME`` is ``flwr_home``: the
+    SuperLink, SuperNodes, SuperExecs, ClientApp/ServerApp processes and the simulation's Ray
+    processes all inherit it (read from ``/proc``; Linux only — elsewhere ``[]``)."""
+    wanted = f"FLWR_HOME={os.fspath(flwr_home)}".encode()
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            if wanted not in environ:
+                continue
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if "State:\tZ" not in status:  # a zombie is already dead (waiting for its parent)
+            found.append((int(entry.name), cmdline))
+    return found
+
+
+def _program(name: str) -> str:
+    """The console script ``name`` next to this Python (the venv's), else on ``PATH``."""
+    local = Path(sys.executable).with_name(name)
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"{name} not found: install Flower (pip install 'flwr[simulation]')"
+        )
+    return found
+
+
+class LocalFederation:
+    """One SuperLink and ``num_supernodes`` SuperNodes (or a simulation SuperLink) on 127.0.0.1.
+
+    Args:
+        num_supernodes: SuperNodes to start; node ``i`` gets ``--node-config
+            "partition-id=i num-partitions=num_supernodes"``. With ``simulation=True`` it is the
+            number of virtual SuperNodes instead.
+        simulation: start ``flower-superlink --simulation`` (Ray) rather than SuperNodes.
+        echo: called with each line ``flwr run --stream`` prints (the ServerApp's log; ``None``:
+            keep quiet). The last lines of every process are kept in :attr:`log` either way.
+        echo_all: also echo the SuperLink's and SuperNodes' own (verbose) logs.
+        grace: seconds between SIGTERM and SIGKILL when stopping.
+    """
+
+    def __init__(
+        self,
+        num_supernodes: int = 2,
+        *,
+        simulation: bool = False,
+        echo: Callable[[str], None] | None = print,
+        echo_all: bool = False,
+        grace: float = 5.0,
+    ) -> None:
+        if isinstance(num_supernodes, bool) or not isinstance(num_supernodes, int):
+            raise TypeError(f"num_supernodes must be an integer, got {num_supernodes!r}")
+        if num_supernodes <= 0:
+            raise ValueError(f"a federation needs at least one SuperNode, got {num_supernodes}")
+        self.num_supernodes = num_supernodes
+        self.simulation = simulation
+        self.echo = echo
+        self.echo_all = echo_all
+        self.grace = grace
+        self.log: list[str] = []
+        self.processes: list[subprocess.Popen] = []
+        self.flwr_home: Path | None = None
+        self.port: int | None = None
+        self._lock = threading.Lock()
+
+    # -- processes --------------------------------------------------------------------------
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            FLWR_HOME=str(self.flwr_home),
+            FLWR_TELEMETRY_ENABLED="0",
+            FLWR_DISABLE_UPDATE_CHECK="1",
+            PYTHONUNBUFFERED="1",
+            OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+            # the SuperLink/SuperNodes start flower-superexec, flwr-serverapp... by name
+            PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+        )
+        return env
+
+    def _say(self, line: str) -> None:
+        with self._lock:
+            self.log.append(line)
+            del self.log[:-400]
+            if self.echo is not None and (self.echo_all or line.startswith("[flwr run]")):
+                self.echo(line)
+
+    def _pump(self, stream, prefix: str) -> None:
+        for raw in iter(stream.readline, ""):
+            self._say(prefix + raw.rstrip())
+        stream.close()
+
+    def _start(self, name: str, args: list[str]) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [_program(args[0]), *args[1:]],
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: stopped together with its children
+            preexec_fn=_die_with_parent,
+        )
+        self.processes.append(process)
+        threading.Thread(
+            target=self._pump, args=(process.stdout, f"[{name}] "), daemon=True
+        ).start()
+        return process
+
+    def _wait_listening(self, port: int, process: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{process.args[0]} exited with code {process.returncode}:\n"
+                    + "\n".join(self.log[-20:])
+                )
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        raise RuntimeError(f"nothing listened on 127.0.0.1:{port} after {timeout:.0f} s")
+
+    def __enter__(self) -> LocalFederation:
+        self.flwr_home = Path(tempfile.mkdtemp(prefix="course-flwr-home-"))
+        try:
+            self.port = free_port()
+            superlink = [
+                "flower-superlink",
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ]
+            if self.simulation:
+                superlink.append("--simulation")
+            link = self._start("superlink", superlink)
+            self._wait_listening(self.port, link, timeout=120)
+            (self.flwr_home / "config.toml").write_text(
+                "[superlink]\n"
+                'default = "local"\n\n'
+                "[superlink.local]\n"
+                f'address = "127.0.0.1:{self.port}"\n'
+                "insecure = true\n"
+            )
+            if not self.simulation:
+                for i in range(self.num_supernodes):
+                    self._start(
+                        f"supernode {i}",
+                        [
+                            "flower-supernode",
+                            "--insecure",
+                            "--superlink",
+                            f"127.0.0.1:{self.port}",
+                            "--port",
+                            str(free_port()),
+                            "--node-config",
+                            f"partition-id={i} num-partitions={self.num_supernodes}",
+                        ],
+                    )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pids(self) -> list[int]:
+        """PIDs of the SuperLink and SuperNodes this federation started."""
+        return [p.pid for p in self.processes]
+
+    def close(self) -> None:
+        """Stop every process group (SIGTERM, then SIGKILL after ``grace`` s); remove FLWR_HOME."""
+        for process in self.processes:
+            _signal_group(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        for process in self.processes:
+            _signal_group(process.pid, signal.SIGKILL)  # the group: clientapps, Ray workers...
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a process ignoring SIGKILL
+                self._say(f"[federation] process {process.pid} did not stop")
+        if self.flwr_home is not None:
+            # whatever left its group (Ray starts its own sessions): stop it by PID, twice in
+            # case a dying process just started another
+            for _ in range(3):
+                stragglers = flower_processes(self.flwr_home)
+                for pid, _ in stragglers:
+                    _signal_pid(pid, signal.SIGKILL)
+                if stragglers:
+                    time.sleep(0.5)
+            shutil.rmtree(self.flwr_home, ignore_errors=True)
+        self.processes = []
+
+    # -- runs -------------------------------------------------------------------------------
+    def run(
+        self,
+        app_dir: str | Path,
+        run_config: Mapping[str, object] | None = None,
+        *,
+        timeout: float = 600.0,
+    ) -> float:
+        """``flwr run app_dir local --stream`` with ``run_config`` overrides; returns its wall time
+        in seconds. Raises ``RuntimeError`` (log tail included) if it fails or times out."""
+        if self.flwr_home is None:
+            raise RuntimeError("start the federation first: `with LocalFederation(...) as fed:`")
+        command = ["flwr", "run", str(app_dir), "local", "--stream"]
+        if run_config:
+            command += ["--run-config", " ".join(_toml_pair(k, v) for k, v in run_config.items())]
+        if self.simulation:
+            command += [
+                "--federation-config",
+                f"num-supernodes={self.num_supernodes} client-resources-num-cpus=1 "
+                "client-resources-num-gpus=0.0",
+            ]
+        started = time.perf_counter()
+        cli = self._start("flwr run", command)
+        try:
+            code = cli.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"flwr run took longer than {timeout:.0f} s:\n" + "\n".join(self.log[-30:])
+            ) from None
+        finally:
+            _signal_group(cli.pid, signal.SIGKILL)
+        wall = time.perf_counter() - started
+        time.sleep(0.2)  # let the reader thread drain the last lines
+        # the run's own stream carries the ServerApp's errors (a SuperNode may log a transient
+        # error, e.g. a late heartbeat, in a run that still succeeds: the result decides that)
+        failed = [
+            line
+            for line in self.log
+            if line.startswith("[flwr run]") and ("ERROR" in line or "Traceback" in line)
+        ]
+        if code != 0 or failed:
+            raise RuntimeError(f"flwr run failed (exit code {code}):\n" + "\n".join(self.log[-40:]))
+        return wall
+
+
+def _toml_pair(key: str, value: object) -> str:
+    if isinstance(value, bool):
+        return f"{key}={'true' if value else 'false'}"
+    if isinstance(value, (int, float)):
+        return f"{key}={value!r}"
+    return f'{key}="{value}"'
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux ask the kernel to SIGTERM it when the Python that
+    started it dies (a killed Jupyter kernel, ``timeout``), so no Flower process outlives it."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)  # the process started its own session, so pgid == pid
+
+
+def _signal_pid(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)

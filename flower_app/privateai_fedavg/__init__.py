@@ -1,0 +1,1 @@
+"""privateai_fedavg: the Private AI course's FedAvg as a Flower App."""

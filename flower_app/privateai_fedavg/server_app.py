@@ -1,0 +1,106 @@
+"""privateai_fedavg: a Flower ServerApp — FedAvg, DP-FedAvg (fixed clipping) or SecAgg+.
+
+``mode`` (run config) picks what the server runs each round over all ``num-nodes`` SuperNodes:
+
+- ``fedavg``: Flower's ``FedAvg`` strategy (message API), weighted by ``num-examples``;
+- ``dp-fixed-clipping``: the same strategy inside ``DifferentialPrivacyServerSideFixedClipping``
+  — central DP: the server clips each update to ``clipping-norm`` and adds Gaussian noise of std
+  ``noise-multiplier · clipping-norm / num-nodes`` to the average;
+- ``secagg+``: Flower's ``SecAggPlusWorkflow`` inside its ``DefaultWorkflow`` (as Flower's
+  ``flower-secure-aggregation`` example does): the server only learns the sum of the masked,
+  quantised, weighted client models.
+
+After each round the global model is evaluated on the course's test set; at the end the final
+weights and per-round numbers go to ``result-dir`` (when set) for the tests and lesson 10.
+"""
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.common import ndarrays_to_parameters
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server import strategy as legacy_strategy
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
+
+from privateai_fedavg.task import AppConfig, RoundClock, initial_state, save_result
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run ``num-server-rounds`` rounds in the chosen ``mode`` and save the result."""
+    config = AppConfig.from_run_config(context.run_config)
+    clock = RoundClock(config)
+    if config.mode == "secagg+":
+        _run_secaggplus(grid, context, config, clock)
+    else:
+        _run_message_api(grid, config, clock)
+    if config.result_dir:
+        save_result(clock.result, config.result_dir)
+
+
+def _run_message_api(grid: Grid, config: AppConfig, clock: RoundClock) -> None:
+    strategy = FedAvg(
+        fraction_train=1.0,
+        fraction_evaluate=0.0,
+        min_train_nodes=config.num_nodes,
+        min_available_nodes=config.num_nodes,
+    )
+    if config.mode == "dp-fixed-clipping":
+        strategy = DifferentialPrivacyServerSideFixedClipping(
+            strategy,
+            noise_multiplier=config.noise_multiplier,
+            clipping_norm=config.clipping_norm,
+            num_sampled_clients=config.num_nodes,
+        )
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        loss, acc = clock.end_round(server_round, arrays.to_torch_state_dict())
+        return MetricRecord({"loss": loss, "accuracy": acc})
+
+    strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(initial_state(config)),
+        num_rounds=config.num_server_rounds,
+        train_config=ConfigRecord({}),
+        evaluate_fn=evaluate,
+    )
+
+
+def _run_secaggplus(grid: Grid, context: Context, config: AppConfig, clock: RoundClock) -> None:
+    start = initial_state(config)
+    names = list(start)
+
+    def evaluate(server_round, ndarrays, _config):
+        state = {n: torch.from_numpy(np.array(a)) for n, a in zip(names, ndarrays, strict=True)}
+        loss, acc = clock.end_round(server_round, state)
+        return loss, {"accuracy": acc}
+
+    strategy = legacy_strategy.FedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=config.num_nodes,
+        min_available_clients=config.num_nodes,
+        initial_parameters=ndarrays_to_parameters([t.numpy() for t in start.values()]),
+        on_fit_config_fn=lambda server_round: {"server-round": server_round},
+        evaluate_fn=evaluate,
+    )
+    legacy = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=config.num_server_rounds),
+        strategy=strategy,
+    )
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=config.num_nodes,  # every node holds a share of every mask seed
+            reconstruction_threshold=config.num_nodes // 2 + 1,
+            # client weights (num-examples) are divided by max_weight before quantisation
+            max_weight=float(config.train_samples),
+            clipping_range=config.secagg_clipping_range,
+            quantization_range=config.secagg_quantization_range,
+        )
+    )
+    workflow(grid, legacy)
