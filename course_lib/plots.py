@@ -14,7 +14,10 @@ from matplotlib.figure import Figure
 
 from course_lib.training import History
 
-__all__ = ["plot_history", "show_images"]
+__all__ = ["plot_history", "show_convolution", "show_images"]
+
+#: Height (inches) reserved above each image of :func:`show_images` for its caption.
+CAPTION_HEIGHT = 0.25
 
 
 def plot_history(
@@ -88,8 +91,15 @@ def show_images(
             raise ValueError(f"{n} images but {len(seq)} {name}")
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
+    caption_height = CAPTION_HEIGHT if labels is not None or predictions is not None else 0.0
+    # constrained layout reserves room for every caption, so a second row's titles never overlap
+    # the images above them (tight_layout only spaced the grid as a whole)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(scale * ncols, scale * nrows + (0.4 if title else 0)), squeeze=False
+        nrows,
+        ncols,
+        figsize=(scale * ncols, (scale + caption_height) * nrows + (0.4 if title else 0)),
+        squeeze=False,
+        layout="constrained",
     )
 
     def name(i: int) -> str:
@@ -118,5 +128,76 @@ def show_images(
             ax.set_title(" ".join(caption), fontsize=8, color=color)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    return fig
+
+
+def show_convolution(
+    image: torch.Tensor,
+    kernels: torch.Tensor,
+    feature_maps: torch.Tensor,
+    pooled: torch.Tensor | None = None,
+    *,
+    window: tuple[int, int] = (0, 0),
+    kernel_names: Sequence[str] | None = None,
+    scale: float = 2.0,
+) -> Figure:
+    """How a convolution layer sees an image: one row per kernel.
+
+    Columns: the ``image`` (H, W) with the kernel's window at output position ``window`` (row,
+    column) outlined; the kernel (k, k); its feature map (H-k+1, W-k+1) with that one output value
+    outlined — it is the sum of the window's pixels times the kernel's weights; and, when given,
+    the ``pooled`` feature map. ``kernels`` has shape (K, k, k) or (K, 1, k, k), ``feature_maps``
+    (K, H-k+1, W-k+1) or (1, K, ·, ·) as ``torch.nn.functional.conv2d`` returns them (stride 1,
+    no padding), ``pooled`` likewise. Raises ValueError when the shapes do not fit together.
+    """
+    from matplotlib.patches import Rectangle
+
+    image = torch.as_tensor(image).detach().cpu().squeeze()
+    kernels = torch.as_tensor(kernels).detach().cpu().reshape(-1, *kernels.shape[-2:])
+    maps = torch.as_tensor(feature_maps).detach().cpu().reshape(-1, *feature_maps.shape[-2:])
+    if image.dim() != 2:
+        raise ValueError(f"image must be one grey image (H, W), got shape {tuple(image.shape)}")
+    k = kernels.shape[-1]
+    expected = (len(kernels), image.shape[0] - k + 1, image.shape[1] - k + 1)
+    if kernels.shape[-2] != k or tuple(maps.shape) != expected:
+        raise ValueError(
+            f"{len(kernels)} kernels of {tuple(kernels.shape[-2:])} on a "
+            f"{tuple(image.shape)} image give feature maps of shape {expected}, "
+            f"got {tuple(maps.shape)}"
+        )
+    row, col = window
+    if not (0 <= row < expected[1] and 0 <= col < expected[2]):
+        raise ValueError(f"window {window} lies outside the feature map of {expected[1:]}")
+    if pooled is not None:
+        pooled = torch.as_tensor(pooled).detach().cpu().reshape(-1, *pooled.shape[-2:])
+        if len(pooled) != len(kernels):
+            raise ValueError(f"{len(kernels)} kernels but {len(pooled)} pooled maps")
+    if kernel_names is not None and len(kernel_names) != len(kernels):
+        raise ValueError(f"{len(kernels)} kernels but {len(kernel_names)} kernel names")
+    ncols = 3 if pooled is None else 4
+    fig, axes = plt.subplots(
+        len(kernels),
+        ncols,
+        figsize=(scale * ncols, (scale + CAPTION_HEIGHT) * len(kernels)),
+        squeeze=False,
+        layout="constrained",
+    )
+    for i, ax_row in enumerate(axes):
+        name = kernel_names[i] if kernel_names is not None else f"kernel {i}"
+        limit = kernels[i].abs().max().item() or 1.0
+        panels = [
+            (image, "gray", None, "image"),
+            (kernels[i], "RdBu", limit, name),
+            (maps[i], "RdBu", maps[i].abs().max().item() or 1.0, "feature map"),
+        ]
+        if pooled is not None:
+            panels.append((pooled[i], "RdBu", pooled[i].abs().max().item() or 1.0, "max-pooled"))
+        for ax, (values, cmap, lim, caption) in zip(ax_row, panels, strict=True):
+            ax.imshow(values, cmap=cmap, vmin=-lim if lim else None, vmax=lim)
+            ax.set_title(caption, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        outline = {"fill": False, "edgecolor": "orange", "linewidth": 2}
+        ax_row[0].add_patch(Rectangle((col - 0.5, row - 0.5), k, k, **outline))
+        ax_row[2].add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, **outline))
     return fig
