@@ -1,7 +1,10 @@
 # Private AI course — `make lab` to learn, `make test` to check everything.
 # Both create .venv (if missing) and install requirements.txt + course_lib on first use.
 
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Python 3.11–3.13 (pyproject.toml's requires-python; 3.11 is what CI uses).
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+# The learner's own copies of the lessons (student edition; git-ignored, never overwritten).
+STUDENT_DIR ?= student
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -10,9 +13,11 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # on a busy 2-core machine, and float results do not depend on the machine's core count.
 RUN    := COURSE_OFFLINE=1 OMP_NUM_THREADS=1
 
-.PHONY: install lab test execute student site lint clean
+.PHONY: install lab lab-solutions test execute student grade publish-student site site-instructor lint clean federation
 
 $(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
+	  { echo "The course needs Python 3.11, 3.12 or 3.13; $(PYTHON) is not one (set PYTHON=...)."; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -r requirements.txt
 	$(BIN)/python -m pip install --no-deps -e .
@@ -21,8 +26,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)
 
-## Open JupyterLab on the lessons.
-lab: install
+## Learners: your own copies of the lessons (student edition) in student/notebooks/, in JupyterLab.
+lab: student
+	$(BIN)/jupyter lab $(STUDENT_DIR)/notebooks/
+
+## Instructors: the solved notebooks with their outputs (notebooks/).
+lab-solutions: install
 	$(BIN)/jupyter lab notebooks/
 
 ## Unit tests + every notebook re-run by nbval (offline), then ruff.
@@ -31,19 +40,38 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check course_lib tests benchmarks tools
 
+## The course's Flower App (flower_app/) on Flower's Deployment Engine: a SuperLink and NODES
+## SuperNodes as processes on 127.0.0.1, all stopped afterwards. make federation NODES=3 ROUNDS=5
+federation: install
+	$(RUN) $(BIN)/python -m course_lib.fl.flower --runtime deployment --nodes $(or $(NODES),2) --rounds $(or $(ROUNDS),2)
+
 ## Re-execute every lesson in place (refreshes the stored outputs; run before committing a lesson).
 execute: install
 	cd notebooks && for nb in $(notdir $(NOTEBOOKS)); do \
 	  echo "== $$nb"; $(RUN) ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=900 $$nb || exit 1; done
 
-## Write the student edition (solutions stubbed, outputs cleared) to build/student/.
+## Create the missing student notebooks in $(STUDENT_DIR)/notebooks/ (solutions stubbed, outputs
+## cleared); notebooks you edited are kept. Replace one explicitly (backup kept): make student REFRESH=05
 student: install
-	$(BIN)/python -m tools.student_edition
+	$(BIN)/python -m tools.student_edition --out $(STUDENT_DIR) $(if $(REFRESH),--refresh $(REFRESH))
 
-## Write every lesson as a web page (stored outputs, not re-run) plus an index to build/site/.
+## Instructors: grade a folder of submitted notebooks (STUDENT.ipynb each) into a CSV and feedback
+## files: make grade SUBMISSIONS=path/to/folder [OUT=grades.csv] [ARGS="--lesson 05 --jobs 8"]
+grade: install
+	$(RUN) $(BIN)/python -m tools.grade $(SUBMISSIONS) --out $(or $(OUT),grades.csv) $(ARGS)
+
+## Instructors: commit the student edition of HEAD to the student branch, then `git push origin student`.
+publish-student: install
+	$(BIN)/python -m tools.student_edition --publish
+
+## The course website from the stored outputs (nothing re-run): the student edition in
+## build/site/student/, the instructor edition (solutions shown) in build/site/instructor/.
 site: install
-	$(BIN)/python -m course_lib.site
+	$(BIN)/python -m tools.site --edition student
+
+site-instructor: install
+	$(BIN)/python -m tools.site --edition instructor
 
 lint: install
 	$(BIN)/ruff check .
