@@ -34,9 +34,10 @@ lab: student
 lab-solutions: install
 	$(BIN)/jupyter lab notebooks/
 
-## Unit tests + every notebook re-run by nbval (offline), then ruff.
+## Unit tests + every notebook re-run by nbval (offline), the docstring examples, then ruff.
 test: install
 	$(RUN) $(BIN)/python -m pytest --durations=0
+	$(RUN) $(BIN)/python -m pytest -q -o addopts="-p no:cacheprovider" --doctest-modules course_lib
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check course_lib tests benchmarks tools
 

@@ -166,7 +166,12 @@ def _wrong(ex: Exercise, reason: str) -> CheckResult:
 
 def check(name: str, answer: Any) -> CheckResult:
     """Check a learner's ``answer`` to exercise ``name``; print ✓ or ✗ and return the result
-    (truthy when it passed). Raises ValueError only for an unknown exercise name."""
+    (truthy when it passed). Raises ValueError only for an unknown exercise name.
+
+    >>> import torch
+    >>> check("01.reshape", torch.arange(12).reshape(3, 4))
+    ✓ 01.reshape: correct!
+    CheckResult('01.reshape', passed=True)"""
     ex = _lookup(name)
     if answer is Ellipsis:
         return _not_started(ex, "not answered yet", "replace the `...` with your code")

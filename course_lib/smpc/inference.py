@@ -257,6 +257,15 @@ def encrypted_predict(
     comparison protocol. ``to`` says who learns the predictions: ``None`` opens them to every party,
     ``to=i`` delivers them to party ``i`` only, ``to="patient"`` to an outside receiver only (the
     parties then learn nothing but the input's shape). Returns the ``(N,)`` int64 classes.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    >>> x = torch.rand(5, 4)
+    >>> predicted = encrypted_predict(model, x, Session(n_parties=2), to="patient")
+    >>> torch.equal(predicted, model(x).argmax(dim=1))
+    True
     """
     encrypted = model if isinstance(model, EncryptedModel) else EncryptedModel(model, session)
     session.participant(to)  # validate before any work
