@@ -347,7 +347,8 @@ def run_flower_app(
         )
     with tempfile.TemporaryDirectory(prefix="course-flower-result-") as out:
         config = AppConfig(**{**run_config, "num_nodes": num_nodes, "result_dir": out})
-        for attempt in (1, 2):
+        attempts = 3  # Ray's node start-up limit is a fixed 30 s: a busy machine can miss it
+        for attempt in range(1, attempts + 1):
             with LocalFederation(
                 num_nodes, simulation=runtime == "simulation", echo=echo
             ) as federation:
@@ -355,13 +356,12 @@ def run_flower_app(
                     wall = federation.run(APP_DIR, config.to_run_config(), timeout=timeout)
                     break
                 except RuntimeError:
-                    # Ray gives its node 30 s to start; a busy machine can miss that: retry once
-                    if attempt == 2 or not any(
+                    if attempt == attempts or not any(
                         "timed out during startup" in line for line in federation.log
                     ):
                         raise
             if echo is not None:
-                echo("Ray did not start within its 30 s limit (busy machine?); retrying once.")
+                echo("Ray did not start within its 30 s limit (busy machine?); retrying.")
         result = load_result(out)
     result.wall_seconds = wall
     return result
