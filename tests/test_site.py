@@ -117,7 +117,7 @@ def test_home_page_shows_the_course_paths_start_and_map(sites: dict[str, SiteBui
             (lesson.number, lesson.stem) for lesson in LESSONS
         ]
         assert [html.unescape(time) for *_, time in rows] == [lesson.run_time for lesson in LESSONS]
-        assert "a network by hand, <code" in rows[2][2]  # the summary's markdown is rendered
+        assert any("<code" in row[2] for row in rows)  # the summaries' markdown is rendered
         for part in dict.fromkeys(lesson.part for lesson in LESSONS):
             assert f"{part}" in text
         # the paths, each lesson linked
