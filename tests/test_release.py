@@ -4,6 +4,7 @@ never lost when it is made again (``make lab``, ``make student``, ``git pull``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -137,9 +138,17 @@ def test_returns_one_path_per_lesson(tmp_path: Path) -> None:
 def _make_commands(target: str, **variables: str) -> list[list[str]]:
     """The commands ``make TARGET`` would run, as argument lists (install taken as done)."""
     assignments = [f"{name}={value}" for name, value in variables.items()]
+    # Under ``make test`` this runs inside another make: drop the outer make's variables so the
+    # dry run prints only commands (no "make[1]: Entering directory" lines).
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
+    }
     dry_run = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", target, *assignments],
+        ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", target, *assignments],
         cwd=REPO_ROOT,
+        env=environment,
         capture_output=True,
         text=True,
         check=True,
