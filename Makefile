@@ -13,7 +13,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # on a busy 2-core machine, and float results do not depend on the machine's core count.
 RUN    := COURSE_OFFLINE=1 OMP_NUM_THREADS=1
 
-.PHONY: install lab lab-solutions test execute student grade publish-student site site-instructor lint clean federation
+.PHONY: install lab lab-solutions test execute student grade publish-student site site-instructor lint clean federation gpu-check
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
@@ -45,6 +45,11 @@ test: install
 ## SuperNodes as processes on 127.0.0.1, all stopped afterwards. make federation NODES=3 ROUNDS=5
 federation: install
 	$(RUN) $(BIN)/python -m course_lib.fl.flower --runtime deployment --nodes $(or $(NODES),2) --rounds $(or $(ROUNDS),2)
+
+## Does the course work on this machine's CUDA GPU? The tests' CUDA cases, a short DP-SGD and a
+## short FedAvg training on cuda, in a table. Exit 0: all passed; 1: a check failed; 2: no CUDA here.
+gpu-check: install
+	COURSE_OFFLINE=1 $(BIN)/python -m tools.gpu_check
 
 ## Re-execute every lesson in place (refreshes the stored outputs; run before committing a lesson).
 execute: install

@@ -15,7 +15,7 @@ The instructors' build tools (student edition, site) live apart, in the top-leve
 - :mod:`course_lib.validation` — shared input checks
 """
 
-from course_lib.environment import env_report
+from course_lib.environment import env_report, lesson_device
 
 __version__ = "0.1.0"
-__all__ = ["env_report", "__version__"]
+__all__ = ["env_report", "lesson_device", "__version__"]

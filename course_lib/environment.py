@@ -14,10 +14,14 @@ import importlib.metadata
 import os
 import platform
 import sys
+from typing import TYPE_CHECKING
 
 from course_lib.paths import offline
 
-__all__ = ["SUPPORTED_PYTHON", "env_report", "python_support"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["SUPPORTED_PYTHON", "env_report", "lesson_device", "python_support"]
 
 #: The Python versions the course is tested on, oldest and newest (pyproject.toml's classifiers;
 #: tests/test_packaging.py keeps them equal). Colab's default runtime is 3.13.
@@ -54,23 +58,97 @@ def python_support(version: tuple[int, int] | None = None, system: str | None = 
     return "supported"
 
 
+#: Set to ``cpu``, ``cuda`` (or ``cuda:N``) or ``mps`` to choose the lessons' device yourself.
+DEVICE_VARIABLE = "COURSE_DEVICE"
+
+
+def lesson_device() -> torch.device:
+    """The device the lessons train on: CUDA when PyTorch sees a GPU, otherwise the CPU.
+
+    A Colab GPU runtime or a laptop with an NVIDIA GPU is used without editing a lesson. Apple's
+    ``mps`` is used only when asked for (``COURSE_DEVICE=mps``): it lacks float64, which the DP
+    accountants and the fixed-point encoders use. ``COURSE_DEVICE`` (``cpu``, ``cuda``, ``cuda:N``
+    or ``mps``, any case) overrides the choice; CI and the stored outputs run on the CPU. The
+    secure-computation engine (:mod:`course_lib.smpc`) stays on the CPU whatever this returns.
+
+    Raises:
+        ValueError: ``COURSE_DEVICE`` is not a device name, names a kind of device the course does
+            not train on (``meta``, ``xla``, ...), or names a device this machine does not have.
+    """
+    import torch
+
+    requested = os.environ.get(DEVICE_VARIABLE, "").strip()
+    if not requested:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested.lower())
+    except RuntimeError as error:
+        raise ValueError(
+            f"{DEVICE_VARIABLE}={requested!r} is not a device name; use {_CHOICES}"
+        ) from error
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(
+            f"{DEVICE_VARIABLE}={requested!r}: the lessons train on the CPU or a GPU; "
+            f"use {_CHOICES}"
+        )
+    if device.type == "cuda" and not torch.cuda.is_available():
+        build = (
+            "this PyTorch is a CPU-only build"
+            if torch.version.cuda is None
+            else f"PyTorch (built for CUDA {torch.version.cuda}) finds no usable NVIDIA GPU"
+        )
+        raise ValueError(
+            f"{DEVICE_VARIABLE}={requested!r}, but {build}; unset {DEVICE_VARIABLE} (or set it "
+            "to cpu) to train on the CPU"
+        )
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ValueError(
+                f"{DEVICE_VARIABLE}={requested!r}, but this machine has {count} CUDA GPU(s), "
+                f"numbered 0 to {count - 1}"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"{DEVICE_VARIABLE}={requested!r}, but Apple's mps is not available here (it needs "
+            f"Apple silicon and macOS 12.3+); unset {DEVICE_VARIABLE} to let the course choose"
+        )
+    return device
+
+
+_CHOICES = "cpu, cuda, cuda:0 or mps"
+
+
+def _device_description() -> str:
+    """The device the lessons train on, and why, in words."""
+    import torch
+
+    device = lesson_device()
+    chosen = f"set by {DEVICE_VARIABLE}" if os.environ.get(DEVICE_VARIABLE, "").strip() else ""
+    if device.type == "cuda":
+        why = chosen or "a CUDA GPU was found"
+        return f"lessons train on {device} ({torch.cuda.get_device_name(device)}; {why})"
+    if device.type == "mps":
+        return f"lessons train on mps (Apple silicon; {chosen})"
+    why = chosen or "no CUDA GPU found"
+    threads = torch.get_num_threads()
+    cpu = f"lessons train on cpu ({why}; {os.cpu_count()} cores, torch uses {threads} thread"
+    cpu += "s)" if threads != 1 else ")"
+    if not chosen and torch.backends.mps.is_available():
+        return f"{cpu}; Apple's mps is available (set {DEVICE_VARIABLE}=mps to try it)"
+    return cpu
+
+
 def env_report(*, show: bool = True) -> dict[str, str]:
     """Collect (and by default print) Python, platform, library versions, device and data source."""
-    import torch
 
     from course_lib.data import mnist_source
 
-    if torch.cuda.is_available():
-        device = f"cuda ({torch.cuda.get_device_name(0)})"
-    elif torch.backends.mps.is_available():
-        device = "mps (Apple silicon)"
-    else:
-        device = f"cpu ({os.cpu_count()} cores, torch uses {torch.get_num_threads()} threads)"
     report = {
         "python": f"{sys.version.split()[0]} ({python_support()})",
         "platform": f"{platform.system()} {platform.machine()}",
         "in Colab": str("google.colab" in sys.modules),
-        "device": device,
+        "device": _device_description(),
         "offline mode": f"{offline()} (COURSE_OFFLINE={os.environ.get('COURSE_OFFLINE', '')!r})",
         "MNIST source": mnist_source(),
     }

@@ -66,7 +66,7 @@ class RandomSource(ABC):
         shape = _as_shape(shape)
         count = int(np.prod(shape, dtype=np.int64))
         if count == 0:
-            return torch.empty(shape, dtype=torch.int64)
+            return torch.empty(shape, dtype=torch.int64)  # CPU by design: bytes from the CSPRNG
         raw = bytearray(8 * count)
         self._fill(raw)
         return torch.frombuffer(raw, dtype=torch.int64).reshape(shape)

@@ -31,11 +31,13 @@ def select_classes(
     unknown = set(classes) - set(range(len(dataset.classes)))
     if unknown:
         raise ValueError(f"{dataset.name} has no class {sorted(unknown)}")
+    # CPU by design: datasets live on the CPU; training moves batches to the model's device
     keep = torch.isin(dataset.labels, torch.tensor(classes))
     labels = dataset.labels[keep]
     if relabel:
+        # CPU by design: a label map for the CPU dataset's labels
         mapping = torch.full((len(dataset.classes),), -1, dtype=torch.int64)
-        mapping[torch.tensor(classes)] = torch.arange(len(classes))
+        mapping[torch.tensor(classes)] = torch.arange(len(classes))  # CPU by design: as above
         labels = mapping[labels]
     names = [dataset.classes[c] for c in classes] if relabel else dataset.classes
     return ImageDataset(
@@ -60,6 +62,7 @@ def few_labels(dataset: ImageDataset, per_class: int, *, seed: int = 0) -> Image
                 f"class {dataset.classes[c]!r} has only {len(members)} images, "
                 f"fewer than per_class={per_class}"
             )
+        # CPU by design: indices from a seeded CPU generator
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     index = torch.cat(chosen).sort().values
     return ImageDataset(

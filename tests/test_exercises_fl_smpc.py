@@ -22,7 +22,7 @@ def _fresh_attempts() -> None:
 
 def test_all_lessons_are_covered() -> None:
     assert {n[:2] for n in NAMES} == set(LESSONS)
-    assert len(NAMES) == 23
+    assert len(NAMES) == 26
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -138,8 +138,11 @@ NAMED_INPUTS = [
     ("15.decode", lambda ring, bits: ring.double(), "ring = torch.tensor([0, 98304"),
     ("16.beaver_multiply", lambda x, y, a, b, c: c, "for 2 parties"),
     ("16.matmul_bytes", lambda n, m, k, p: 0, "matmul_bytes(2, 4, 6, 3)"),
+    ("16.secure_equal", lambda x, y: 1 - (x < y), "shares of x = [3, 7, -2, 0"),
+    ("16.one_hot_select", lambda m, v: (v.sum(), m.sum()), "match = [0, 0, 1, 0, 0]"),
     ("17.hard_sigmoid", torch.sigmoid, "z = torch.tensor([-5.0"),
     ("17.secure_relu", lambda x: x, "shares of [-3.5"),
+    ("17.hidden_backward", lambda x, g, a: (g.T @ x, g.sum(0)), "grad_a = torch.randn(4, 3)"),
 ]
 
 

@@ -4,7 +4,9 @@ The slow tests start real OS processes on 127.0.0.1 (a SuperLink, SuperNodes, th
 ServerApp processes Flower spawns) and check, after each, that none of them is left running.
 """
 
+import math
 import os
+import re
 import shutil
 import signal
 import time
@@ -13,13 +15,14 @@ import pytest
 import torch
 
 from course_lib.fl.deployment import LocalFederation, flower_processes
-from course_lib.fl.dp_fedavg import run_dp_fedavg
+from course_lib.fl.dp_fedavg import dp_fedavg_epsilon, run_dp_fedavg
 from course_lib.fl.flower import (
     APP_DIR,
     AppConfig,
     load_result,
     make_model,
     node_partition,
+    reference_dp_fedavg,
     reference_fedavg,
     run_flower_app,
     server_test_set,
@@ -64,6 +67,32 @@ def test_app_config_matches_pyproject_and_refuses_bad_values():
         AppConfig(num_server_rounds=0)
     with pytest.raises(ValueError, match="num_nodes >= 3"):
         AppConfig(mode="secagg+", num_nodes=2)
+    with pytest.raises(ValueError, match="num_nodes >= 3"):
+        AppConfig(mode="secagg+dp", num_nodes=2)
+    with pytest.raises(ValueError, match="hidden_units"):
+        AppConfig(hidden_units=0)
+
+
+def test_the_model_has_the_configured_width():
+    assert make_model().state_dict()["net.1.weight"].shape == (128, 784)  # lesson 10's MLP
+    narrow = make_model(AppConfig(hidden_units=32)).state_dict()
+    assert [tuple(t.shape) for t in narrow.values()] == [(32, 784), (32,), (10, 32), (10,)]
+
+
+def test_course_dp_fedavg_with_every_client_is_fedavg_without_clipping_or_noise():
+    """reference_dp_fedavg (q = 1) with a clipping norm no update reaches and no noise is the
+    course FedAvg on the same equal partitions, and its ε is the accountant's for q = 1."""
+    config = AppConfig(num_server_rounds=2, num_nodes=3, train_samples=600, hidden_units=16)
+    plain = reference_fedavg(config, 3)
+    unclipped = reference_dp_fedavg(
+        AppConfig(**{**config.__dict__, "mode": "dp-fixed-clipping", "clipping_norm": 1e6}),
+        3, delta=1e-3, rng=InsecureSeededRandom(0),
+    )  # fmt: skip
+    _assert_close_states(unclipped.model.state_dict(), plain.model.state_dict(), atol=1e-6)
+    noisy = AppConfig(**{**config.__dict__, "noise_multiplier": 2.0, "clipping_norm": 0.5})
+    history = reference_dp_fedavg(noisy, 3, delta=1e-3, rng=InsecureSeededRandom(1))
+    assert history.participants == [3, 3]  # q = 1: every client, every round
+    assert history.epsilon[-1] == dp_fedavg_epsilon(2.0, 1.0, 2, 1e-3)
 
 
 def test_partitions_are_the_course_iid_split():
@@ -82,6 +111,8 @@ def test_bad_arguments_fail_before_any_process_starts():
         run_flower_app("deployment", num_nodes=0)
     with pytest.raises(ValueError, match="mode"):
         run_flower_app("deployment", mode="homomorphic")
+    with pytest.raises(ValueError, match="num_nodes >= 3"):  # checked with the nodes it gets
+        run_flower_app("simulation", num_nodes=2, mode="secagg+dp")
     with pytest.raises(ValueError, match="at least one SuperNode"):
         LocalFederation(0)
 
@@ -188,3 +219,60 @@ def test_a_killed_parent_takes_its_federation_with_it(tmp_path):
         os.kill(pid, signal.SIGKILL)
     shutil.rmtree(home, ignore_errors=True)  # the killed parent could not remove its FLWR_HOME
     assert left == []
+
+
+# -- Flower's SecAgg+ with Flower's DP (client-side fixed clipping): one Deployment Engine run ---
+
+SECAGG_DP = AppConfig(
+    num_server_rounds=1, num_nodes=3, train_samples=1500, hidden_units=32,
+    mode="secagg+dp", clipping_norm=0.1, noise_multiplier=0.012,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def secagg_dp_run(tmp_path_factory):
+    """One round of the app's ``secagg+dp`` mode on the Deployment Engine (3 SuperNodes; no Ray,
+    whose start-up a busy machine can miss), with the run's log."""
+    log: list[str] = []
+    out = tmp_path_factory.mktemp("secagg-dp")
+    with LocalFederation(3, echo=log.append) as federation:
+        home = federation.flwr_home
+        federation.run(APP_DIR, {**SECAGG_DP.to_run_config(), "result-dir": str(out)}, timeout=900)
+    assert flower_processes(home) == []
+    return load_result(out), log
+
+
+def test_flower_secaggplus_with_client_side_clipping_adds_the_course_dp_noise(secagg_dp_run):
+    """After one round, Flower's model minus the course's noise-free DP-FedAvg model (same
+    clipping, same partitions, σ = 0) is the noise Flower added: zero-mean Gaussian of std
+    σ·C/K per weight — the DP-FedAvg mechanism the course accountant assumes (q = 1). Had the
+    clients not clipped, the difference would hold the clipping's effect, far larger than that."""
+    result, log = secagg_dp_run
+    expected_std = SECAGG_DP.noise_multiplier * SECAGG_DP.clipping_norm / SECAGG_DP.num_nodes
+    logged = [
+        float(m) for m in re.findall(r"central DP noise with ([0-9.]+) stdev added", "".join(log))
+    ]
+    assert logged == [pytest.approx(expected_std, abs=5e-5)]  # logged to 4 decimals, once
+
+    clip_only = reference_dp_fedavg(
+        AppConfig(**{**SECAGG_DP.__dict__, "noise_multiplier": 0.0}), 3, delta=1e-3,
+        rng=InsecureSeededRandom(0),
+    )  # fmt: skip
+    assert clip_only.clipped_fraction == [1.0]  # every update was clipped: clipping matters here
+    noise = torch.cat(
+        [(result.state[k] - v).flatten().double() for k, v in clip_only.model.state_dict().items()]
+    )
+    n = noise.numel()
+    assert noise.std().item() == pytest.approx(expected_std, rel=0.03)  # ±7 standard errors
+    assert abs(noise.mean().item()) < 5 * expected_std / math.sqrt(n)
+    # Gaussian, not e.g. uniform: the share beyond 2 std is 4.55 % (binomial sd 0.13 %)
+    assert (noise.abs() > 2 * expected_std).double().mean().item() == pytest.approx(
+        0.0455, abs=0.006
+    )
+    # without clipping the difference would carry this too (rms per weight), inflating its std
+    unclipped = reference_fedavg(SECAGG_DP, 3).model.state_dict()
+    clipping_effect = torch.cat(
+        [(unclipped[k] - v).flatten().double() for k, v in clip_only.model.state_dict().items()]
+    )
+    assert clipping_effect.pow(2).mean().sqrt().item() > expected_std
+    assert result.mode == "secagg+dp" and len(result.test_acc) == 1

@@ -319,6 +319,21 @@ def test_hidden_inputs_catch_a_function_fitted_to_the_checker(tmp_path: Path) ->
     )
 
 
+def test_a_training_loop_fitted_to_the_checkers_epochs_fails_the_hidden_test(
+    tmp_path: Path,
+) -> None:
+    """A loop that always trains the checker's 5 epochs passes the course check; the hidden case
+    asks for other epoch counts on other data and catches it."""
+
+    reference = reference_solutions("02")["02.train_loop"]
+
+    def five_epochs(model, loader, optimizer, epochs):
+        return reference(model, loader, optimizer, 5)
+
+    passed, reason = _judge_function(five_epochs, "02.train_loop", tmp_path)
+    assert not passed and reason.startswith("hidden test: the weights after training_loop on ")
+
+
 @pytest.mark.parametrize("exercise", sorted(HIDDEN))
 def test_every_hidden_case_passes_the_instructors_solution(exercise: str, tmp_path: Path) -> None:
     reference = reference_solutions(exercise[:2])[exercise]

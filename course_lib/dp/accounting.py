@@ -21,6 +21,7 @@ privacy have I spent?".
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -122,6 +123,7 @@ def _log_a_fractional(q: float, sigma: float, alpha: float) -> float:
             return _log_add(log_a0, log_a1)
 
 
+@functools.cache  # pure in (q, σ, α); every DP-SGD run and shadow model asks for the same orders
 def _rdp_one_step(q: float, sigma: float, alpha: float) -> float:
     """RDP of order α of one step of the sampled Gaussian mechanism."""
     if q == 1.0:  # no subsampling: the plain Gaussian mechanism

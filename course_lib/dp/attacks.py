@@ -330,6 +330,7 @@ def train_shadows(
     shadows = []
     for k in range(num_shadows):
         generator = torch.Generator().manual_seed(seed + k)
+        # CPU by design: indices from a seeded CPU generator (datasets live on the CPU)
         chosen = torch.randperm(len(labels), generator=generator)[:size]
         shadow = recipe(TensorDataset(inputs[chosen], labels[chosen]), seed + k)
         if not isinstance(shadow, nn.Module):

@@ -116,7 +116,7 @@ def global_sensitivity(query: Query, n: int, domain: Sequence[float] = (0, 1)) -
         raise ValueError(f"{len(domain)}^{n} databases are too many to enumerate; use a smaller n")
     worst = 0.0
     for values in itertools.product(domain, repeat=n):
-        database = torch.tensor(values)
+        database = torch.tensor(values)  # CPU by design: a tiny enumerated database
         full = _answer(query, database)
         for neighbour in parallel_databases(database):
             worst = max(worst, abs(full - _answer(query, neighbour)))

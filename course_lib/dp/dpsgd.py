@@ -156,10 +156,10 @@ def clip_gradients(
     max_grad_norm = check_positive(max_grad_norm, "max_grad_norm")
     norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads.values()], dim=1).norm(dim=1)
     factors = _clip_factors(norms, max_grad_norm)
+    clipped = {name: g * _rows(factors, g) for name, g in grads.items()}
     finite = torch.isfinite(norms)
-    clipped = {
-        name: torch.where(_rows(finite, g), g * _rows(factors, g), 0.0) for name, g in grads.items()
-    }
+    if not bool(finite.all()):  # factor 0 is not enough: 0 · NaN is still NaN
+        clipped = {name: torch.where(_rows(finite, g), g, 0.0) for name, g in clipped.items()}
     return clipped, norms
 
 
@@ -326,7 +326,7 @@ def _clipped_sum_taps(
     max_grad_norm: float,
     *,
     verify: bool = False,
-) -> tuple[list[torch.Tensor], list[nn.Parameter], torch.Tensor, float]:
+) -> tuple[list[torch.Tensor], list[nn.Parameter], torch.Tensor, float, int]:
     with _Taps(layers) as taps:
         logits = model(inputs)
     if len({id(layer) for layer, _, _ in taps.records}) != len(taps.records):
@@ -371,7 +371,8 @@ def _clipped_sum_taps(
 
     # Σ_i c_i ∇_i is the ordinary gradient computed from backprops scaled by c_i
     sums = _summed_layer_gradients(taps.records, backprops, factors, finite)
-    return sums, params, norms, losses.detach()[finite].sum().item()
+    correct = int((logits.detach().argmax(1) == targets).sum())
+    return sums, params, norms, losses.detach()[finite].sum().item(), correct
 
 
 def _summed_layer_gradients(
@@ -549,6 +550,7 @@ class DPSGD:
             self.method = method if method != "auto" else ("loop" if vmap_reason else "vmap")
         self._verified = False
         self.nonfinite_examples = 0
+        self._batch_correct = 0  # the last batch's correct predictions (before its step)
 
     def clipped_sum(
         self, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn = F.cross_entropy
@@ -570,8 +572,9 @@ class DPSGD:
                     self.max_grad_norm,
                     verify=not self._verified,
                 )
+                *result, self._batch_correct = result
                 self._verified = self._verified or bool(torch.isfinite(result[2]).all())
-                return result
+                return tuple(result)
             except _TapsDoNotApply as error:
                 if self._explicit:
                     raise ValueError(
@@ -583,8 +586,10 @@ class DPSGD:
         clipped, norms = clip_gradients(grads, self.max_grad_norm)
         named = dict(self.model.named_parameters())
         with torch.no_grad():
-            losses = loss_fn(self.model(inputs), targets, reduction="none")
+            logits = self.model(inputs)
+        losses = loss_fn(logits, targets, reduction="none")
         loss = losses[torch.isfinite(norms)].sum().item()
+        self._batch_correct = int((logits.argmax(1) == targets).sum())
         return [g.sum(0) for g in clipped.values()], [named[n] for n in clipped], norms, loss
 
     def step(
@@ -598,6 +603,7 @@ class DPSGD:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         if len(inputs) == 0:
             sums, params, loss = [torch.zeros_like(p) for p in trainable], trainable, 0.0
+            self._batch_correct = 0
         else:
             _check_batch(inputs, targets)
             sums, params, norms, loss = self.clipped_sum(inputs, targets, loss_fn)
@@ -624,11 +630,13 @@ PRIVATE_METRICS: tuple[str, ...] = ("train_loss", "train_acc", "nonfinite_exampl
 class DPHistory(History):
     """:class:`~course_lib.training.History` plus the ε spent after each epoch.
 
-    ``train_loss``, ``train_acc`` and ``nonfinite_examples`` (examples zeroed for a non-finite
-    gradient, per epoch) are computed on the **private** training data without noise: they are
-    *outside* the (ε, δ) guarantee (listed in ``outside_guarantee``) and must not be published as
-    they are. ``val_loss``/``val_acc`` are computed on ``test_data`` (not protected either — they
-    are only harmless when the test data is not private). ``print(history)`` marks them.
+    ``train_loss``, ``train_acc`` (over the epoch's batches, each scored just before its step, as
+    :func:`course_lib.training.fit` does) and ``nonfinite_examples`` (examples zeroed for a
+    non-finite gradient, per epoch) are computed on the **private** training data without noise:
+    they are *outside* the (ε, δ) guarantee (listed in ``outside_guarantee``) and must not be
+    published as they are. ``val_loss``/``val_acc`` are computed on ``test_data`` (not protected
+    either — they are only harmless when the test data is not private). ``print(history)`` marks
+    them.
     """
 
     epsilon: list[float] = field(default_factory=list)
@@ -722,18 +730,18 @@ def train_private(
     bar = tqdm(total=epochs * len(sampler), desc="DP-SGD", disable=not progress)
     for _ in range(epochs):
         model.train()
-        total_loss, seen, zeroed = 0.0, 0, dp.nonfinite_examples
+        total_loss, seen, correct, zeroed = 0.0, 0, 0, dp.nonfinite_examples
         for batch in sampler:
             total_loss += dp.step(inputs[batch].to(device), labels[batch].to(device))
             seen += len(batch)
+            correct += dp._batch_correct
             accountant.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
             bar.update()
         epsilon = accountant.get_epsilon(delta)
         history.epsilon.append(epsilon)
         history.nonfinite_examples.append(dp.nonfinite_examples - zeroed)
         history.train_loss.append(total_loss / max(seen - history.nonfinite_examples[-1], 1))
-        _, train_acc = evaluate(model, [(inputs, labels)])
-        history.train_acc.append(train_acc)
+        history.train_acc.append(correct / max(seen, 1))
         postfix = {"loss (private)": f"{history.train_loss[-1]:.3f}", "ε": f"{epsilon:.2f}"}
         if test is not None:
             test_loss, test_acc = evaluate(model, [test])

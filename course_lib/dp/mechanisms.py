@@ -133,7 +133,9 @@ def randomized_response(
     rng = resolve_random_source(rng)
     truth = torch.as_tensor(answers)
     if truth.dtype != torch.bool:
-        if not torch.isin(truth, torch.tensor([0, 1], dtype=truth.dtype)).all():
+        if not torch.isin(
+            truth, torch.tensor([0, 1], dtype=truth.dtype, device=truth.device)
+        ).all():
             raise ValueError("randomized response needs yes/no answers: only 0/1 or True/False")
         truth = truth.to(torch.bool)
     # the coins come from the (CPU) random source and follow the answers to their device
@@ -285,6 +287,7 @@ def sample_discrete_laplace(
     shape, count = _size_to_count(size)
     bits = _RandomBits(resolve_random_source(rng))
     draws = [bits.discrete_laplace(exact_scale) for _ in range(count)]
+    # CPU by design: exact integer sampling; .to(device) them like any other tensor
     return torch.tensor(draws, dtype=torch.int64).reshape(shape)
 
 
@@ -296,6 +299,7 @@ def sample_discrete_gaussian(
     shape, count = _size_to_count(size)
     bits = _RandomBits(resolve_random_source(rng))
     draws = [bits.discrete_gaussian(exact_sigma**2) for _ in range(count)]
+    # CPU by design: exact integer sampling; .to(device) them like any other tensor
     return torch.tensor(draws, dtype=torch.int64).reshape(shape)
 
 
@@ -348,6 +352,7 @@ def _to_grid(values: torch.Tensor, grid: float) -> list[int]:
 
 
 def _from_grid(steps: list[int], grid: float, shape: torch.Size) -> torch.Tensor:
+    # device: exact CPU arithmetic; _like_input moves the result to the input's device
     return (torch.tensor(steps, dtype=torch.float64) * grid).reshape(shape)
 
 

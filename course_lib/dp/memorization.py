@@ -25,7 +25,8 @@ depends on the Python version (docstrings are edited between releases), not on a
 
 The language model is a character-level MLP over a fixed window of previous characters (Bengio et
 al. 2003, with one-hot inputs): every trainable parameter is in an ``nn.Linear``, so DP-SGD's fast
-per-example path (:mod:`course_lib.dp.dpsgd`) trains it in seconds.
+per-example path (:mod:`course_lib.dp.dpsgd`) trains it in seconds. Every function here runs on the
+model's device: the text's windows are built on the CPU and moved to it.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from course_lib.training import model_device
 from course_lib.validation import check_nonnegative_int, check_positive_int
 
 __all__ = [
@@ -143,6 +145,7 @@ def encode(text: str) -> torch.Tensor:
     bad = next((c for c in text if c not in _INDEX), None)
     if bad is not None:
         raise ValueError(f"character {bad!r} is not in the alphabet; use normalise_text first")
+    # device: text is encoded on the CPU; the functions below move it to the model's device
     return torch.tensor([_INDEX[c] for c in text], dtype=torch.long)
 
 
@@ -241,7 +244,7 @@ class CharMLP(nn.Module):
 def _windows(model: CharMLP, text: str) -> torch.Tensor:
     """The model's input window ending at the end of ``text`` (left-padded with spaces)."""
     padded = " " * max(0, model.context - len(text)) + text
-    return encode(padded[-model.context :])
+    return encode(padded[-model.context :]).to(model_device(model))
 
 
 def candidate_secrets(length: int) -> list[str]:
@@ -263,8 +266,8 @@ def log_perplexities(model: CharMLP, prefix: str, candidates: list[str]) -> torc
     if any(len(c) != length for c in candidates):
         raise ValueError("all candidates must have the same length")
     model.eval()
-    codes = torch.stack([encode(c) for c in candidates])  # (R, L)
     head = _windows(model, prefix).expand(len(candidates), -1)
+    codes = torch.stack([encode(c) for c in candidates]).to(head.device)  # (R, L)
     full = torch.cat([head, codes], dim=1)  # (R, context + L)
     windows = full.unfold(1, model.context, 1)[:, :length]  # (R, L, context)
     logp = F.log_softmax(model(windows.reshape(-1, model.context)), dim=1)
@@ -310,7 +313,7 @@ def secret_log_perplexities(model: CharMLP, prefix: str, length: int) -> torch.T
     candidate_secrets(length)  # validates length
     model.eval()
     digit_columns = encode(DIGITS)
-    scores = torch.zeros(1)
+    scores = torch.zeros(1, device=model_device(model))
     for depth in range(length):
         stems = candidate_secrets(depth) if depth else [""]
         windows = torch.stack([_windows(model, prefix + stem) for stem in stems])
@@ -344,7 +347,7 @@ def greedy_extract(model: CharMLP, prefix: str, length: int) -> str:
 def perplexity(model: nn.Module, data: TensorDataset) -> float:
     """Per-character perplexity ``exp(mean cross-entropy in nats)`` of ``model`` on ``data``."""
     model.eval()
-    inputs, labels = data.tensors
+    inputs, labels = (t.to(model_device(model)) for t in data.tensors)
     return math.exp(float(F.cross_entropy(model(inputs), labels)))
 
 
@@ -361,13 +364,14 @@ def train_lm(
     (nats per character, on the training data). The shuffle order is fixed by ``seed``."""
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
-    inputs, labels = data.tensors
+    inputs, labels = (t.to(model_device(model)) for t in data.tensors)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses = []
     model.train()
     for _ in range(epochs):
         total = 0.0
+        # CPU by design: a seeded CPU shuffle (the same order on every device) indexes the data
         for batch in torch.randperm(len(labels), generator=generator).split(batch_size):
             optimizer.zero_grad()
             loss = F.cross_entropy(model(inputs[batch]), labels[batch])

@@ -72,6 +72,7 @@ def partition_indices(num_examples: int, num_parts: int, *, seed: int = 0) -> li
         raise ValueError(f"num_parts must be a positive integer, got {num_parts!r}")
     if num_parts > num_examples:
         raise ValueError(f"cannot split {num_examples} examples into {num_parts} non-empty parts")
+    # CPU by design: indices from a seeded CPU generator (datasets live on the CPU)
     order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed))
     return list(order.tensor_split(num_parts))
 

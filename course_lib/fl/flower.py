@@ -14,11 +14,13 @@ definition of the experiment.
   (:func:`course_lib.fl.seeding.client_round_seed`) as :func:`course_lib.fl.fedavg.run_fedavg`.
 - :func:`reference_fedavg` — the in-process course FedAvg on the same partitions: both Flower runs
   (simulation runtime and Deployment Engine) must reproduce its final weights.
+- :func:`reference_dp_fedavg` — the course's DP-FedAvg on the same partitions with every client in
+  every round (``q = 1``): what the app's two DP modes compute, up to their noise draw.
 - :func:`run_flower_app` — start a local federation (:mod:`course_lib.fl.deployment`), run the
   app with ``flwr run`` and read back what its ``ServerApp`` saved (:class:`FlowerResult`).
 
 Flower's in-notebook ``run_simulation`` is deprecated in favour of ``flwr run``; the course now
-uses ``flwr run`` for both runtimes. The app has three modes (run-config ``mode``):
+uses ``flwr run`` for both runtimes. The app has four modes (run-config ``mode``):
 
 - ``"fedavg"``: Flower's message-API ``FedAvg`` strategy;
 - ``"dp-fixed-clipping"``: that strategy wrapped in Flower's
@@ -31,7 +33,16 @@ uses ``flwr run`` for both runtimes. The app has three modes (run-config ``mode`
   in flwr 1.42). Each node's mask seeds are Shamir-shared among all ``num-nodes`` nodes
   (Flower needs at least 3) with reconstruction threshold ``num-nodes // 2 + 1``; models are
   quantised to ``secagg-quantization-range`` levels over ``[-r, r]``,
-  ``r = secagg-clipping-range``, so the aggregate equals FedAvg up to that step per node.
+  ``r = secagg-clipping-range``, so the aggregate equals FedAvg up to that step per node;
+- ``"secagg+dp"``: both at once, as Flower's ``fl-dp-sa`` example wires them: SecAgg+ as above,
+  each client clips its own update to ``clipping-norm`` (Flower's ``fixedclipping_mod``, after
+  training and before masking) and the server adds Gaussian noise of std
+  ``noise-multiplier · clipping-norm / K`` to the unmasked average
+  (``DifferentialPrivacyClientSideFixedClipping``) — central DP in which the server never sees
+  an unclipped or unmasked update.
+
+Flower draws its DP noise (server) and SecAgg+'s stochastic rounding (clients) from NumPy's global
+generator, unseeded: two runs of a noisy mode differ, and the noise is not from a CSPRNG.
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ import torch
 from torch.utils.data import Dataset
 
 from course_lib.data import load_mnist
+from course_lib.fl.dp_fedavg import DPFedHistory, run_dp_fedavg
 from course_lib.fl.fedavg import FedHistory, local_train_with_metrics, run_fedavg
 from course_lib.fl.partition import (
     client_subsets,
@@ -56,6 +68,7 @@ from course_lib.fl.partition import (
 )
 from course_lib.fl.seeding import client_round_seed
 from course_lib.models import MLP
+from course_lib.randomness import RandomSource
 from course_lib.training import make_loader
 
 __all__ = [
@@ -68,6 +81,7 @@ __all__ = [
     "make_model",
     "train_on_partition",
     "reference_fedavg",
+    "reference_dp_fedavg",
     "RoundClock",
     "save_result",
     "load_result",
@@ -76,7 +90,7 @@ __all__ = [
 
 #: The repository's Flower App (present in a git checkout / editable install).
 APP_DIR = Path(__file__).resolve().parents[2] / "flower_app"
-MODES = ("fedavg", "dp-fixed-clipping", "secagg+")
+MODES = ("fedavg", "dp-fixed-clipping", "secagg+", "secagg+dp")
 _PARTITIONINGS = ("iid", "dirichlet", "shards")
 
 
@@ -87,8 +101,9 @@ class AppConfig:
     ``num_nodes``: the SuperNodes the ServerApp waits for and trains on every round (one per
     partition). ``train_samples``/``test_samples``: MNIST images used (the lesson's 4,000 /
     1,000 of the offline sample); ``data_seed`` fixes the subset and the partition; ``seed`` the
-    initial model and the clients' shuffles. ``result_dir``: where the ServerApp writes its
-    result ("" = nowhere).
+    initial model and the clients' shuffles. ``hidden_units``: width of the MLP's hidden layer
+    (lesson 10: 128, lesson 13: 32). ``result_dir``: where the ServerApp writes its result
+    ("" = nowhere).
     """
 
     num_server_rounds: int = 2
@@ -96,6 +111,7 @@ class AppConfig:
     local_epochs: int = 1
     lr: float = 0.05
     batch_size: int = 32
+    hidden_units: int = 128
     seed: int = 0
     train_samples: int = 4000
     test_samples: int = 1000
@@ -115,7 +131,9 @@ class AppConfig:
             "num_nodes",
             "local_epochs",
             "batch_size",
+            "hidden_units",
             "train_samples",
+            "test_samples",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -126,10 +144,10 @@ class AppConfig:
             raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.mode == "secagg+" and self.num_nodes < 3:
+        if self.mode.startswith("secagg+") and self.num_nodes < 3:
             raise ValueError(
                 "Flower's SecAgg+ shares every mask among more than 2 nodes: use num_nodes >= 3 "
-                f"for mode 'secagg+' (got {self.num_nodes})"
+                f"for mode {self.mode!r} (got {self.num_nodes})"
             )
         if self.partitioning not in _PARTITIONINGS:
             raise ValueError(
@@ -192,15 +210,16 @@ def node_partition(config: AppConfig, partition_id: int, num_partitions: int) ->
     return _partitions(config, num_partitions)[partition_id]
 
 
-def make_model() -> torch.nn.Module:
-    """The course's MNIST model (lesson 02's ``MLP(784, (128,), 10)``)."""
-    return MLP()
+def make_model(config: AppConfig | None = None) -> torch.nn.Module:
+    """The course's MNIST model: ``MLP(784, (hidden_units,), 10)`` — lesson 02's
+    ``MLP(784, (128,), 10)`` without a ``config``."""
+    return MLP(hidden=(AppConfig().hidden_units if config is None else config.hidden_units,))
 
 
 def initial_state(config: AppConfig) -> dict[str, torch.Tensor]:
     """The global model before round 1, seeded exactly as :func:`run_fedavg` seeds it."""
     torch.manual_seed(config.seed)
-    return make_model().state_dict()
+    return make_model(config).state_dict()
 
 
 def train_on_partition(
@@ -215,7 +234,7 @@ def train_on_partition(
     (new state, mean train loss, train accuracy) — what :func:`run_fedavg` computes for the
     same client in the same round."""
     torch.set_num_threads(1)
-    model = make_model()
+    model = make_model(config)
     model.load_state_dict(state)
     loader = make_loader(
         data,
@@ -229,7 +248,7 @@ def train_on_partition(
 def reference_fedavg(config: AppConfig, num_partitions: int) -> FedHistory:
     """The course's in-process FedAvg (:func:`run_fedavg`) on the app's partitions."""
     return run_fedavg(
-        make_model,
+        lambda: make_model(config),
         _partitions(config, num_partitions),
         server_test_set(config),
         rounds=config.num_server_rounds,
@@ -237,6 +256,40 @@ def reference_fedavg(config: AppConfig, num_partitions: int) -> FedHistory:
         lr=config.lr,
         batch_size=config.batch_size,
         seed=config.seed,
+        progress=False,
+    )
+
+
+def reference_dp_fedavg(
+    config: AppConfig,
+    num_partitions: int,
+    *,
+    delta: float,
+    rng: RandomSource | None = None,
+) -> DPFedHistory:
+    """The course's DP-FedAvg (:func:`run_dp_fedavg`) on the app's partitions, with the app's
+    ``clipping_norm`` and ``noise_multiplier`` and every client in every round (``q = 1``).
+
+    That is what the app's ``"dp-fixed-clipping"`` and ``"secagg+dp"`` modes compute: clip each
+    update to ``C``, add ``N(0, (σC)²)`` to the sum, divide by ``K`` — so ε (for ``delta``) is the
+    course accountant's for ``q = 1``. With equal partitions (``train_samples`` divisible by
+    ``num_partitions`` for an IID split) Flower's weighted average is this equal-weight one.
+    ``rng`` draws the noise (secure by default).
+    """
+    return run_dp_fedavg(
+        lambda: make_model(config),
+        _partitions(config, num_partitions),
+        server_test_set(config),
+        rounds=config.num_server_rounds,
+        sample_rate=1.0,
+        noise_multiplier=config.noise_multiplier,
+        clip_norm=config.clipping_norm,
+        delta=delta,
+        local_epochs=config.local_epochs,
+        lr=config.lr,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        rng=rng,
         progress=False,
     )
 
@@ -273,7 +326,7 @@ class RoundClock:
         restarts the clock. Returns (test loss, test accuracy)."""
         from course_lib.training import evaluate
 
-        model = make_model()
+        model = make_model(self.config)
         model.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
         loss, acc = evaluate(model, torch.utils.data.DataLoader(self.test, batch_size=1000))
         now = time.perf_counter()
@@ -339,7 +392,7 @@ def run_flower_app(
         raise ValueError(f"runtime must be 'deployment' or 'simulation', got {runtime!r}")
     if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes <= 0:
         raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
-    AppConfig(**run_config)  # validate before starting anything
+    AppConfig(**{**run_config, "num_nodes": num_nodes})  # validate before starting anything
     if not (APP_DIR / "pyproject.toml").exists():
         raise FileNotFoundError(
             f"the Flower App folder {APP_DIR} is missing: run from a clone of the course "

@@ -63,6 +63,7 @@ class LeNetSigmoid(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for p in self.parameters():
+                # device: the CPU draw is copied into the parameter, wherever it lives
                 p.copy_(torch.rand(p.shape, generator=generator) - 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,6 +231,7 @@ def invert_gradient(
     device = params[0].device if params else torch.device("cpu")
     target = [t.to(device) for t in target]
     if labels is None and idlg and num_images == 1:
+        # device: moved to the model's device just below
         labels = torch.tensor([idlg_label_from_gradient(model, target)])
     if labels is not None:
         labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
@@ -266,6 +268,7 @@ def invert_gradient(
         distance.backward()
         return distance
 
+    # device: a placeholder; the final images and labels on the model's device replace it
     result = InversionResult(images=dummy.detach(), labels=torch.empty(0))
     for it in range(1, iterations + 1):
         loss = float(opt.step(closure).detach())

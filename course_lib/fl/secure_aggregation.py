@@ -229,7 +229,7 @@ def encode_fixed_point(
         raise ValueError(
             f"max_abs must lie in (0, 2^(62 − frac_bits)] = (0, {largest:.3g}], got {max_abs!r}"
         )
-    return FixedPointEncoder(frac_bits, max_abs).encode(x)
+    return FixedPointEncoder(frac_bits, max_abs).encode(x.detach().cpu())  # ring elements: CPU
 
 
 def decode_fixed_point(v: torch.Tensor, frac_bits: int = 16) -> torch.Tensor:
@@ -247,7 +247,7 @@ def expand_seed(seed: bytes, numel: int) -> torch.Tensor:
     if not isinstance(seed, bytes | bytearray) or len(seed) < 16:
         raise ValueError("a PRG seed must be at least 16 bytes")
     if numel == 0:
-        return torch.empty(0, dtype=torch.int64)
+        return torch.empty(0, dtype=torch.int64)  # CPU by design: masks are int64 ring elements
     stream = bytearray(hashlib.shake_256(bytes(seed)).digest(8 * numel))
     return torch.frombuffer(stream, dtype=torch.int64)
 
@@ -560,7 +560,7 @@ class SecAggServer:
                 "lost (by design: fewer than threshold clients cannot reveal anyone's secrets)"
             )
         included, dropped = self.survivors()
-        total = torch.zeros(self.numel, dtype=torch.int64)
+        total = torch.zeros(self.numel, dtype=torch.int64)  # CPU by design: int64 ring sums
         for i in included:
             total = total + self.masked[i]
         for i in included:
@@ -670,7 +670,8 @@ def secure_sum(
 
 
 def _flatten(state: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([t.detach().to(torch.float64).flatten() for t in state.values()])
+    # on the CPU: masking is int64 ring arithmetic; load_state_dict copies the mean to any device
+    return torch.cat([t.detach().cpu().to(torch.float64).flatten() for t in state.values()])
 
 
 def secure_fedavg(
@@ -705,6 +706,7 @@ def secure_fedavg(
                 f"client {k}'s weight (sample count) must be a finite positive number, got {w!r}"
             )
     vectors = [
+        # CPU by design: _flatten brings each client's state to the CPU, where the masking runs
         torch.cat([_flatten(s) * float(w), torch.tensor([float(w)], dtype=torch.float64)])
         for s, w in zip(states, weights, strict=True)
     ]

@@ -117,6 +117,7 @@ class SplitNN:
     def device(self) -> torch.device:
         """Where the client's part lives; :meth:`fit`, :meth:`predict` and :meth:`evaluate` move
         their batches there."""
+        # CPU by design: a client part without parameters runs on the CPU
         return next(self.client_part.parameters(), torch.empty(0)).device
 
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:

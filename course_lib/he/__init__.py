@@ -8,6 +8,12 @@
 Private set intersection, which uses Diffie–Hellman rather than homomorphic encryption, lives in
 :mod:`course_lib.psi` (lesson 19).
 
+**Device: the CPU.** ``phe`` computes with Python integers and TenSEAL with Microsoft SEAL on the
+CPU, so tensors that come from a GPU (a model or update trained with
+:func:`course_lib.lesson_device`) are copied to the CPU where they enter:
+:func:`.paillier.encrypt_update` flattens updates on the CPU, :class:`.ckks.EncryptedMLP` reads
+weights with ``.tolist()``, and :func:`.ckks.encrypted_inference` compares CPU logits.
+
 Import what you need from the module itself, e.g. ``from course_lib.he.paillier import
 encrypt_update``; this package imports nothing, so importing one part never pulls in TenSEAL.
 """

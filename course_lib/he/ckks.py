@@ -295,6 +295,7 @@ class EncryptedMLP:
                 f"{slots} slots: use a smaller side or hidden size, or a larger poly_modulus_degree"
             )
         with torch.no_grad():
+            # CPU by design: TenSEAL reads the weights as Python lists (.tolist() below)
             w1 = torch.zeros(self.columns, self.hidden, dtype=torch.float64)
             w1[:inputs] = model.fc1.weight.T.double()
             w1[inputs] = model.fc1.bias.double()
@@ -318,7 +319,7 @@ class EncryptedMLP:
                 "pixels must lie in [0, 1] (the range the output headroom is guaranteed for), got "
                 f"[{pooled.min():.3g}, {pooled.max():.3g}]"
             )
-        row = torch.zeros(self.columns, dtype=torch.float64)
+        row = torch.zeros(self.columns, dtype=torch.float64)  # CPU by design: TenSEAL reads lists
         row[: self.side * self.side] = pooled
         row[self.side * self.side] = 1.0
         return row.expand(self.hidden, -1).tolist()
@@ -417,7 +418,7 @@ def encrypted_inference(
     server_context = public_context(context)
     server = EncryptedMLP(model, slot_count(context), headroom)
     with torch.no_grad():
-        plain = model(images).double()
+        plain = model(images).double().cpu()  # compared with the decrypted (CPU) logits
     outputs, query_bytes, answer_bytes = [], 0, 0
     start = time.perf_counter()
     for image in images:
@@ -426,5 +427,5 @@ def encrypted_inference(
         outputs.append(server.decrypt(ts.ckks_vector_from(context, answer)))
         query_bytes, answer_bytes = len(query), len(answer)
     seconds = (time.perf_counter() - start) / len(images)
-    encrypted = torch.tensor(outputs, dtype=torch.float64)
+    encrypted = torch.tensor(outputs, dtype=torch.float64)  # CPU by design: decrypted floats
     return InferenceReport(encrypted, plain, seconds, query_bytes, answer_bytes)

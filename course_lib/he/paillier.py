@@ -257,7 +257,7 @@ def _flatten(update: Update) -> tuple[np.ndarray, tuple[tuple[str, tuple[int, ..
             raise TypeError(f"parameter {name!r} is a {type(tensor).__name__}, not a tensor")
         if not tensor.dtype.is_floating_point:
             raise TypeError(f"parameter {name!r} has dtype {tensor.dtype}; updates must be floats")
-        flat.append(tensor.detach().to(torch.float64).reshape(-1).numpy())
+        flat.append(tensor.detach().cpu().to(torch.float64).reshape(-1).numpy())  # HE: CPU
         shapes.append((name, tuple(tensor.shape)))
     return np.concatenate(flat), tuple(shapes), is_tensor
 

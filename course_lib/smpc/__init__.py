@@ -13,11 +13,24 @@ and only the final result is ever reconstructed. Every exchange of messages is c
 >>> (x * y).reveal()
 tensor([ 6.0000, -0.5000], dtype=torch.float64)
 
+**Device: the CPU, by design.** Shares are int64 ring elements and the protocols' core is the
+int64 matrix product (:mod:`.ring`), which CUDA lacks (cuBLAS multiplies only floating point;
+pytorch/pytorch#44428). Emulating it with float64 limbs was slower even on the CPU (see
+:mod:`.ring`), and the course's networks are small, so every share lives on the CPU whatever
+:func:`course_lib.lesson_device` returns. Real values entering the engine — :meth:`Session.share`,
+public operands, :class:`EncryptedModel`'s weights, :func:`encrypted_predict`'s images — are
+copied to the CPU there (a model or batch on a GPU just works, and stays where it is); revealed
+results are CPU tensors. Ring-level functions (:func:`share`, :func:`ring_matmul`, a
+``SharedTensor`` built from raw shares) refuse a tensor on another device with a ``ValueError``
+that says so, never a device-mismatch crash.
+
 Modules: :mod:`.encoding` (fixed point), :mod:`.sharing` (additive / XOR shares), :mod:`.dealer`
 (correlated randomness), :mod:`.session`, :mod:`.tensor` (``SharedTensor``: +, −, ×, @, conv2d,
 truncation), :mod:`.comparison` (compare, ReLU, max-pool, argmax), :mod:`.communication`
 (rounds and bytes), :mod:`.inference` (encrypted inference of torch models), :mod:`.training`
-(encrypted logistic regression), :mod:`.ring` (matmul / convolution modulo 2^64).
+(encrypted logistic regression), :mod:`.mlp_training` (encrypted training of a one-hidden-layer
+ReLU network: backward and SGD on shares), :mod:`.database` (a secret-shared key–value
+store looked up by secure equality), :mod:`.ring` (matmul / convolution modulo 2^64).
 Not imported here because it is slow to import: ``course_lib.smpc.distributed`` (the parties as
 separate processes talking over ``torch.distributed``).
 """

@@ -19,6 +19,9 @@ truncated correctly (see :mod:`course_lib.smpc.tensor`). Anything outside the ra
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from course_lib.fixed_point import FixedPointEncoder
 
 __all__ = ["FixedPoint", "RING_BITS"]
@@ -45,6 +48,16 @@ class FixedPoint(FixedPointEncoder):
         if not 1 <= precision_bits <= 30:
             raise ValueError(f"precision_bits must be between 1 and 30, got {precision_bits}")
         super().__init__(precision_bits, float(2 ** (ENCODED_BITS - precision_bits)))
+
+    def encode(
+        self, values: torch.Tensor | np.ndarray | float, frac_bits: int | None = None
+    ) -> torch.Tensor:
+        """As :meth:`FixedPointEncoder.encode`, always on the CPU: a tensor on a GPU is copied to
+        the CPU first, because the SMPC engine keeps its ring elements there (see
+        :mod:`course_lib.smpc`)."""
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu()
+        return super().encode(values, frac_bits)
 
     @property
     def precision_bits(self) -> int:

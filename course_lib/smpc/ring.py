@@ -6,6 +6,10 @@ three 22-bit limbs and multiplying them with float64 BLAS — six float products
 partial sum stays below 2^53 — and on the course's 2-core machines plain int64 matmul was faster;
 ``benchmarks/smpc.py`` re-measures both.) Convolutions have no int64 kernel in PyTorch, so
 :func:`ring_conv2d` unfolds image patches (im2col) and multiplies them with the kernels.
+
+Ring tensors live on the CPU: CUDA has no int64 matrix product (cuBLAS multiplies only floating
+point; pytorch/pytorch#44428), so :func:`check_on_cpu` refuses shares on another device with a
+clear ``ValueError`` instead of PyTorch's ``"addmm_cuda" not implemented for 'Long'``.
 """
 
 from __future__ import annotations
@@ -14,13 +18,25 @@ import torch
 
 from course_lib.fixed_point import check_ring_tensor
 
-__all__ = ["ring_matmul", "ring_conv2d", "conv2d_output_shape"]
+__all__ = ["ring_matmul", "ring_conv2d", "conv2d_output_shape", "check_on_cpu"]
+
+
+def check_on_cpu(x: torch.Tensor, what: str) -> torch.Tensor:
+    """Return ``x`` if it is on the CPU, where the SMPC engine keeps every ring tensor; else raise
+    ``ValueError`` (see :mod:`course_lib.smpc`: shares are CPU tensors by design)."""
+    if x.device.type != "cpu":
+        raise ValueError(
+            f"{what} is on {x.device}, but secret shares live on the CPU (CUDA has no int64 "
+            "matrix product): share real values with Session.share, which copies them to the "
+            "CPU, or move the ring tensor there yourself with .cpu()"
+        )
+    return x
 
 
 def ring_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a @ b`` modulo 2^64 for 2-D int64 tensors."""
-    check_ring_tensor(a, "the left operand")
-    check_ring_tensor(b, "the right operand")
+    check_on_cpu(check_ring_tensor(a, "the left operand"), "the left operand")
+    check_on_cpu(check_ring_tensor(b, "the right operand"), "the right operand")
     if a.dim() != 2 or b.dim() != 2:
         raise ValueError(
             f"ring_matmul multiplies 2-D matrices, got shapes {tuple(a.shape)} and {tuple(b.shape)}"
@@ -68,8 +84,8 @@ def ring_conv2d(
 
     ``x`` is (N, C, H, W) and ``w`` is (O, C, kh, kw).
     """
-    check_ring_tensor(x, "the image")
-    check_ring_tensor(w, "the kernel")
+    check_on_cpu(check_ring_tensor(x, "the image"), "the image")
+    check_on_cpu(check_ring_tensor(w, "the kernel"), "the kernel")
     n, o, oh, ow = conv2d_output_shape(tuple(x.shape), tuple(w.shape), stride, padding)
     if padding:
         x = torch.nn.functional.pad(x, (padding, padding, padding, padding))

@@ -78,7 +78,7 @@ class Session:
         """Secret-share int64 ``values`` as integers (scale 0); ``owner`` as in :meth:`share`."""
         from course_lib.smpc.tensor import SharedTensor
 
-        check_ring_tensor(values, "the integers to share")
+        values = check_ring_tensor(values, "the integers to share").cpu()  # shares live on the CPU
         messages, _ = self.participant(owner, "owner")
         shares = share(values, self.n_parties, self.rng)
         with self.log.operation("share"):

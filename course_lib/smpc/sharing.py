@@ -19,6 +19,7 @@ import torch
 
 from course_lib.fixed_point import check_ring_tensor
 from course_lib.randomness import RandomSource, resolve_random_source
+from course_lib.smpc.ring import check_on_cpu
 
 __all__ = ["share", "reconstruct", "share_xor", "reconstruct_xor", "check_party_count"]
 
@@ -34,7 +35,7 @@ def check_party_count(n_parties: object) -> int:
 
 def share(secret: torch.Tensor, n_parties: int, rng: RandomSource | None = None) -> torch.Tensor:
     """Split an int64 tensor into ``n_parties`` additive shares, stacked on dimension 0."""
-    check_ring_tensor(secret, "the secret")
+    check_on_cpu(check_ring_tensor(secret, "the secret"), "the secret")
     check_party_count(n_parties)
     rng = resolve_random_source(rng)
     shares = rng.int64((n_parties, *secret.shape))
@@ -54,7 +55,7 @@ def share_xor(
     secret: torch.Tensor, n_parties: int, rng: RandomSource | None = None
 ) -> torch.Tensor:
     """Split an int64 tensor into ``n_parties`` XOR shares (bitwise), stacked on dimension 0."""
-    check_ring_tensor(secret, "the secret")
+    check_on_cpu(check_ring_tensor(secret, "the secret"), "the secret")
     check_party_count(n_parties)
     rng = resolve_random_source(rng)
     shares = rng.int64((n_parties, *secret.shape))

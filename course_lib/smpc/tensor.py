@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from course_lib.fixed_point import check_ring_tensor
-from course_lib.smpc.ring import conv2d_output_shape, ring_conv2d, ring_matmul
+from course_lib.smpc.ring import check_on_cpu, conv2d_output_shape, ring_conv2d, ring_matmul
 from course_lib.smpc.session import Session
 
 __all__ = ["SharedTensor"]
@@ -61,7 +61,7 @@ class SharedTensor:
     """
 
     def __init__(self, shares: torch.Tensor, session: Session, scale_bits: int) -> None:
-        check_ring_tensor(shares, "the shares")
+        check_on_cpu(check_ring_tensor(shares, "the shares"), "the shares")
         if isinstance(scale_bits, bool) or not isinstance(scale_bits, int):
             raise TypeError(f"scale_bits must be an int, got {type(scale_bits).__name__}")
         if not 0 <= scale_bits <= MAX_SCALE_BITS:
@@ -198,7 +198,7 @@ class SharedTensor:
             )
         encoded = self.session.encoder.encode(value, scale_bits)
         if scale_bits == 0 and not torch.equal(
-            encoded.double(), torch.as_tensor(value, dtype=torch.float64)
+            encoded.double(), torch.as_tensor(value, dtype=torch.float64, device="cpu")
         ):
             raise ValueError(
                 "a SharedTensor of integers (scale 0) can only be combined with integers"
@@ -354,12 +354,15 @@ class SharedTensor:
     def __eq__(self, other: SharedTensor | Public) -> SharedTensor:  # type: ignore[override]
         """Shared bits, 1 where ``self == other`` (exact): ``1 − [x < y] − [y < x]``.
 
-        Two secure comparisons (see :mod:`.comparison`); the result stays secret-shared. Anything
-        but a SharedTensor, a number or a tensor raises ``TypeError`` (never a plain ``False``).
+        Two secure comparisons (see :mod:`.comparison`), batched into one circuit evaluation so
+        they share its rounds (as CrypTen's ``MPCTensor.ne`` does); the result stays
+        secret-shared. Anything but a SharedTensor, a number or a tensor raises ``TypeError``
+        (never a plain ``False``).
         """
         diff = self - _operand(other)
         with self.session.log.operation("eq"):
-            return 1 - diff.ltz() - (-diff).ltz()
+            below = SharedTensor.cat([diff.unsqueeze(0), (-diff).unsqueeze(0)]).ltz()
+            return 1 - below[0] - below[1]
 
     def __ne__(self, other: SharedTensor | Public) -> SharedTensor:  # type: ignore[override]
         return 1 - (self == other)

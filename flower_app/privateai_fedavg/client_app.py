@@ -9,16 +9,20 @@ Two message formats reach ``train``: Flower's message API (``arrays`` + ``config
 by the ``FedAvg`` strategy, plain or DP-wrapped), and the legacy ``fitins`` format that Flower's
 ``SecAggPlusWorkflow`` sends. For the latter, ``secaggplus_mod`` runs the SecAgg+ protocol
 around the training: key agreement, secret sharing of the masks, and a masked, quantised upload.
+When the server's ``DifferentialPrivacyClientSideFixedClipping`` sends a clipping norm (mode
+``secagg+dp``), ``fixedclipping_mod`` clips the update ``θ_new − θ`` to it between training and
+masking — the mod order of Flower's ``fl-dp-sa`` example.
 """
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.client.mod import secaggplus_mod
+from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from privateai_fedavg.task import AppConfig, make_model, node_partition, train_on_partition
 
@@ -31,7 +35,16 @@ def secaggplus_when_asked(msg: Message, context: Context, call_next):
     return call_next(msg, context)
 
 
-app = ClientApp(mods=[secaggplus_when_asked])
+def fixedclipping_when_asked(msg: Message, context: Context, call_next):
+    """Flower's ``fixedclipping_mod``, for the runs whose server asks for client-side clipping
+    (its fit config carries the clipping norm)."""
+    config = msg.content.config_records.get("fitins.config")
+    if config is not None and KEY_CLIPPING_NORM in config:
+        return fixedclipping_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+app = ClientApp(mods=[secaggplus_when_asked, fixedclipping_when_asked])
 
 
 @app.train()
@@ -40,7 +53,7 @@ def train(msg: Message, context: Context) -> Message:
     config = AppConfig.from_run_config(context.run_config)
     partition_id = int(context.node_config["partition-id"])
     data = node_partition(config, partition_id, int(context.node_config["num-partitions"]))
-    names = list(make_model().state_dict())
+    names = list(make_model(config).state_dict())
     legacy = "fitins.parameters" in msg.content.array_records
     if legacy:  # SecAgg+ (Flower's legacy fit format): parameters as a list of numpy arrays
         fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)

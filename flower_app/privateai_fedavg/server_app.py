@@ -1,4 +1,4 @@
-"""privateai_fedavg: a Flower ServerApp — FedAvg, DP-FedAvg (fixed clipping) or SecAgg+.
+"""privateai_fedavg: a Flower ServerApp — FedAvg, DP-FedAvg (fixed clipping), SecAgg+, or both.
 
 ``mode`` (run config) picks what the server runs each round over all ``num-nodes`` SuperNodes:
 
@@ -8,7 +8,12 @@
   ``noise-multiplier · clipping-norm / num-nodes`` to the average;
 - ``secagg+``: Flower's ``SecAggPlusWorkflow`` inside its ``DefaultWorkflow`` (as Flower's
   ``flower-secure-aggregation`` example does): the server only learns the sum of the masked,
-  quantised, weighted client models.
+  quantised, weighted client models;
+- ``secagg+dp``: SecAgg+ as above, with the legacy ``FedAvg`` inside Flower's
+  ``DifferentialPrivacyClientSideFixedClipping`` (as Flower's ``fl-dp-sa`` example does): it
+  asks every client to clip its update to ``clipping-norm`` (``fixedclipping_mod`` on the
+  ClientApp) and adds Gaussian noise of std ``noise-multiplier · clipping-norm / num-nodes`` to
+  the unmasked average — the server never sees an unclipped or unmasked update.
 
 After each round the global model is evaluated on the course's test set; at the end the final
 weights and per-round numbers go to ``result-dir`` (when set) for the tests and lesson 10.
@@ -20,6 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import ndarrays_to_parameters
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server import strategy as legacy_strategy
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
@@ -34,7 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds in the chosen ``mode`` and save the result."""
     config = AppConfig.from_run_config(context.run_config)
     clock = RoundClock(config)
-    if config.mode == "secagg+":
+    if config.mode.startswith("secagg+"):
         _run_secaggplus(grid, context, config, clock)
     else:
         _run_message_api(grid, config, clock)
@@ -88,6 +94,13 @@ def _run_secaggplus(grid: Grid, context: Context, config: AppConfig, clock: Roun
         on_fit_config_fn=lambda server_round: {"server-round": server_round},
         evaluate_fn=evaluate,
     )
+    if config.mode == "secagg+dp":
+        strategy = DifferentialPrivacyClientSideFixedClipping(
+            strategy,
+            noise_multiplier=config.noise_multiplier,
+            clipping_norm=config.clipping_norm,
+            num_sampled_clients=config.num_nodes,
+        )
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=config.num_server_rounds),

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from course_lib.exercises import expect, expect_close, expect_equal
 
@@ -82,6 +83,41 @@ def _accuracy(learner, reference, generator) -> None:
         expect_close(learner(logits, labels), reference(logits, labels), what=shown)
 
 
+def _train_loop(learner, reference, generator) -> None:
+    """Both loops train copies of one random network on the same random batches for a random number
+    of epochs; the weights and the per-epoch mean losses must agree (a loop that ignores
+    ``epochs``, or fits the checker's 5 epochs of 4 batches, does not)."""
+    for _ in range(TRIALS):
+        n, d, hidden, batch, epochs = (
+            int(torch.randint(low, high, (1,), generator=generator))
+            for low, high in ((8, 40), (1, 5), (2, 9), (3, 12), (1, 5))
+        )
+        lr = 0.05 + 0.5 * torch.rand((), generator=generator).item()
+        x = torch.randn(n, d, generator=generator)
+        y = torch.randint(0, 3, (n,), generator=generator)
+        seed = int(torch.randint(0, 2**31, (1,), generator=generator))
+        shown = (
+            f"training_loop on {n} random {d}-d points in 3 classes, batches of {batch}, "
+            f"SGD lr {lr:.3f}, {epochs} epoch(s)"
+        )
+        results = []
+        for loop in (learner, reference):
+            torch.manual_seed(seed)
+            model = torch.nn.Sequential(
+                torch.nn.Linear(d, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, 3)
+            )
+            loader = DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
+            losses = loop(model, loader, torch.optim.SGD(model.parameters(), lr=lr), epochs)
+            results.append((torch.cat([p.detach().flatten() for p in model.parameters()]), losses))
+        (weights, losses), (want_weights, want_losses) = results
+        expect_close(weights, want_weights, what=f"the weights after {shown}")
+        expect(
+            isinstance(losses, list | tuple) and len(losses) == epochs,
+            f"{shown} should return {epochs} losses (one per epoch), got {losses!r}"[:300],
+        )
+        expect_close([float(v) for v in losses], want_losses, what=f"the losses of {shown}")
+
+
 def _coin_flip(learner, reference, generator) -> None:
     for _ in range(TRIALS):
         n = int(torch.randint(1, 30, (1,), generator=generator))
@@ -127,6 +163,7 @@ HIDDEN: dict[str, Case] = {
     "01.independent_copy": _independent_copy,
     "02.neuron": _neuron,
     "02.accuracy": _accuracy,
+    "02.train_loop": _train_loop,
     "05.coin_flip": _coin_flip,
     "05.rr_epsilon": _of_probability("rr_epsilon"),
     "05.debias": _debias,

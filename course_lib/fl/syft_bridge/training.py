@@ -77,7 +77,9 @@ def publish_shards(
         (stage / "private").mkdir(parents=True, exist_ok=True)
         (stage / "mock").mkdir(parents=True, exist_ok=True)
         torch.save((images[part].clone(), labels[part].clone()), stage / "private" / "shard.pt")
+        # CPU by design: mock data is saved to disk for the data owner's syft server
         fake_images = torch.rand((mock_size, *images.shape[1:]), generator=generator)
+        # CPU by design: as above
         fake_labels = torch.randint(0, int(labels.max()) + 1, (mock_size,), generator=generator)
         torch.save(
             (fake_images.to(images.dtype), fake_labels.to(labels.dtype)),
