@@ -52,8 +52,8 @@ def python_support(version: tuple[int, int] | None = None, system: str | None = 
         return f"not supported (the course supports Python {supported})"
     if system == "Windows" and version >= (3, 13):
         return (
-            "supported, except Flower's simulation in lesson 10: ray has no Windows wheel for "
-            "Python 3.13 (use 3.12, WSL or Colab for that cell)"
+            "supported, except Flower's simulation runtime (lesson 13's Flower run, lesson 10's "
+            "optional one): ray has no Windows wheel for Python 3.13 (use 3.12, WSL or Colab)"
         )
     return "supported"
 
