@@ -120,10 +120,15 @@ _CHOICES = "cpu, cuda, cuda:0 or mps"
 
 
 def _device_description() -> str:
-    """The device the lessons train on, and why, in words."""
+    """The device the lessons train on, and why, in words; a bad ``COURSE_DEVICE`` is reported
+    (the error :func:`lesson_device` raises, in words) rather than raised, so that lesson 00's
+    report still shows everything else."""
     import torch
 
-    device = lesson_device()
+    try:
+        device = lesson_device()
+    except ValueError as error:
+        return f"not chosen: {error} (every lesson that trains raises this error until it is fixed)"
     chosen = f"set by {DEVICE_VARIABLE}" if os.environ.get(DEVICE_VARIABLE, "").strip() else ""
     if device.type == "cuda":
         why = chosen or "a CUDA GPU was found"
@@ -140,7 +145,10 @@ def _device_description() -> str:
 
 
 def env_report(*, show: bool = True) -> dict[str, str]:
-    """Collect (and by default print) Python, platform, library versions, device and data source."""
+    """Collect (and by default print) Python, platform, library versions, device and data source.
+
+    Never raises for a misconfigured ``COURSE_DEVICE``: the ``device`` entry then carries the
+    message :func:`lesson_device` raises."""
 
     from course_lib.data import mnist_source
 

@@ -69,6 +69,13 @@ def test_app_config_matches_pyproject_and_refuses_bad_values():
         AppConfig(mode="secagg+", num_nodes=2)
     with pytest.raises(ValueError, match="num_nodes >= 3"):
         AppConfig(mode="secagg+dp", num_nodes=2)
+    # DP noise σ·C/K bounds one client only if each enters the average with weight 1/K
+    for mode in ("dp-fixed-clipping", "secagg+dp"):
+        with pytest.raises(ValueError, match="equal partitions"):
+            AppConfig(mode=mode, num_nodes=3, train_samples=1000)
+        with pytest.raises(ValueError, match="equal partitions"):
+            AppConfig(mode=mode, num_nodes=4, partitioning="dirichlet")
+        assert AppConfig(mode=mode, num_nodes=4, train_samples=1000).mode == mode
     with pytest.raises(ValueError, match="hidden_units"):
         AppConfig(hidden_units=0)
 
@@ -102,6 +109,10 @@ def test_partitions_are_the_course_iid_split():
     assert not set(map(int, parts[0].indices)) & set(map(int, parts[1].indices))
     with pytest.raises(ValueError, match="partition-id"):
         node_partition(config, 2, 2)
+    dp_config = AppConfig(train_samples=400, mode="secagg+dp", num_nodes=4)
+    assert [len(node_partition(dp_config, i, 4)) for i in range(4)] == [100] * 4
+    with pytest.raises(ValueError, match="equal partitions, got sizes"):  # 400 images in 3 parts
+        node_partition(dp_config, 0, 3)
 
 
 def test_bad_arguments_fail_before_any_process_starts():

@@ -214,7 +214,11 @@ BAD_TABLES = [
     ([1, 2.0], [1, 2], TypeError, "must be integers"),
     ([1, True], [1, 2], TypeError, "must be integers"),
     (torch.tensor([1.0, 2.0]), [1, 2], TypeError, "dtype torch.float32"),
-    ("12", [1, 2], TypeError, "a sequence of ints"),
+    ("12", [1, 2], TypeError, "a list of ints, or an integer torch tensor or NumPy array"),
+    (np.array([1.0, 2.0]), [1, 2], TypeError, "NumPy array of dtype float64"),
+    (np.array([True, False]), [1, 2], TypeError, "NumPy array of dtype bool"),
+    (np.array([1, 2**63], dtype=np.uint64), [1, 2], ValueError, "got 9223372036854775808"),
+    (np.ones((2, 2), dtype=np.int64), [1, 2], ValueError, "1-D"),
     ([1, 2], [1, None], TypeError, "must be integers"),
     ([-1, 2], [1, 2], ValueError, r"keys must lie in \[0, 4294967296\), got -1"),
     ([1, 2**32], [1, 2], ValueError, "got 4294967296"),
@@ -256,7 +260,8 @@ def test_a_bad_owner_or_session_is_refused_before_sharing() -> None:
 @pytest.mark.parametrize(
     ("query", "client", "error", "message"),
     [
-        (2.0, "client", TypeError, "an int, a sequence of ints"),
+        (2.0, "client", TypeError, "an int, a list of ints"),
+        (np.array([2.0]), "client", TypeError, "NumPy array of dtype float64"),
         (torch.tensor([2.5]), "client", TypeError, "dtype torch.float32"),
         (-3, "client", ValueError, "query must lie in"),
         ([1, 2**32], "client", ValueError, "got 4294967296"),
@@ -275,6 +280,17 @@ def test_bad_queries_are_refused_before_any_share_is_made(query, client, error, 
         store.get(query, client=client)
     assert session.log.total == Cost() and not session.log.outputs
     assert session.rng.bytes(8) == twin.rng.bytes(8)  # no randomness drawn for the query
+
+
+def test_numpy_integer_arrays_work_like_lists() -> None:
+    """1-D integer NumPy arrays (signed or unsigned) are accepted as keys, values and queries."""
+    session = Session(2, rng=InsecureSeededRandom(7))
+    keys = np.array([10, 20, 30], dtype=np.uint32)
+    store = SharedKeyValueStore(keys, np.array([-5, 0, 7], dtype=np.int32), session)
+    values, found = store.get(np.array([30, 11, 10], dtype=np.int64))
+    assert values.tolist() == [7, 0, -5] and found.tolist() == [True, False, True]
+    value, found_one = store.get(np.int64(20))
+    assert value.item() == 0 and found_one.item() is True
 
 
 def test_lookup_refuses_a_query_that_is_not_this_tables_shared_integers() -> None:

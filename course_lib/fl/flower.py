@@ -41,6 +41,10 @@ uses ``flwr run`` for both runtimes. The app has four modes (run-config ``mode``
   (``DifferentialPrivacyClientSideFixedClipping``) — central DP in which the server never sees
   an unclipped or unmasked update.
 
+Both DP modes calibrate the noise as if every update entered the average with weight ``1/K``;
+Flower's FedAvg weights by examples, so :class:`AppConfig` refuses them unless the partitions are
+equal (an IID split of ``train-samples`` divisible by ``num-nodes``), and the nodes check it again.
+
 Flower draws its DP noise (server) and SecAgg+'s stochastic rounding (clients) from NumPy's global
 generator, unseeded: two runs of a noisy mode differ, and the noise is not from a CSPRNG.
 """
@@ -91,6 +95,9 @@ __all__ = [
 #: The repository's Flower App (present in a git checkout / editable install).
 APP_DIR = Path(__file__).resolve().parents[2] / "flower_app"
 MODES = ("fedavg", "dp-fixed-clipping", "secagg+", "secagg+dp")
+#: The modes that add DP noise: Flower's wrappers calibrate it as σ·C/K, which bounds one client's
+#: influence only if every client's update enters the average with weight 1/K.
+DP_MODES = ("dp-fixed-clipping", "secagg+dp")
 _PARTITIONINGS = ("iid", "dirichlet", "shards")
 
 
@@ -153,6 +160,16 @@ class AppConfig:
             raise ValueError(
                 f"partitioning must be one of {_PARTITIONINGS}, got {self.partitioning!r}"
             )
+        if self.mode in DP_MODES and (
+            self.partitioning != "iid" or self.train_samples % self.num_nodes
+        ):
+            raise ValueError(
+                f"mode {self.mode!r} needs equal partitions: Flower's FedAvg weights each update "
+                "by its client's examples, while its DP wrapper's noise (std σ·C/K) assumes weight "
+                "1/K each, so a larger client would move the average by more than C/K. Use "
+                f"partitioning 'iid' with train_samples divisible by num_nodes (got "
+                f"{self.partitioning!r}, {self.train_samples} samples, {self.num_nodes} nodes)"
+            )
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> AppConfig:
@@ -197,6 +214,13 @@ def _partitions(config: AppConfig, num_partitions: int):
         )
     else:
         parts = partition_shards(train.labels, num_partitions, seed=config.data_seed)
+    if config.mode in DP_MODES and len({len(part) for part in parts}) > 1:
+        # AppConfig checks the configured sizes; this catches a dataset smaller than train_samples
+        raise ValueError(
+            f"mode {config.mode!r} needs equal partitions, got sizes "
+            f"{sorted({len(part) for part in parts})} "
+            f"({len(train)} images in {num_partitions} parts)"
+        )
     return client_subsets(train, parts)
 
 

@@ -25,8 +25,9 @@ nothing), a trusted dealer that colludes with nobody (see :mod:`.session`). Each
 only its own uniformly random shares and values opened under one-time masks, so its view is
 independent of the query — including *which row* matched: every row is touched by the same
 operations (the access pattern is hidden) and the messages have the same sizes whatever the
-query. The client learns the value for its key and whether the key is present, nothing about
-other rows. Nothing here protects against a cheating server (it can shift the answer) or stops
+query, apart from how many keys are asked in one batch (and the table's size, which is public).
+The client learns the value for its key and whether the key is present, nothing about other
+rows. Nothing here protects against a cheating server (it can shift the answer) or stops
 a client from asking for any key it likes.
 
 Contrast: the Paillier PIR of :mod:`course_lib.psi` (lesson 19) needs one server only, but that
@@ -40,6 +41,7 @@ from collections.abc import Sequence
 from numbers import Integral
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from course_lib.smpc.session import Participant, Session
@@ -72,8 +74,17 @@ def _is_int(value: object) -> bool:
 
 
 def _integers(values: object, name: str, bounds: tuple[int, int]) -> torch.Tensor:
-    """``values`` (an int, a sequence of ints or an integer tensor) as int64, checked, unshared."""
+    """``values`` (an int, a sequence of ints, or a 0-/1-D integer torch tensor or NumPy array) as
+    int64, checked, unshared."""
     lo, hi = bounds
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be integers, got a NumPy array of dtype {values.dtype}")
+        if values.ndim > 1:
+            raise ValueError(
+                f"{name} must be one number or a 1-D list, got shape {tuple(values.shape)}"
+            )
+        values = values.tolist()  # Python ints: range-checked exactly below, even for uint64
     if isinstance(values, torch.Tensor):
         if values.dtype == torch.bool or values.dtype.is_floating_point or values.is_complex():
             raise TypeError(f"{name} must be integers, got a tensor of dtype {values.dtype}")
@@ -82,7 +93,8 @@ def _integers(values: object, name: str, bounds: tuple[int, int]) -> torch.Tenso
         items = values if isinstance(values, Sequence) and not isinstance(values, str) else None
         if items is None and not _is_int(values):
             raise TypeError(
-                f"{name} must be an int, a sequence of ints or an integer tensor, got "
+                f"{name} must be an int, a list of ints, or an integer torch tensor or NumPy "
+                "array, got "
                 f"{type(values).__name__}"
             )
         for item in [values] if items is None else items:

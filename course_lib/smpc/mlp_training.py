@@ -38,13 +38,34 @@ them to the names in :data:`STEP_OPERATIONS`): forward ``2 + (7(n − 1) + 1) + 
 backward ``2 + 2 + 1 + 2``, SGD 1 — **22 rounds for two parties**. The comparison takes the most
 rounds; the matrix products together send the most bytes.
 
+**Range.** Nothing computed on shares is range-checked (nobody sees it). Each product lives at
+scale ``2^(2f)`` before its truncation, which is exact only while ``|x| < 2^62`` ring units (see
+:mod:`.tensor`): every dot product of the forward and backward passes — each entry of ``X W1ᵀ``,
+``A W2ᵀ``, ``dZᵀ A``, ``dZ W2``, ``dHᵀ X`` and each ``lr·∂θ`` — must stay below ``2^(62 − 2f)`` in
+real value (≈ 1.1·10^9 at the default f = 16, ≈ 4.2·10^6 at f = 20), and the stored values at
+scale ``2^f`` below ``2^(63 − f)``. A diverging run (too large a learning rate, unscaled features)
+**wraps around silently** and decodes to garbage; keep features and the learning rate small, and
+compare with :func:`fit_plain_mlp` on the same data.
+
 **Threat model** (that of :class:`~.session.Session`): semi-honest parties that do not collude
-with each other or with the trusted dealer. They learn the public shapes (N, d, H, C, the batch
-size, the number of steps) and the learning rate; every value opened during training is masked by
-the dealer's randomness, so it is uniformly random. The trained weights are revealed once, to the
-receiver of :meth:`EncryptedMLP.decrypt` (``session.log.outputs`` lists it). As for any released
-model, the weights themselves can leak training data (membership inference, lesson 08): SMPC hides
-the computation, not what its output says.
+with each other or with the trusted dealer. The servers learn the public shapes (N, d, H, C, the
+batch size, the number of steps) and the learning rate; every value opened during training is
+masked by the dealer's randomness, so it is uniformly random. The trained weights are revealed
+once, to the receiver of :meth:`EncryptedMLP.decrypt` (required; ``session.log.outputs`` lists
+it).
+
+**What the model owner learns is more than "a model".** It *chooses* the initial weights ``θ₀``
+and, if it also receives the trained ``θ_T``, it learns ``θ_T − θ₀ = −lr · Σ_steps ∂θ``: the sum of
+every batch's gradient. The semi-honest assumption constrains how a party follows the protocol,
+not which inputs it brings, so crafted "trap" weights are allowed: a first layer built so that
+each hidden unit fires for few images makes that difference contain individual training images
+exactly (Fowl et al., "Robbing the Fed", ICLR 2022; Boenisch et al., "When the Curious Abandon
+Honesty", IEEE EuroS&P 2023). Even with honestly random weights, a short run on little data
+exposes the summed gradients to inversion (lesson 12). Mitigations: generate the initial weights
+jointly on shares (each party shares a random contribution) or agree on and audit them; reveal the
+trained weights to a party that did not choose ``θ₀``; add differentially private noise on shares
+before the reveal. Beyond that, any released model can leak training data (membership inference,
+lesson 08): SMPC hides the computation, not what its output says.
 """
 
 from __future__ import annotations
@@ -230,13 +251,17 @@ class EncryptedMLP:
             raise ValueError(f"{name} belong to another session than the model")
         return value
 
-    def _check_batch(self, x: object, y: object) -> None:
+    def _check_features(self, x: object) -> SharedTensor:
         x = self._check_shared(x, "the features")
-        y = self._check_shared(y, "the labels")
         if x.dim() != 2 or x.shape[1] != self.n_features or x.shape[0] == 0:
             raise ValueError(
                 f"the features must have shape (N, {self.n_features}), got {tuple(x.shape)}"
             )
+        return x
+
+    def _check_batch(self, x: object, y: object) -> None:
+        x = self._check_features(x)
+        y = self._check_shared(y, "the labels")
         if tuple(y.shape) != (x.shape[0], self.n_classes):
             raise ValueError(
                 f"the labels must be one-hot rows of shape {(x.shape[0], self.n_classes)}, got "
@@ -249,7 +274,12 @@ class EncryptedMLP:
 
         ``m`` holds shared bits (scale 0): 1 where the hidden pre-activation is ≥ 0. It is both
         the ReLU's mask (``A = H ∘ m``) and the ReLU's derivative, kept for :meth:`gradients`.
+        Raises ``TypeError`` unless ``x`` is a SharedTensor of this session, ``ValueError`` unless
+        its shape is ``(B, d)`` with ``B ≥ 1`` — before any round.
         """
+        return self._forward(self._check_features(x))
+
+    def _forward(self, x: SharedTensor) -> tuple[SharedTensor, SharedTensor, SharedTensor]:
         log, p = self.session.log, self.params
         with log.operation("linear 1"):
             hidden = x @ p["0.weight"].T + p["0.bias"]
@@ -270,7 +300,7 @@ class EncryptedMLP:
 
     def _gradients(self, x: SharedTensor, y: SharedTensor) -> dict[str, SharedTensor]:
         log = self.session.log
-        logits, activations, active = self.forward(x)
+        logits, activations, active = self._forward(x)
         with log.operation("loss grad"):
             grad_logits = (logits - y) * (1.0 / x.shape[0])
         with log.operation("grad linear 2"):
@@ -318,9 +348,20 @@ class EncryptedMLP:
                 self._step(x[batch], y[batch], lr)
         return self
 
-    def decrypt(self, to: Participant = None) -> nn.Sequential:
+    def decrypt(self, *, to: Participant) -> nn.Sequential:
         """Reveal the trained weights — to ``to`` only (a party index or a name such as ``"model
-        owner"``; ``None``: to every party) — as a float64 torch model of the same architecture."""
+        owner"``) — as a float64 torch model of the same architecture.
+
+        The receiver is required: ``to=None`` (reveal to every server) raises ``ValueError``
+        before anything is revealed, because the servers must never see the trained weights
+        (compare :meth:`SharedKeyValueStore.get <.database.SharedKeyValueStore.get>`). Who
+        receives them matters: see the threat model in the module docstring.
+        """
+        if to is None:
+            raise ValueError(
+                "decrypt needs a receiver, e.g. decrypt(to='model owner'): to=None would reveal "
+                "the trained weights to every server, which must never see them"
+            )
         self.session.participant(to)  # refuse a bad receiver before revealing anything
         model = nn.Sequential(
             nn.Linear(self.n_features, self.n_hidden),
