@@ -178,7 +178,10 @@ def test_encrypted_logistic_regression_matches_plaintext_training():
     y = ((x @ torch.tensor([1.5, -2.0, 0.5, 0.0], dtype=torch.float64)) > 0.3).double()[:, None]
     s = Session(2, rng=InsecureSeededRandom(2))
     model = EncryptedLogisticRegression(s, 4).fit(s.share(x), s.share(y), epochs=3, batch_size=32)
-    weight, bias = model.decrypt()
+    with pytest.raises(ValueError, match="every server"):
+        model.decrypt(to=None)  # the trained weights never go to every party
+    assert s.log.outputs == []  # refused before anything was revealed
+    weight, bias = model.decrypt(to=0)
     plain_w, plain_b = fit_plain_logistic_regression(x, y, epochs=3, batch_size=32)
     assert torch.allclose(weight, plain_w, atol=2e-3) and torch.allclose(bias, plain_b, atol=2e-3)
     accuracy = (((x @ weight + bias) > 0).double() == y).double().mean().item()

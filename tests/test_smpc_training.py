@@ -223,6 +223,13 @@ def test_bad_batches_and_hyperparameters_are_refused_before_any_work() -> None:
         (lambda: encrypted.step(x, y, lr=-1), ValueError, "learning rate"),
         (lambda: encrypted.gradients(x, y[:, :1]), ValueError, "one-hot rows"),
         (lambda: encrypted.decrypt(to=5), ValueError, "party index"),
+        (lambda: encrypted.decrypt(to=None), ValueError, "reveal the trained weights to every"),
+        (lambda: encrypted.decrypt(), TypeError, "to"),  # the receiver is required
+        (lambda: encrypted.forward(x[:, :5]), ValueError, r"shape \(N, 12\)"),
+        (lambda: encrypted.forward(x[:0]), ValueError, r"shape \(N, 12\)"),
+        (lambda: encrypted.forward(x[0]), ValueError, r"shape \(N, 12\)"),
+        (lambda: encrypted.forward(features), TypeError, "must be a SharedTensor"),
+        (lambda: encrypted.forward(x_other), ValueError, "another session"),
         (
             lambda: EncryptedMLP(
                 nn.Sequential(nn.Linear(12, 6), nn.Tanh(), nn.Linear(6, 3)), session

@@ -3,17 +3,19 @@
 Three checks, each on ``cuda`` (or the device given with ``--device``), reported in a small table:
 
 1. **device tests** — the unit tests' CUDA parametrizations (every test id containing ``cuda``
-   in :data:`DEVICE_TEST_FILES`), run by pytest in a subprocess;
+   in :data:`DEVICE_TEST_FILES`), run by pytest in a subprocess; for ``cuda:N`` the subprocess
+   sees only GPU ``N`` (``CUDA_VISIBLE_DEVICES``), so its ``cuda`` is the GPU you named;
 2. **DP-SGD** — :func:`course_lib.dp.dpsgd.train_private` for one epoch on 2,000 MNIST images;
 3. **FedAvg** — :func:`course_lib.fl.fedavg.run_fedavg`, 2 rounds over 4 IID clients.
 
 A training check passes when the model is still on the device afterwards, every number it
 reports is finite and its test accuracy beats chance (10 classes) by a clear margin (> 30 %).
 
-Exit status: **0** every check passed; **1** a check failed; **2** no CUDA device, nothing was
-checked (the message says why: a CPU-only PyTorch build, or no GPU visible). A machine without a
-GPU therefore never reports success. ``--device cpu`` runs the same checks on the CPU (that is
-how the tool itself is tested on machines without a GPU).
+Exit status: **0** every check passed; **1** a check failed; **2** nothing was checked, because
+there is no CUDA device (the message says why: a CPU-only PyTorch build, or no GPU visible) or
+``--device`` names a device this machine lacks (``cuda:N`` beyond its GPUs, or no device name at
+all). A machine without a GPU therefore never reports success. ``--device cpu`` runs the same
+checks on the CPU (that is how the tool itself is tested on machines without a GPU).
 
     python -m tools.gpu_check                 # what `make gpu-check` runs
     python -m tools.gpu_check --device cuda:1 # another GPU
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -75,16 +78,29 @@ def cuda_problem() -> str | None:
     return f"PyTorch {torch.__version__} (built for CUDA {torch.version.cuda}) sees no GPU"
 
 
+def _visible_devices(index: int) -> str:
+    """``CUDA_VISIBLE_DEVICES`` for a subprocess that must see only this process's GPU ``index``
+    (which is itself counted among this process's visible GPUs, if that variable is set)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return str(index)
+    return [entry.strip() for entry in visible.split(",")][index]
+
+
 def _device_tests(device: torch.device) -> tuple[bool, str]:
-    """Run the tests' CUDA parametrizations; on the CPU, their CPU twins (``-k cpu``)."""
+    """Run the tests' CUDA parametrizations on ``device``; on the CPU, their CPU twins
+    (``-k cpu``)."""
     keyword = "cuda" if device.type == "cuda" else "cpu"
+    env = dict(os.environ)
+    if device.type == "cuda" and device.index is not None:
+        env["CUDA_VISIBLE_DEVICES"] = _visible_devices(device.index)
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "report.xml"
         command = [
             sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", keyword,
             f"--junitxml={report}", *DEVICE_TEST_FILES,
         ]  # fmt: skip
-        completed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        completed = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
         if not report.exists():
             return False, f"pytest did not run (exit {completed.returncode})"
         counts = {key: 0 for key in ("tests", "failures", "errors", "skipped")}
@@ -106,7 +122,11 @@ def _mnist(train_size: int):
 
 
 def _on_device(model: torch.nn.Module, device: torch.device) -> bool:
-    return all(p.device.type == device.type for p in model.parameters())
+    """Whether every parameter is on ``device`` (on its very GPU when ``device`` has an index)."""
+    return all(
+        p.device.type == device.type and device.index in (None, p.device.index)
+        for p in model.parameters()
+    )
 
 
 def _dpsgd(device: torch.device) -> tuple[bool, str]:
@@ -188,12 +208,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu")
     parser.add_argument("--only", nargs="+", choices=list(CHECKS), help="run only these checks")
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        print(f"gpu-check: --device {args.device!r} is not a device name; use cuda, cuda:N or cpu.")
+        print("Nothing was checked (exit 2).")
+        return 2
     if device.type == "cuda":
         problem = cuda_problem()
         if problem is not None:
             print(f"gpu-check skipped: no CUDA device — {problem}. Nothing was checked (exit 2).")
             print("In Colab: Runtime → Change runtime type → T4 GPU, then run it again.")
+            return 2
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            print(
+                f"gpu-check: --device {args.device} names GPU {device.index}, but PyTorch sees "
+                f"{count} GPU(s), numbered 0 to {count - 1}. Nothing was checked (exit 2)."
+            )
             return 2
         print(f"gpu-check on {device}: {torch.cuda.get_device_name(device)}")
     else:

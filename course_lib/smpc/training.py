@@ -82,10 +82,19 @@ class EncryptedLogisticRegression:
                     self.bias = self.bias - error.sum(0) * step
         return self
 
-    def decrypt(self, to: int | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def decrypt(self, *, to: int | str) -> tuple[torch.Tensor, torch.Tensor]:
         """Reveal the trained ``(weight (d, 1), bias (1,))`` at the end — to ``to`` only (a party
-        index or a name such as ``"model owner"``; ``None``: to every party), see
-        :meth:`SharedTensor.reveal <course_lib.smpc.tensor.SharedTensor.reveal>`."""
+        index or a name such as ``"model owner"``), see
+        :meth:`SharedTensor.reveal <course_lib.smpc.tensor.SharedTensor.reveal>`.
+
+        The receiver is required: ``to=None`` (reveal to every server) raises ``ValueError``
+        before anything is revealed, as in :meth:`.mlp_training.EncryptedMLP.decrypt`.
+        """
+        if to is None:
+            raise ValueError(
+                "decrypt needs a receiver, e.g. decrypt(to='model owner'): to=None would reveal "
+                "the trained weights to every server, which must never see them"
+            )
         self.session.participant(to)  # refuse a bad receiver before revealing anything
         return self.weight.reveal(to=to), self.bias.reveal(to=to)
 

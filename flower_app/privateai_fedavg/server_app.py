@@ -15,6 +15,13 @@
   ClientApp) and adds Gaussian noise of std ``noise-multiplier · clipping-norm / num-nodes`` to
   the unmasked average — the server never sees an unclipped or unmasked update.
 
+Both DP modes give each client's clipped update a sensitivity of ``clipping-norm / num-nodes``
+in the average — hence that noise std, and the course accountant's ε — only when every update
+enters the average with weight ``1 / num-nodes``: Flower's DP wrappers assume so, but its FedAvg
+weights by ``num-examples``. So they hold only with equal partitions (an IID split whose
+``train-samples`` is divisible by ``num-nodes``), and the app refuses DP modes unless the
+partitions are equal.
+
 After each round the global model is evaluated on the course's test set; at the end the final
 weights and per-round numbers go to ``result-dir`` (when set) for the tests and lesson 10.
 """
