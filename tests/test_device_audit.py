@@ -13,7 +13,7 @@ Two packages are exempt as a whole. :mod:`course_lib.exercises`: its checkers bu
 example inputs on the CPU by design, call the learner's function on them and compare with a CPU
 reference; the lessons call ``check(...)`` without a device, so nothing there meets a GPU model.
 :mod:`course_lib.smpc`: the engine keeps every ring tensor on the CPU by design (its docstring
-says why) and copies real values there where they enter; ``tests/test_smpc_device.py`` checks it.
+says why) and copies real values there where they enter; ``tests/smpc/test_device.py`` checks it.
 """
 
 from __future__ import annotations

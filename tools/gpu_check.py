@@ -43,16 +43,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Test files with a CUDA parametrization (``pytest.param("cuda", marks=skipif(no CUDA))``).
 DEVICE_TEST_FILES = (
-    "tests/test_models_training.py",
-    "tests/test_dp_mechanisms.py",
-    "tests/test_dp_sgd.py",
-    "tests/test_dp_pate.py",
-    "tests/test_fl_fedavg.py",
-    "tests/test_fl_dp_fedavg.py",
-    "tests/test_fl_gradient_inversion.py",
-    "tests/test_fl_split_learning.py",
-    "tests/test_memorization_device.py",
-    "tests/test_smpc_device.py",
+    "tests/test_models.py",
+    "tests/dp/test_mechanisms.py",
+    "tests/dp/test_dpsgd.py",
+    "tests/dp/test_pate.py",
+    "tests/fl/test_fedavg.py",
+    "tests/fl/test_dp_fedavg.py",
+    "tests/fl/test_gradient_inversion.py",
+    "tests/fl/test_split_learning.py",
+    "tests/dp/test_memorization_device.py",
+    "tests/smpc/test_device.py",
 )
 
 #: A training check must reach this test accuracy (chance is 10 %).

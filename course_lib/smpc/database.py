@@ -16,7 +16,7 @@ indistinguishable from a stored 0 — which is why ``found`` comes with it.
 **Cost.** The equality bits of all ``n`` rows come from one batched comparison circuit
 (:mod:`.comparison`), so the rounds do not grow with the table: sharing the query (1) +
 equality (``7(p − 1) + 1`` for ``p`` servers) + the selection product (1) + delivery (1) —
-11 rounds with 2 servers, 18 with 3, for 10 rows or 1,000 (tests/test_smpc_database.py). The
+11 rounds with 2 servers, 18 with 3, for 10 rows or 1,000 (tests/smpc/test_database.py). The
 bytes do grow, linearly: each row costs two comparisons (``8·p(p−1)·(24(p − 1) + 1)`` bytes each)
 and one product (2 opened words, ``16·p(p−1)`` bytes).
 

@@ -38,6 +38,6 @@ Modules:
   network);
 - ``conf.py`` — the Sphinx configuration; ``static/course.css`` — the site's few styles.
 
-Tests: ``tests/test_site.py`` — both builds (solutions, links, network, Colab, navigation,
+Tests: ``tests/tools/test_site.py`` — both builds (solutions, links, network, Colab, navigation,
 search), then headless Chromium on the student site (screenshots in ``build/site-screenshots/``).
 """

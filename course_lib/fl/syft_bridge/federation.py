@@ -41,7 +41,7 @@ Running a job with the owner's own interpreter
     ``dependencies=`` are then ignored.
 
 Pinned: this module uses a few underscore APIs of syft 0.10.0 / syft-rds 0.6.1 to build more than
-two parties (syft only ships a two-party helper). ``tests/test_fl_syft_bridge.py`` exercises every
+two parties (syft only ships a two-party helper). ``tests/fl/test_syft_bridge.py`` exercises every
 one, so an upgrade that breaks them fails loudly.
 """
 

@@ -10,7 +10,7 @@ import pytest
 from tools.run_times import format_line, lesson_run_time, main, rewrite_lesson
 from tools.site.catalogue import parse_course_map
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LESSONS = parse_course_map((ROOT / "README.md").read_text(encoding="utf-8"))
 
 
