@@ -2,19 +2,20 @@
 
 A submission is ``SUBMISSIONS_DIR/STUDENT.ipynb`` or ``SUBMISSIONS_DIR/STUDENT/<one notebook>``;
 the file (or folder) name is the student id. All submissions are of one lesson (``--lesson NN``,
-else read from their ``check("NN.…")`` calls). For each one, in ``--jobs`` parallel workers:
+else read from their ``check("NN.…")`` calls). For each one, in ``--jobs`` parallel workers, in a
+bubblewrap sandbox of its own (:mod:`tools.grading.sandbox`) with a scratch folder of its own:
 
-1. :mod:`tools.grading.execute` runs it top to bottom in a fresh kernel — a cell is interrupted
-   after ``--cell-timeout`` seconds, the whole notebook killed after ``--notebook-timeout`` — and
-   copies each exercise's answer out of the kernel right after the cell that checks it;
-2. :mod:`tools.grading.judge` judges the answers in a fresh process with the course's own checkers
-   and hidden inputs drawn from ``--seed`` (killed after ``--judge-timeout`` seconds).
+1. :mod:`tools.grading.execute` runs it top to bottom — a cell is interrupted after
+   ``--cell-timeout`` seconds, the sandbox killed after ``--notebook-timeout`` — and copies each
+   exercise's answer out right after the cell that checks it (values as plain data);
+2. :mod:`tools.grading.judge`, in this process, judges the answers with the course's own checkers
+   and the hidden cases drawn from ``--seed``; a function answer is called inside the sandbox on
+   the judge's inputs, ``--function-timeout`` seconds per exercise, and only its results come back.
 
 Writes ``grades.csv`` (one row per student: 1/0 per exercise, the total, what went wrong while
 running) and a feedback file per student (``--feedback``, default ``<out>_feedback/STUDENT.md``).
 Nothing the notebook prints is read: a fake ✓ line earns nothing. See INSTRUCTORS.md, "Grading
-submissions", for the walkthrough and the security model (a submission runs arbitrary code on
-this machine: grade untrusted batches in a container, VM or as a throwaway user).
+submissions", for the walkthrough and the threat model.
 """
 
 from __future__ import annotations
@@ -25,16 +26,24 @@ import csv
 import json
 import os
 import secrets
-import signal
-import subprocess
+import shutil
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from course_lib.paths import REPO_ROOT
-from tools.grading.lesson import infer_lesson, lesson_exercises, lesson_notebook
+from tools.grading.judge import LIBRARY_RULES, Callee, FunctionStopped, judge_all
+from tools.grading.lesson import (
+    infer_lesson,
+    lesson_exercises,
+    lesson_notebook,
+    reference_solutions,
+)
+from tools.grading.sandbox import Sandbox, SandboxUnavailable, require_bwrap
 
 __all__ = ["Grade", "find_submissions", "grade_all", "main"]
 
@@ -82,130 +91,133 @@ def find_submissions(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _run(command: list[str], timeout: float) -> tuple[int | None, str]:
-    """Run ``command`` from the repository root; kill it (and its kernel) after ``timeout`` s.
-    Returns (exit status or None when killed, the end of its stderr)."""
-    env = {**os.environ, "COURSE_OFFLINE": os.environ.get("COURSE_OFFLINE", "1")}
-    env.setdefault("OMP_NUM_THREADS", "1")
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        text=True,
-    )
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-        return process.returncode, stderr[-2000:]
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        return None, ""
-
-
-def _events(path: Path) -> list[dict]:
-    if not path.exists():
+def _events(path: Path) -> list[dict[str, Any]]:
+    """The runner's events, written inside the sandbox: a line that is not a JSON object is
+    skipped (the submission could have written it; it concerns that submission only)."""
+    if not path.is_file() or path.is_symlink() or path.stat().st_size > 2**24:
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    events = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def _problems(events: list[dict[str, Any]], *, finished: bool) -> list[str]:
+    """What went wrong running the notebook, from the runner's events; when it did not finish
+    (and was not stopped for time), the last cell it started is the one that killed it."""
+    problems = []
+    started = [e["start"] for e in events if type(e.get("start")) is int]
+    if not finished and started and not any(e.get("done") is True for e in events):
+        events = [*events, {"cell": started[-1], "died": True}]
+    for event in events:
+        cell = event.get("cell")
+        if type(cell) is not int:
+            continue
+        if event.get("died"):
+            problems.append(
+                f"code cell {cell} stopped the kernel (it crashed or was killed): the cells "
+                "before it counted, the cells after it did not run"
+            )
+        else:
+            what = "ran past the cell timeout" if event.get("timeout") is True else "raised"
+            problems.append(f"code cell {cell} {what} ({str(event.get('error'))[:300]})")
+    return problems
 
 
 def grade_one(
     student: str,
     notebook: Path,
-    lesson: str,
-    plan_path: Path,
-    workdir: Path,
+    plan: list[dict[str, Any]],
+    references: dict[str, Any],
+    scratch: Path,
     options: argparse.Namespace,
 ) -> Grade:
-    """Run and judge one submission (see the module docstring)."""
-    plan = json.loads(plan_path.read_text(encoding="utf-8"))
-    workdir.mkdir(parents=True)
+    """Run one submission in its own sandbox and scratch folder, then judge what it left there
+    (see the module docstring)."""
+    sandbox = Sandbox(
+        scratch,
+        bwrap=options.bwrap,
+        memory_gib=options.memory,
+        cpu_seconds=options.notebook_timeout,
+    )
+    sandbox.prepare()
+    shutil.copyfile(notebook, scratch / "submission.ipynb")
+    (scratch / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
     grade = Grade(student, {e["name"]: 0 for e in plan}, {})
-    status, stderr = _run(
-        [
-            sys.executable,
-            "-m",
-            "tools.grading.execute",
-            str(notebook.resolve()),
-            str(plan_path),
-            str(workdir),
-            "--cell-timeout",
-            str(options.cell_timeout),
-        ],
-        options.notebook_timeout,
-    )
-    events = _events(workdir / "events.jsonl")
-    if status is None:  # killed on timeout: its kernel, in a session of its own, goes too
-        for pgid in (e["kernel_pgid"] for e in events if e.get("kernel_pgid")):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-    for event in events:
-        if "cell" in event:
-            what = "ran past the cell timeout" if event["timeout"] else "raised"
-            grade.problems.append(f"code cell {event['cell']} {what} ({event['error']})")
-    capture_errors = {e["exercise"]: e["capture_error"] for e in events if "capture_error" in e}
-    if status is None:
+    python = [sys.executable, "-m", "tools.grading.execute"]
+    run = [*python, "run", "submission.ipynb", "plan.json", "--cell-timeout"]
+    run.append(str(options.cell_timeout))
+    serve = [*python, "serve"]
+    if options.sandbox:
+        callee = Callee(sandbox, sandbox.wrap(run), sandbox.wrap(serve))
+    else:
+        callee = Callee(sandbox, run_here(run, scratch), run_here(serve, scratch))
+    callee.deadline = time.monotonic() + options.notebook_timeout
+    stopped = None
+    try:
+        callee.start()  # runs the notebook; ready to serve its functions once it ran
+    except FunctionStopped as error:
+        stopped = str(error)
+    callee.deadline = float("inf")
+    events = _events(scratch / "events.jsonl")
+    grade.problems += _problems(events, finished=stopped is None)
+    capture_errors = {
+        str(e["exercise"]): str(e["capture_error"]) for e in events if "capture_error" in e
+    }
+    if stopped == "ran past the time limit":
         grade.problems.append(f"notebook stopped after the {options.notebook_timeout} s limit")
-    elif not any(e.get("done") for e in events):
-        last = stderr.strip().splitlines()[-1:] or ["no message"]
-        grade.problems.append(f"the notebook could not be run ({last[0]})")
-    results = workdir / "results.jsonl"
-    judged, _ = _run(
-        [
-            sys.executable,
-            "-m",
-            "tools.grading.judge",
-            lesson,
-            str(plan_path),
-            str(workdir / "answers"),
-            str(results),
-            "--seed",
-            str(options.seed),
-        ],
-        options.judge_timeout,
+    elif stopped is not None and not any(e.get("start") for e in events):
+        grade.problems.append(f"the notebook could not be run ({callee.last_error_line()})")
+    verdicts = judge_all(
+        plan,
+        references,
+        callee,
+        seed=options.seed,
+        function_timeout=options.function_timeout,
+        library_answers=options.library_answers,
     )
-    verdicts = {e["exercise"]: e for e in _events(results)}
-    for exercise in plan:
-        name = exercise["name"]
-        verdict = verdicts.get(name)
-        if verdict is None:
-            why = (
-                "not judged: your function ran past the time limit"
-                if judged is None
-                else f"not judged: the judging process stopped (exit status {judged})"
-            )
-            grade.reasons[name] = why
-            continue
-        grade.scores[name] = int(verdict["passed"])
-        reason = verdict["reason"]
-        if name in capture_errors and not verdict["passed"]:
+    for name, verdict in verdicts:
+        grade.scores[name] = int(verdict.passed)
+        reason = verdict.reason
+        if name in capture_errors and not verdict.passed:
             reason += f" (copying it out of your notebook failed: {capture_errors[name]})"
         grade.reasons[name] = reason
+        if verdict.note:
+            grade.problems.append(verdict.note)
     return grade
 
 
+def run_here(command: list[str], scratch: Path) -> list[str]:
+    """``command`` run in ``scratch`` *without* the sandbox — only for the test that shows what
+    the sandbox stops (``_sandbox=False`` in :func:`grade_all`); never for real grading."""
+    return ["env", "-C", str(scratch), "COURSE_OFFLINE=1", "OMP_NUM_THREADS=1",
+            f"PYTHONPATH={REPO_ROOT}", *command]  # fmt: skip
+
+
 def grade_all(folder: Path, options: argparse.Namespace) -> tuple[str, list[Grade]]:
-    """Grade every submission in ``folder``: (lesson, grades sorted by student id)."""
+    """Grade every submission in ``folder``: (lesson, grades sorted by student id). Every
+    submission gets a scratch folder of its own, created here and bound into its sandbox alone."""
     submissions = find_submissions(folder)
     lesson = options.lesson or infer_lesson(list(submissions.values()))
     plan = [exercise.to_json() for exercise in lesson_exercises(lesson)]
-    with tempfile.TemporaryDirectory(prefix="grading-") as scratch:
-        plan_path = Path(scratch) / "plan.json"
-        plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    references = reference_solutions(lesson)
+    with tempfile.TemporaryDirectory(prefix="grading-") as batch:
+        Path(batch).chmod(0o711)  # the sandbox's user may pass through, not list
         with ThreadPoolExecutor(max_workers=options.jobs) as pool:
             futures = [
                 pool.submit(
                     grade_one,
                     student,
                     notebook,
-                    lesson,
-                    plan_path,
-                    Path(scratch) / f"submission-{i}",
+                    plan,
+                    references,
+                    Path(batch) / secrets.token_hex(8),
                     options,
                 )
-                for i, (student, notebook) in enumerate(submissions.items())
+                for student, notebook in submissions.items()
             ]
             grades = [future.result() for future in futures]
     return f"{int(lesson):02d}", grades
@@ -248,7 +260,8 @@ def write_feedback(folder: Path, lesson: str, grades: list[Grade], seed: int) ->
         (folder / f"{grade.student}.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring); a fresh random seed unless ``--seed``."""
     parser = argparse.ArgumentParser(
         prog="python -m tools.grade", description="Grade a folder of submitted notebooks."
     )
@@ -261,18 +274,43 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="notebooks at once")
     parser.add_argument("--cell-timeout", type=int, default=300, help="seconds per cell")
     parser.add_argument("--notebook-timeout", type=int, default=1200, help="seconds per notebook")
-    parser.add_argument("--judge-timeout", type=int, default=300, help="seconds to judge one")
+    parser.add_argument(
+        "--function-timeout",
+        type=int,
+        default=60,
+        help="seconds a function answer may run, all calls of its exercise together",
+    )
+    parser.add_argument(
+        "--memory", type=int, default=8, help="GiB of address space per sandboxed process"
+    )
+    parser.add_argument(
+        "--library-answers",
+        choices=LIBRARY_RULES,
+        default="zero",
+        help="an answer that is an imported function (the course's own implementation): "
+        "zero = no mark (default), judge = judged like any answer; reported either way",
+    )
     parser.add_argument("--seed", type=int, help="hidden tests' seed (default: a fresh random one)")
     options = parser.parse_args(argv)
-    for name in ("jobs", "cell_timeout", "notebook_timeout", "judge_timeout"):
+    for name in ("jobs", "cell_timeout", "notebook_timeout", "function_timeout", "memory"):
         if getattr(options, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if options.seed is None:
         options.seed = secrets.randbelow(2**31)
     try:
+        options.bwrap = require_bwrap()
+    except SandboxUnavailable as error:
+        parser.error(str(error))
+    options.sandbox = True
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_options(argv)
+    try:
         lesson, grades = grade_all(options.submissions, options)
     except ValueError as error:
-        parser.error(str(error))
+        sys.exit(f"python -m tools.grade: error: {error}")
     exercises = list(grades[0].scores)
     write_csv(options.out, exercises, grades)
     feedback = options.feedback or options.out.with_name(f"{options.out.stem}_feedback")

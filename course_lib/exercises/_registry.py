@@ -32,8 +32,10 @@ so the learner can reproduce it.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import pkgutil
+import types
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +64,8 @@ FAIL_MARK = "✗"
 #: What a first wrong answer gets when its exercise has no nudge of its own.
 DEFAULT_NUDGE = "re-read the task and try your code on a small input you can check by hand"
 FORGOT_RETURN = "is None — did you forget `return`?"
+#: What a checker that failed on a function's ``None`` result says instead of its own error.
+FUNCTION_RETURNED_NONE = "your function returned None — did you forget `return`?"
 
 
 class Incorrect(Exception):
@@ -154,9 +158,10 @@ def _not_started(ex: Exercise, status: str, todo: str) -> CheckResult:
     return CheckResult(ex.name, False)
 
 
-def _wrong(ex: Exercise, reason: str) -> CheckResult:
-    _WRONG_ATTEMPTS[ex.name] += 1
-    if _WRONG_ATTEMPTS[ex.name] == 1:
+def _wrong(ex: Exercise, reason: str, *, demo: bool = False) -> CheckResult:
+    if not demo:
+        _WRONG_ATTEMPTS[ex.name] += 1
+    if _WRONG_ATTEMPTS[ex.name] <= 1:
         help_line = f"  nudge: {ex.nudge}  (stuck? hint({ex.name!r}) shows more)"
     else:
         help_line = f"  hint: {ex.hint}"
@@ -164,9 +169,51 @@ def _wrong(ex: Exercise, reason: str) -> CheckResult:
     return CheckResult(ex.name, False)
 
 
-def check(name: str, answer: Any) -> CheckResult:
+class WatchedFunction:
+    """A learner's function as checkers call it: the same results, and ``returned_none`` set once
+    a call returned None — so a checker that then fails (``float(None)``: TypeError) is reported
+    as the forgotten ``return`` it is. Wraps plain functions and any callable whose class sets
+    ``learner_function = True`` (the grader's stand-in for a function run elsewhere)."""
+
+    def __init__(self, function: Callable[..., Any]) -> None:
+        functools.update_wrapper(self, function)
+        self.function = function
+        self.returned_none = False
+
+    @staticmethod
+    def wraps(answer: Any) -> bool:
+        """Whether ``answer`` is a function :class:`WatchedFunction` should watch."""
+        plain = isinstance(answer, types.FunctionType | types.BuiltinFunctionType)
+        return plain or getattr(type(answer), "learner_function", False) is True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.function(*args, **kwargs)
+        if result is None:
+            self.returned_none = True
+        return result
+
+
+def run_checker(ex: Exercise, answer: Any) -> None:
+    """Run ``ex``'s checker on ``answer``: returns when right, raises Incorrect (what is wrong,
+    :data:`FUNCTION_RETURNED_NONE` when the learner's function returned None and the checker
+    then failed on it), NotImplementedError for a stub, or whatever a learner's function raised.
+    The one way both :func:`check` and the grader judge an answer."""
+    watched = WatchedFunction(answer) if WatchedFunction.wraps(answer) else None
+    try:
+        ex.checker(answer if watched is None else watched)
+    except (Incorrect, NotImplementedError):
+        raise
+    except Exception as error:
+        if watched is not None and watched.returned_none:
+            raise Incorrect(FUNCTION_RETURNED_NONE) from error
+        raise
+
+
+def check(name: str, answer: Any, *, demo: bool = False) -> CheckResult:
     """Check a learner's ``answer`` to exercise ``name``; print ✓ or ✗ and return the result
-    (truthy when it passed). Raises ValueError only for an unknown exercise name.
+    (truthy when it passed). ``demo=True`` marks a lesson's own deliberately wrong example: its ✗
+    is shown with the nudge but is not counted as the learner's attempt (attempts decide when the
+    hint replaces the nudge). Raises ValueError only for an unknown exercise name.
 
     >>> import torch
     >>> check("01.reshape", torch.arange(12).reshape(3, 4))
@@ -176,15 +223,15 @@ def check(name: str, answer: Any) -> CheckResult:
     if answer is Ellipsis:
         return _not_started(ex, "not answered yet", "replace the `...` with your code")
     try:
-        ex.checker(answer)
+        run_checker(ex, answer)
     except Incorrect as wrong:
-        return _wrong(ex, str(wrong))
+        return _wrong(ex, str(wrong), demo=demo)
     except NotImplementedError:
         return _not_started(
             ex, "not implemented yet", "replace `raise NotImplementedError(...)` with your code"
         )
     except Exception as error:  # a learner's function may fail in any way; report, don't crash
-        return _wrong(ex, f"your answer raised {type(error).__name__}: {error}")
+        return _wrong(ex, f"your answer raised {type(error).__name__}: {error}", demo=demo)
     print(f"{PASS_MARK} {name}: correct!")
     return CheckResult(name, True)
 

@@ -11,7 +11,7 @@ import math
 import torch
 
 from course_lib.dp.composition import advanced_composition
-from course_lib.dp.databases import empirical_sensitivity, parallel_databases
+from course_lib.dp.databases import Query, empirical_sensitivity, parallel_databases
 from course_lib.dp.mechanisms import gaussian_sigma_classic, randomized_response_epsilon
 from course_lib.exercises._registry import (
     exercise,
@@ -34,6 +34,9 @@ def _mean(db: torch.Tensor) -> torch.Tensor:
 
 @exercise(
     "04.parallel_databases",
+    task="write get_parallel_dbs(db): the list of databases that each leave out exactly one "
+    "person, in order (person 0 removed first)",
+    nudge="a database of n people has n parallel databases, each one row shorter",
     hint="for each index i, torch.cat([db[:i], db[i + 1:]]) is the database without person i",
 )
 def _(get_parallel_dbs) -> None:
@@ -51,11 +54,15 @@ def _(get_parallel_dbs) -> None:
 
 @exercise(
     "04.sensitivity",
+    task="write sensitivity(query, db): the largest change in query's result when one person is "
+    "removed from db",
+    nudge="compare the query on the full database with the query on every parallel database",
     hint="the largest abs(query(db) - query(pdb)) over the parallel databases pdb",
 )
 def _(sensitivity) -> None:
     expect_callable(sensitivity, "sensitivity", "04.sensitivity")
-    for query, name in [(torch.sum, "sum"), (_mean, "mean")]:
+    queries: list[tuple[Query, str]] = [(torch.sum, "sum"), (_mean, "mean")]
+    for query, name in queries:
         expect_close(
             float(sensitivity(query, _DB)),
             empirical_sensitivity(query, _DB),
@@ -67,6 +74,9 @@ def _(sensitivity) -> None:
 
 @exercise(
     "04.differencing_attack",
+    task="write reveal(db, index): person index's value, using only the sum of db and the sum of "
+    "db without that person",
+    nudge="two sums that differ by one person differ by exactly that person's value",
     hint="sum(db) - sum(db without person i) is exactly person i's value",
 )
 def _(reveal) -> None:
@@ -111,6 +121,9 @@ def _(user_sensitivity) -> None:
 
 @exercise(
     "05.coin_flip",
+    task="write coin_flip_response(truth, first_coin, second_coin): where the first coin is heads "
+    "(True) the true answer, elsewhere the second coin",
+    nudge="the first coin decides, person by person, which tensor the answer comes from",
     hint="torch.where(first_coin, truth, second_coin): heads → the truth, tails → the second coin",
 )
 def _(coin_flip_response) -> None:
@@ -128,6 +141,9 @@ def _(coin_flip_response) -> None:
 
 @exercise(
     "05.rr_epsilon",
+    task="write rr_epsilon(p_truth): the ε of randomized response that tells the truth with "
+    "probability p_truth and otherwise answers with a fair coin",
+    nudge="ε is the log of the largest ratio P[yes | yes] / P[yes | no]",
     hint="P[yes | yes] = p + (1 - p)/2 and P[yes | no] = (1 - p)/2; ε is the log of their ratio",
 )
 def _(rr_epsilon) -> None:
@@ -138,6 +154,9 @@ def _(rr_epsilon) -> None:
 
 @exercise(
     "05.debias",
+    task="write debias(noisy_answers, p_truth): an unbiased estimate of the true fraction of yeses "
+    "from the randomized answers",
+    nudge="write the expected fraction of noisy yeses in terms of the true fraction, then solve",
     hint="E[observed] = p·π + (1 - p)/2, so π̂ = (observed - (1 - p)/2) / p",
 )
 def _(debias) -> None:
@@ -167,7 +186,13 @@ def _(group_epsilon) -> None:
 # -- 06 global DP mechanisms -------------------------------------------------------------------
 
 
-@exercise("06.laplace_scale", hint="b = sensitivity / epsilon")
+@exercise(
+    "06.laplace_scale",
+    task="write laplace_scale(sensitivity, epsilon): the scale b of the Laplace noise that makes a "
+    "query of that sensitivity ε-DP",
+    nudge="more sensitivity needs more noise, more ε allows less",
+    hint="b = sensitivity / epsilon",
+)
 def _(laplace_scale) -> None:
     expect_callable(laplace_scale, "laplace_scale", "06.laplace_scale")
     for sensitivity, epsilon in [(1.0, 1.0), (1.0, 0.1), (5.0, 2.0)]:
@@ -178,7 +203,13 @@ def _(laplace_scale) -> None:
         )
 
 
-@exercise("06.gaussian_sigma", hint="σ = Δ·√(2·ln(1.25/δ)) / ε  (math.sqrt, math.log)")
+@exercise(
+    "06.gaussian_sigma",
+    task="write gaussian_sigma(sensitivity, epsilon, delta): the σ of the classic Gaussian "
+    "mechanism for (ε, δ)-DP",
+    nudge="σ grows with the sensitivity and with ln(1/δ), and shrinks as ε grows",
+    hint="σ = Δ·√(2·ln(1.25/δ)) / ε  (math.sqrt, math.log)",
+)
 def _(gaussian_sigma) -> None:
     expect_callable(gaussian_sigma, "gaussian_sigma", "06.gaussian_sigma")
     for sensitivity, epsilon, delta in [(1.0, 0.5, 1e-5), (2.0, 0.9, 1e-3)]:
@@ -191,6 +222,9 @@ def _(gaussian_sigma) -> None:
 
 @exercise(
     "06.advanced_composition",
+    task="write advanced_epsilon(epsilon, k, delta_prime): the total ε of k ε-DP mechanisms by the "
+    "advanced composition theorem",
+    nudge="the total has a √k term (depending on δ') and a k·ε·(e^ε − 1) term",
     hint="ε·√(2k·ln(1/δ')) + k·ε·(e^ε − 1)  (math.expm1(ε) is e^ε − 1)",
 )
 def _(advanced_epsilon) -> None:

@@ -6,6 +6,10 @@ Exercises ask for a function; the checker calls it on its own inputs and compare
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import numpy as np
 import torch
 
 from course_lib.dp.accounting import rdp_epsilon
@@ -18,11 +22,35 @@ from course_lib.exercises._registry import (
     expect_equal,
 )
 
+
+def _whole_number(value: Any, what: str) -> int:
+    """``value`` as an int when it is a whole number in any numeric form — ``int``, a numpy
+    integer, a 0-d tensor, or a float like ``881.0`` — never a bool or a fraction (Incorrect)."""
+    shown = repr(value)
+    if isinstance(value, torch.Tensor):
+        expect(value.dim() == 0, f"{what} should be one number, got a tensor of shape "
+               f"{tuple(value.shape)}")  # fmt: skip
+        value = value.item()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    expect(
+        not isinstance(value, bool),
+        f"{what} should be a whole number of steps, got {shown} (a True/False)",
+    )
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    expect(isinstance(value, int), f"{what} should be a whole number of steps, got {shown}")
+    return value
+
+
 # -- 07 PATE ---------------------------------------------------------------------------------------
 
 
 @exercise(
     "07.vote_counts",
+    task="write vote_counts(predictions, num_classes): for each query (column), how many teachers "
+    "voted for each class, a (queries, classes) tensor",
+    nudge="count the votes of one column at a time; a class nobody voted for counts 0",
     hint="for each query q, torch.bincount(predictions[:, q], minlength=num_classes)",
 )
 def _(vote_counts) -> None:
@@ -35,6 +63,9 @@ def _(vote_counts) -> None:
 
 @exercise(
     "07.gnmax_data_independent",
+    task="write data_independent_epsilon(queries, sigma, delta): the ε of answering that many "
+    "queries with GNMax at noise σ, by the data-independent RDP bound",
+    nudge="RDP adds up over queries at each order α; convert to (ε, δ) only at the end",
     hint="each answer costs α/σ² of RDP at every order α; add them up over the queries and use "
     "rdp_to_epsilon(rdp, delta, orders)",
 )
@@ -55,6 +86,9 @@ def _(epsilon_fn) -> None:
 
 @exercise(
     "08.clip_per_sample",
+    task="write clip_per_sample(grads, max_norm): each row (one example's gradient) scaled down to "
+    "norm at most max_norm; rows already inside stay as they are",
+    nudge="one norm per row; only rows longer than max_norm shrink",
     hint="norms = grads.norm(dim=1, keepdim=True); scale each row by min(1, C / norm)",
 )
 def _(clip) -> None:
@@ -77,9 +111,12 @@ def _(clip) -> None:
 
 @exercise(
     "08.max_steps",
+    task="make `max_steps` the largest number of DP-SGD steps (noise 1.0, sampling rate 0.01, "
+    "δ = 1e-5) that keeps ε at most 2.0",
+    nudge="ε grows with every step: find where rdp_epsilon crosses 2.0",
     hint="increase steps until rdp_epsilon(1.0, 0.01, steps, 1e-5) exceeds 2.0 (or bisect)",
 )
 def _(steps) -> None:
-    expect(isinstance(steps, int), f"the answer is a whole number of steps, got {steps!r}")
+    steps = _whole_number(steps, "max_steps")
     expect(rdp_epsilon(1.0, 0.01, steps, 1e-5) <= 2.0, f"{steps} steps spend more than ε = 2")
     expect(rdp_epsilon(1.0, 0.01, steps + 1, 1e-5) > 2.0, f"you can afford more than {steps} steps")

@@ -90,7 +90,9 @@ def _(reconstruct_fn) -> None:
     layer = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, 10))
     x = torch.rand(1, 1, 28, 28, generator=g)
     loss = F.cross_entropy(layer(x), torch.tensor([4]))
-    grad_w, grad_b = torch.autograd.grad(loss, [layer[1].weight, layer[1].bias])
+    first = layer[1]
+    assert isinstance(first, nn.Linear)
+    grad_w, grad_b = torch.autograd.grad(loss, [first.weight, first.bias])
     inputs = (
         "reconstruct_from_first_layer(weight_grad, bias_grad) for a random 28×28 image of label 4 "
         "through Linear(784, 32) → ReLU → Linear(32, 10)"
@@ -224,6 +226,7 @@ def _(step_fn) -> None:
     labels = torch.tensor([0, 1, 2, 3, 4, 0])
     received = activations.clone().requires_grad_(True)
     F.cross_entropy(server_part(received), labels).backward()
+    assert received.grad is not None
     expected = received.grad.clone()
     server_part.zero_grad()
     got = step_fn(server_part, activations.clone(), labels.clone())

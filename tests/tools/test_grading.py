@@ -22,27 +22,37 @@ from __future__ import annotations
 import csv
 import json
 import os
-import pickle
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import nbformat
 import pytest
 import torch
 
-from course_lib.paths import REPO_ROOT
 from tools.grade import find_submissions, main
+from tools.grading import codec
 from tools.grading.hidden import HIDDEN
-from tools.grading.judge import judge, plain
+from tools.grading.judge import Callee, Verdict, imported_function, judge_all
 from tools.grading.lesson import (
     infer_lesson,
     lesson_exercises,
     lesson_notebook,
     reference_solutions,
 )
+from tools.grading.sandbox import Sandbox, SandboxUnavailable, require_bwrap
 from tools.student_edition import make_student_notebook
+
+try:
+    require_bwrap()
+    NO_SANDBOX = ""
+except SandboxUnavailable as error:  # said, not hidden: grading needs bubblewrap
+    NO_SANDBOX = str(error)
+needs_sandbox = pytest.mark.skipif(bool(NO_SANDBOX), reason=f"no sandbox here: {NO_SANDBOX}")
+MARKER = "grading-endless-5c1d"  # in the command line of the endless notebook's child process
 
 EXERCISES = ["01.reshape", "01.broadcast", "01.independent_copy", "01.gradient"]
 CELL_TIMEOUT, NOTEBOOK_TIMEOUT = 30, 100
@@ -142,8 +152,8 @@ SUBMISSIONS = {
     "endless": _submission(
         SOLVED,
         after={
-            "01.reshape": "import os, time\n"
-            "open(os.environ['ENDLESS_KERNEL_PID_FILE'], 'w').write(str(os.getpid()))\n"
+            "01.reshape": "import subprocess, time\n"
+            f"subprocess.Popen(['sh', '-c', 'sleep 600 # {MARKER}'])\n"
             "while True:\n    try:\n        time.sleep(0.2)\n"
             "    except KeyboardInterrupt:\n        pass"
         },
@@ -162,6 +172,8 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if NO_SANDBOX:
+        pytest.skip(f"no sandbox here: {NO_SANDBOX}")
     folder = tmp_path_factory.mktemp("grading")
     submissions = folder / "submissions"
     submissions.mkdir()
@@ -174,7 +186,6 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COURSE_OFFLINE", "1")
         patch.setenv("OMP_NUM_THREADS", "1")
-        patch.setenv("ENDLESS_KERNEL_PID_FILE", str(folder / "endless.pid"))
         main(
             [
                 str(submissions),
@@ -211,19 +222,16 @@ def test_crashes_and_endless_loops_are_recorded_and_the_batch_goes_on(graded: Pa
     assert "raised (ZeroDivisionError: division by zero)" in problems["crashing"]
     assert "ran past the cell timeout" in problems["looping"]
     assert problems["endless"].endswith(f"notebook stopped after the {NOTEBOOK_TIMEOUT} s limit")
-    # The endless notebook's kernel (in a session of its own) was killed, not left spinning.
-    kernel = int((graded / "endless.pid").read_text())
-    assert not _running(kernel)
+    # The endless notebook and the process it started were killed with their sandbox.
+    left = [p for p in Path("/proc").glob("[0-9]*/cmdline") if _holds(p, MARKER)]
+    assert left == []
 
 
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (dead, waiting to be reaped)."""
+def _holds(path: Path, text: str) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return text.encode() in path.read_bytes()
+    except OSError:  # the process ended while we looked
         return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_feedback_says_what_passed_what_failed_and_why(graded: Path) -> None:
@@ -261,140 +269,248 @@ def test_submissions_are_found_in_both_layouts_and_bad_folders_refused(tmp_path:
         find_submissions(tmp_path / "empty")
 
 
+def _notebook(path: Path, *sources: str) -> Path:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_markdown_cell('check("06.x") in prose does not count')]
+    notebook.cells += [nbformat.v4.new_code_cell(source) for source in sources]
+    nbformat.write(notebook, path)
+    return path
+
+
 def test_the_lesson_is_read_from_the_submissions_or_must_be_given(tmp_path: Path) -> None:
-    one, other = tmp_path / "a.ipynb", tmp_path / "b.ipynb"
-    one.write_text('check("05.debias", debias)')
-    other.write_text('check("05.rr_epsilon", rr_epsilon)')
+    """Double quotes, as the lessons write ``check``, and single quotes both count (the JSON file
+    escapes double quotes: the code cells are read, not the file's text)."""
+    one = _notebook(tmp_path / "a.ipynb", 'check("05.debias", debias)')
+    other = _notebook(tmp_path / "b.ipynb", "check( '05.rr_epsilon', rr_epsilon)")
     assert infer_lesson([one, other]) == "05"
-    other.write_text('check("06.laplace_scale", laplace_scale)')
-    with pytest.raises(ValueError, match="pass --lesson NN"):
+    _notebook(other, 'check("06.laplace_scale", laplace_scale)')
+    with pytest.raises(ValueError, match="lessons checked: 05, 06.*pass --lesson NN"):
         infer_lesson([one, other])
+    (tmp_path / "c.ipynb").write_text("not json")
+    with pytest.raises(ValueError, match="c.ipynb is not a Jupyter notebook"):
+        infer_lesson([tmp_path / "c.ipynb"])
 
 
-def _judge_function(function, exercise: str, tmp_path: Path) -> tuple[bool, str]:
-    """Judge ``function`` as the answer to a function ``exercise``, as the judge process does."""
-    from course_lib.exercises._registry import _lookup
+def _judge(
+    lesson: str, answers: dict[str, Any], tmp_path: Path, **options: Any
+) -> dict[str, Verdict]:
+    """Judge ``answers`` (exercise → function or value) of ``lesson`` as ``tools.grade`` does:
+    the records the notebook runner would leave, a sandboxed callee for the functions."""
+    plan = [e.to_json() for e in lesson_exercises(lesson) if e.name in answers]
+    sandbox = Sandbox(tmp_path / "scratch")
+    sandbox.prepare()
+    folder = tmp_path / "scratch" / "answers"
+    folder.mkdir()
+    for exercise in plan:
+        answer = answers[exercise["name"]]
+        if exercise["function"] and callable(answer):
+            (folder / f"{exercise['name']}.pkl").write_bytes(cloudpickle.dumps(answer))
+            record: dict[str, Any] = {"function": True}
+        else:
+            record = {"value": codec.encode(answer)}
+        (folder / f"{exercise['name']}.json").write_text(json.dumps(record))
+    os.system(f"chmod -R a+rX {tmp_path / 'scratch'}")  # readable by the sandbox's user
+    serve = sandbox.wrap([sys.executable, "-m", "tools.grading.execute", "serve"])
+    callee = Callee(sandbox, serve, serve)
+    options = {"seed": 0, "function_timeout": 60, **options}
+    return dict(judge_all(plan, reference_solutions(lesson), callee, **options))
 
-    spec = next(e for e in lesson_exercises(exercise[:2]) if e.name == exercise).to_json()
-    (tmp_path / f"{exercise}.pkl").write_bytes(cloudpickle.dumps(function))
-    reference = reference_solutions(exercise[:2]).get(exercise)
-    generator = torch.Generator().manual_seed(0)
-    return judge(spec, tmp_path, _lookup(exercise).checker, reference, generator)
 
-
-def test_an_answer_equal_to_everything_earns_nothing(tmp_path: Path) -> None:
-    """On a checker that compares plain numbers (``==``), an object whose ``==`` always says yes
-    would pass; the judge refuses any result that is not plain data."""
+@needs_sandbox
+def test_function_answers_are_judged_by_calling_them_in_the_sandbox(tmp_path: Path) -> None:
+    """Lesson 00 and 01 in one callee: an object whose ``==`` always says yes earns nothing, a
+    function fitted to the checker's own questions fails the hidden inputs, the instructor's
+    solutions pass both, and a copy that shares memory with its input is caught across the
+    wall (the judge gets a view of its own tensor back)."""
 
     class Anything:
         def __eq__(self, other: object) -> bool:
             return True
 
-    passed, reason = _judge_function(
-        lambda records, key, value: Anything(), "00.count_where", tmp_path
-    )
-    assert (passed, reason) == (
-        False,
-        "count_where(...) returned a Anything; answers must be "
-        "numbers, tensors, arrays or lists of them",
-    )
-    assert not plain(Anything()) and not plain([1, Anything()])
-    assert plain([1, 2.5, "x", torch.zeros(2), {"a": (True, None)}])
-
-
-def test_hidden_inputs_catch_a_function_fitted_to_the_checker(tmp_path: Path) -> None:
-    """``count_where`` answering the checker's three questions from a table passes the course
-    check, never the hidden tests; the instructor's own solution passes both."""
     table = {("diabetes", True): 3, ("age", 51): 1}
 
     def fitted(records, key, value):
         return table.get((key, value), 0) if records else 0
 
-    passed, reason = _judge_function(fitted, "00.count_where", tmp_path)
-    assert not passed and reason.startswith("hidden test: count_where on [")
-    reference = reference_solutions("00")["00.count_where"]
-    assert _judge_function(reference, "00.count_where", tmp_path) == (
-        True,
-        "correct (course check and hidden tests)",
+    verdicts = _judge(
+        "00",
+        {"00.count_where": lambda records, key, value: Anything(), "00.mean_age": fitted},
+        tmp_path,
+    )
+    assert verdicts["00.count_where"] == Verdict(
+        False,
+        "count_where(...) returned a Anything; answers must be numbers, tensors, arrays or "
+        "lists of them — nudge: " + _nudge("00.count_where"),
+        nudge=True,
+    )
+    reference = reference_solutions("00")
+    verdicts = _judge(
+        "00", {"00.count_where": fitted, "00.mean_age": reference["00.mean_age"]}, tmp_path / "b"
+    )
+    assert verdicts["00.count_where"].reason.startswith("hidden test: count_where on [")
+    assert verdicts["00.mean_age"] == Verdict(True, "correct (course check and hidden tests)")
+    shared = _judge(
+        "01", {"01.independent_copy": lambda t: t.view(-1).view(t.shape)}, tmp_path / "c"
+    )
+    assert shared["01.independent_copy"].reason.startswith(
+        "after copy = independent_copy(t) with t = torch.arange(6.0), setting copy[0] = 100 "
+        "changed t[0] too: they share memory"
     )
 
 
+def _nudge(name: str) -> str:
+    from course_lib.exercises._registry import _lookup
+
+    return _lookup(name).nudge
+
+
+@needs_sandbox
 def test_a_training_loop_fitted_to_the_checkers_epochs_fails_the_hidden_test(
     tmp_path: Path,
 ) -> None:
-    """A loop that always trains the checker's 5 epochs passes the course check; the hidden case
-    asks for other epoch counts on other data and catches it."""
-
+    """A loop that always trains the checker's 5 epochs passes the course check (the model it
+    trains in the sandbox comes back as the judge's own model, changed in place); the hidden
+    case asks for other epoch counts on other data and catches it."""
     reference = reference_solutions("02")["02.train_loop"]
 
     def five_epochs(model, loader, optimizer, epochs):
         return reference(model, loader, optimizer, 5)
 
-    passed, reason = _judge_function(five_epochs, "02.train_loop", tmp_path)
-    assert not passed and reason.startswith("hidden test: the weights after training_loop on ")
+    verdict = _judge("02", {"02.train_loop": five_epochs}, tmp_path)["02.train_loop"]
+    assert not verdict.passed
+    assert verdict.reason.startswith("hidden test: the weights after training_loop on ")
 
 
-@pytest.mark.parametrize("exercise", sorted(HIDDEN))
-def test_every_hidden_case_passes_the_instructors_solution(exercise: str, tmp_path: Path) -> None:
-    reference = reference_solutions(exercise[:2])[exercise]
-    assert _judge_function(reference, exercise, tmp_path) == (
-        True,
-        "correct (course check and hidden tests)",
-    )
+#: Every function exercise of the course, by lesson (the answer is a ``def`` in the instructor's
+#: notebook).
+FUNCTIONS = {
+    lesson: [e.name for e in lesson_exercises(lesson) if e.function]
+    for lesson in (f"{n:02d}" for n in range(22))
+}
 
 
-def test_a_missing_answer_is_named(tmp_path: Path) -> None:
-    spec = lesson_exercises("01")[0].to_json()
-    from course_lib.exercises._registry import _lookup
-
-    result = judge(spec, tmp_path, _lookup(spec["name"]).checker, None, torch.Generator())
-    assert result == (False, "no answer: `answer` was not defined when its check cell ran")
-    (tmp_path / "01.reshape.pkl").write_bytes(pickle.dumps(Ellipsis))
-    assert judge(spec, tmp_path, _lookup(spec["name"]).checker, None, torch.Generator()) == (
-        False,
-        "not answered (`...`)",
-    )
+def test_every_one_of_the_57_function_exercises_has_hidden_cases() -> None:
+    every = {name for names in FUNCTIONS.values() for name in names}
+    assert len(every) == 57
+    assert set(HIDDEN) == every
 
 
-TAMPERING = """
-def count_where(records, key, value):
-    import sys
-    no_check = lambda *args, **kwargs: None
-    for module in ("course_lib.exercises.foundations", "tools.grading.hidden"):
-        sys.modules[module].expect_equal = sys.modules[module].expect_close = no_check
-    return 3  # right for the checker's first question; the patched helpers wave the rest through
+@needs_sandbox
+@pytest.mark.parametrize("lesson", sorted(lesson for lesson, names in FUNCTIONS.items() if names))
+def test_the_instructors_solutions_pass_across_the_wall(lesson: str, tmp_path: Path) -> None:
+    """Every function exercise, its answer called in the sandbox: the instructor's solution
+    passes the course check (SharedTensor results and the session log they wrote included) and,
+    where there are some, the hidden cases."""
+    references = reference_solutions(lesson)
+    verdicts = _judge(lesson, {name: references[name] for name in FUNCTIONS[lesson]}, tmp_path)
+    assert verdicts == {
+        name: Verdict(
+            True, "correct (course check and hidden tests)" if name in HIDDEN else "correct"
+        )
+        for name in FUNCTIONS[lesson]
+    }
+
+
+def test_an_alias_of_a_library_function_is_seen_without_unpickling_it() -> None:
+    from course_lib.dp.mechanisms import randomized_response_epsilon
+
+    def wrapper(p):
+        return randomized_response_epsilon(p)
+
+    alias = imported_function(cloudpickle.dumps(randomized_response_epsilon))
+    assert alias == "course_lib.dp.mechanisms.randomized_response_epsilon"
+    assert imported_function(cloudpickle.dumps(wrapper)) is None
+    assert imported_function(b"not a pickle") is None
+
+
+def test_plain_data_crosses_the_wall_and_nothing_else_does() -> None:
+    class Anything:
+        def __eq__(self, other: object) -> bool:
+            return True
+
+    value = [1, 2.5, "x", torch.arange(6).view(2, 3).T, {"a": (True, None)}, float("nan"), 2**70]
+    back = codec.decode(json.loads(json.dumps(codec.encode(value))))
+    assert back[:3] == [1, 2.5, "x"] and back[4] == {"a": (True, None)} and back[6] == 2**70
+    assert torch.equal(back[3], torch.arange(6).view(2, 3).T)
+    for bad in (Anything(), [1, Anything()], lambda: 1, torch.nn.Linear(1, 1)):
+        with pytest.raises(codec.NotPlainData):
+            codec.encode(bad)
+    for forged in ({"tensor": "int64", "shape": [2], "data": "AAAA"}, {"object": "os.system"}):
+        with pytest.raises(ValueError, match="malformed answer data"):
+            codec.decode(forged)
+
+
+def test_course_objects_cross_as_their_attributes_and_only_allowed_classes_are_made() -> None:
+    """A secret-shared result comes back as a SharedTensor of the judge's own session, whose
+    communication log holds what the call opened; a reply that asks for an object of any other
+    course class is refused before anything is made."""
+    import pickle
+
+    from course_lib.randomness import InsecureSeededRandom
+    from course_lib.smpc.session import Session
+
+    session = Session(2, rng=InsecureSeededRandom(0))
+    x = session.share(torch.tensor([1.0, -2.0, 3.0]))
+    session.log.reset()
+    judge_side = codec.Objects([x])
+    (copy,) = pickle.loads(pickle.dumps((x,)))  # what the sandbox gets
+    sandbox_side = codec.Objects([copy])
+    result = codec.encode(copy * (1 - copy.ltz()), [], objects=sandbox_side)
+    wire = json.loads(json.dumps([result, sandbox_side.encode_all([])]))
+    judge_side.apply(wire[1], [])
+    back = codec.decode(wire[0], [], objects=judge_side)
+    assert back.session is session
+    assert torch.equal(back.reveal(), torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64))
+    assert sorted(session.log.by_operation) == ["compare", "mul", "reveal"]
+    fresh = codec.Objects([x])
+    forged = [[fresh.before + 1, {"class": "course_lib.fl.deployment:Job", "state": []}]]
+    with pytest.raises(ValueError, match="object numbers"):
+        fresh.apply(forged)
+    forged[0][0] = fresh.before
+    with pytest.raises(ValueError, match="an object of class 'course_lib.fl.deployment:Job'"):
+        fresh.apply(forged)
+    assert len(fresh.items) == fresh.before  # nothing was made
+    with pytest.raises(codec.NotPlainData):
+        codec.encode(x)  # a value answer never carries objects
+
+
+@needs_sandbox
+def test_the_sandbox_has_no_network_no_solutions_no_other_processes_and_no_privileges(
+    tmp_path: Path,
+) -> None:
+    """What a sandboxed command sees: its scratch, no solutions or grader, no network, only its
+    own processes, and (when the grader is root) the unprivileged user nobody."""
+    from course_lib.paths import REPO_ROOT
+
+    sandbox = Sandbox(tmp_path / "scratch")
+    sandbox.prepare()
+    probe = f"""
+import os, socket
+from pathlib import Path
+root = Path({str(REPO_ROOT)!r})
+print("notebooks", (root / "notebooks").exists())
+print("judge", (root / "tools" / "grading" / "judge.py").exists())
+print("hidden", (root / "tools" / "grading" / "hidden.py").exists())
+print("course_lib", (root / "course_lib" / "__init__.py").exists())
+print("home", sorted(os.listdir("/root")) if Path("/root").exists() else [])
+print("interfaces", ",".join(name for _, name in socket.if_nameindex()))
+print("processes", sorted(int(p) for p in os.listdir("/proc") if p.isdigit()))
+print("uid", os.getuid())
+Path("mine.txt").write_text("ok")
 """
-
-
-def test_an_answer_that_patches_the_checkers_while_judged_earns_nothing(tmp_path: Path) -> None:
-    """The learner's function runs in the judging process; one that replaces the checkers'
-    helpers when called would pass every later comparison. The judge sees its own code changed,
-    gives no mark, and judges nothing after it."""
-    namespace = {"__name__": "__main__"}  # so cloudpickle copies the function by value
-    exec(TAMPERING, namespace)
-    answers = tmp_path / "answers"
-    answers.mkdir()
-    (answers / "00.count_where.pkl").write_bytes(cloudpickle.dumps(namespace["count_where"]))
-    (answers / "00.mean_age.pkl").write_bytes(
-        cloudpickle.dumps(reference_solutions("00")["00.mean_age"])
-    )
-    plan = tmp_path / "plan.json"
-    plan.write_text(json.dumps([e.to_json() for e in lesson_exercises("00")]))
-    results = tmp_path / "results.jsonl"
-    command = [sys.executable, "-m", "tools.grading.judge", "00", str(plan), str(answers)]
-    subprocess.run([*command, str(results), "--seed", "3"], cwd=REPO_ROOT, check=True)
-    verdicts = [json.loads(line) for line in results.read_text().splitlines()]
-    assert verdicts == [
-        {
-            "exercise": "00.count_where",
-            "passed": False,
-            "reason": "your answer changed the grader's code (course_lib.exercises.foundations."
-            "expect_close, course_lib.exercises.foundations.expect_equal, tools.grading.hidden."
-            "expect_close): no marks",
-        },
-        {
-            "exercise": "00.mean_age",
-            "passed": False,
-            "reason": "not judged: an earlier answer changed the grader's code",
-        },
-    ]
+    command = sandbox.wrap([sys.executable, "-c", probe])
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert result.returncode == 0, result.stderr
+    assert lines["notebooks"] == lines["judge"] == lines["hidden"] == "False"
+    assert lines["course_lib"] == "True"
+    # /root holds at most the folder of the Python installation (bound read-only), nothing else
+    python = Path(sys.base_prefix).resolve()
+    allowed = [python.parts[2]] if python.is_relative_to("/root") else []
+    assert json.loads(lines["home"].replace("'", '"')) in ([], allowed)
+    assert lines["interfaces"] == "lo"  # a network namespace of its own: no way out
+    assert [name for _, name in socket.if_nameindex()] != ["lo"]  # the grader's has more
+    assert len(json.loads(lines["processes"])) <= 4  # bwrap's init, setpriv/prlimit, python
+    if os.geteuid() == 0:
+        assert lines["uid"] == "65534"
+    assert (tmp_path / "scratch" / "mine.txt").read_text() == "ok"

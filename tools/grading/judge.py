@@ -1,97 +1,425 @@
-"""Judge one submission's answers in a process the submission never ran in.
+"""Judge one submission's answers — in the grader's own process, never running student code.
 
-``python -m tools.grading.judge LESSON PLAN.json ANSWERS_DIR RESULTS.jsonl --seed N`` imports the
-course's checkers and the instructor's reference solutions *before* it loads any answer, then for
-each exercise loads the answer that :mod:`tools.grading.execute` copied out of the submission's
-kernel and judges it:
+The notebook ran in the sandbox (:mod:`tools.grading.execute`), which left one record per exercise
+in the submission's scratch folder. A *value* answer is read as plain data (:mod:`tools.grading.
+codec`: JSON, no pickle) and handed to the course's own checker. A *function* answer never leaves
+the sandbox: a fresh sandboxed *callee* loads it, and the judge gives the course checker and the
+hidden cases (:mod:`tools.grading.hidden`) a :class:`RemoteFunction` that, when called, sends the
+judge's inputs in, has the learner's function called on them there, and brings back only its
+result and its arguments' new contents as plain data. So no student code runs in this process,
+and nothing of the judge — expected values, the reference solutions, the seed — is reachable from
+the student's code: the callee gets the inputs of one call, and only for that call.
 
-1. the answer must be of the right kind: a plain function for a function exercise; plain data
-   (numbers, strings, tensors, numpy arrays, lists/tuples/dicts of them, objects of classes
-   importable from torch/numpy/course_lib) for a value — and a function's results must be plain
-   data too (or one of its own arguments), so an object whose ``==`` always says yes earns nothing;
-2. the course's own checker (``course_lib.exercises``) must accept it;
-3. the hidden cases of :mod:`tools.grading.hidden` must pass;
-4. the grader's own code must be unchanged afterwards (an answer runs in this process: one that
-   replaces a checker or helper of ``course_lib`` earns nothing, and no later answer is judged).
-
-One JSON line per exercise goes to RESULTS.jsonl as soon as it is judged.
+An answer passes when it is of the right kind (a function for a function exercise, plain data for
+a value), the course checker accepts it, and its hidden cases pass. Each function exercise has a
+time limit; a function that runs past it, or kills the callee, fails that exercise only (a fresh
+callee judges the next one). An answer that *is* a function imported from a module (e.g.
+``rr_epsilon = randomized_response_epsilon``, the course's own implementation) is detected from
+the pickle's opcodes (never unpickled here) and scored by the ``library_answers`` rule.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
-import importlib
+import builtins
+import contextlib
 import json
+import os
 import pickle
-import sys
-import types
+import pickletools
+import selectors
+import signal
+import struct
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from course_lib.exercises import Incorrect
-from course_lib.exercises._registry import _lookup
+from course_lib.exercises._registry import (
+    FUNCTION_RETURNED_NONE,
+    Exercise,
+    WatchedFunction,
+    _lookup,
+    run_checker,
+)
+from tools.grading import codec
 from tools.grading.hidden import HIDDEN
-from tools.grading.lesson import reference_solutions
+from tools.grading.sandbox import Sandbox
 
-_TRUSTED_PACKAGES = {"builtins", "torch", "numpy", "course_lib", "collections", "fractions"}
-_CONTAINERS = (list, tuple, dict, set, frozenset)
+__all__ = [
+    "LIBRARY_RULES",
+    "FunctionStopped",
+    "GraderError",
+    "RemoteFunction",
+    "Verdict",
+    "imported_function",
+    "judge_all",
+]
 
-
-def _importable(cls: type) -> bool:
-    """Whether ``cls`` is the class its name says, importable from a trusted package — not a
-    class the submission defined (cloudpickle recreates those; they cannot be imported)."""
-    if cls.__module__.split(".")[0] not in _TRUSTED_PACKAGES:
-        return False
-    try:
-        found: Any = importlib.import_module(cls.__module__)
-        for part in cls.__qualname__.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError):
-        return False
-    return found is cls
-
-
-def plain(value: Any, allowed: tuple[Any, ...] = (), depth: int = 20) -> bool:
-    """Whether ``value`` is plain data (see the module docstring) or one of ``allowed``;
-    containers nested deeper than ``depth`` are not."""
-    if value is None or any(value is item for item in allowed):
-        return True
-    cls = type(value)
-    if cls in _CONTAINERS:
-        items = [*value.keys(), *value.values()] if cls is dict else list(value)
-        return depth > 0 and all(plain(item, allowed, depth - 1) for item in items)
-    if isinstance(value, np.ndarray) and value.dtype == object:
-        return False
-    return _importable(cls)
-
-
-def _guarded(function: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``function``, raising Incorrect when it returns something that is not plain data."""
-
-    @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        result = function(*args, **kwargs)
-        if not plain(result, (*args, *kwargs.values())):
-            raise Incorrect(
-                f"{name}(...) returned a {type(result).__name__}; answers must be numbers, "
-                "tensors, arrays or lists of them"
-            )
-        return result
-
-    return call
+#: How an answer that is an imported function (the course's own implementation) is scored:
+#: ``zero`` — no mark, whatever it returns; ``judge`` — judged like any answer. Both report it.
+LIBRARY_RULES = ("zero", "judge")
+#: How long a fresh callee may take to start (import torch, load the answers): not counted
+#: against any exercise's time limit.
+STARTUP_SECONDS = 300
+#: The largest answer record read from a submission.
+MAX_RECORD_BYTES = 64 * 2**20
 
 
 class GraderError(Exception):
-    """The instructor's reference solution failed: a fault of the grader, not of the answer."""
+    """The grader itself failed (a reference solution raised, an input could not be sent): a
+    fault of the grader, not of the answer."""
+
+
+class FunctionStopped(BaseException):
+    """The learner's function ran past its time limit or killed the callee. A BaseException, so
+    no checker's ``except Exception`` swallows it."""
+
+
+@dataclass
+class Verdict:
+    """One exercise's result: ``passed``, the reason shown to the student, and a note for the
+    instructor (``problems`` column), if any."""
+
+    passed: bool
+    reason: str
+    note: str = ""
+    #: the course checker refused it: the feedback adds the checker's nudge, as ``check`` does
+    nudge: bool = False
+
+
+class Callee:
+    """The sandboxed process that holds one submission's functions and calls them for the judge.
+
+    ``first`` is the command that runs the notebook and then serves (:mod:`tools.grading.execute`
+    ``run``); after it is stopped, ``then`` starts a fresh one that loads the functions copied out
+    of the notebook (``serve``). Each says ``ready`` before taking requests."""
+
+    def __init__(self, sandbox: Sandbox, first: list[str], then: list[str]) -> None:
+        self.sandbox, self.first, self.then = sandbox, first, then
+        self.process: subprocess.Popen[bytes] | None = None
+        self.deadline = float("inf")
+        self.started = 0
+        self._buffer = b""
+        self._stderr: Any = None
+
+    def start(self) -> None:
+        """Start ``first`` (or ``then`` after the first) and wait for it to be ready.
+        FunctionStopped past ``deadline`` or if it dies first."""
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 — closed by close()
+        self.process = subprocess.Popen(
+            self.first if self.started == 0 else self.then,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            start_new_session=True,
+        )
+        self.started += 1
+        self._buffer = b""
+        reply = self._reply()
+        if reply.get("ready") is not True:
+            self.stop()
+            raise FunctionStopped("garbled its reply to the grader")
+
+    def last_error_line(self) -> str:
+        """The last line the process wrote to stderr (for "could not be run" messages)."""
+        if self._stderr is None:
+            return "no message"
+        self._stderr.seek(max(0, self._stderr.seek(0, os.SEEK_END) - 2000))
+        lines = self._stderr.read().decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else "no message"
+
+    def stop(self) -> int | None:
+        """Kill the process and everything it started (the sandbox's PID namespace ends with it);
+        its exit status, or None if it was still running."""
+        if self.process is None:
+            return None
+        status = self.process.poll()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            with contextlib.suppress(OSError):
+                stream.close()  # type: ignore[union-attr]
+        self.process = None
+        return status
+
+    def close(self) -> None:
+        """Stop the process and drop its stderr."""
+        self.stop()
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send ``message``; its JSON reply. FunctionStopped past ``deadline`` or if it died."""
+        try:
+            frame = pickle.dumps(message)
+        except Exception as error:
+            raise GraderError(
+                f"could not send the input ({type(error).__name__}: {error})"
+            ) from error
+        if self.process is None:  # a fresh one: its start-up is not the function's time
+            began, deadline = time.monotonic(), self.deadline
+            self.deadline = began + STARTUP_SECONDS
+            self.start()
+            self.deadline = deadline + (time.monotonic() - began)
+        process = self.process
+        assert process is not None and process.stdin is not None
+        try:
+            process.stdin.write(struct.pack("!Q", len(frame)) + frame)
+            process.stdin.flush()
+        except OSError:
+            pass  # it died: the read below says how
+        return self._reply()
+
+    def _reply(self) -> dict[str, Any]:
+        process = self.process
+        assert process is not None and process.stdout is not None
+        fd = process.stdout.fileno()
+        with selectors.DefaultSelector() as selector:
+            selector.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                left = self.deadline - time.monotonic()
+                wait = None if left == float("inf") else max(left, 0.0)
+                if left <= 0 or not selector.select(timeout=wait):
+                    self.stop()
+                    raise FunctionStopped("ran past the time limit")
+                chunk = os.read(fd, 1 << 20)
+                if not chunk:
+                    self.stop()
+                    raise FunctionStopped("killed the process running it")
+                self._buffer += chunk
+                if len(self._buffer) > MAX_RECORD_BYTES:
+                    self.stop()
+                    raise FunctionStopped("sent more data than the grader reads")
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            self.stop()
+            raise FunctionStopped("garbled its reply to the grader")
+        return reply
+
+
+def _exception(type_name: str, message: str) -> Exception:
+    """The learner's exception as the judge can raise it: a built-in exception type by its name
+    (so a checker expecting ValueError sees one), else a plain Exception subclass of that name."""
+    found = getattr(builtins, type_name, None)
+    if isinstance(found, type) and issubclass(found, Exception):
+        with contextlib.suppress(Exception):
+            return found(message)
+    return type(type_name, (Exception,), {"__str__": lambda self: message})()
+
+
+class RemoteFunction:
+    """The learner's function as the checkers see it: calling it calls the real one inside the
+    sandbox on these arguments and returns its result (plain data); tensors it changed in place
+    are changed here too, and a result sharing memory with an argument is a view of it here."""
+
+    #: run_checker watches it for None results like a plain function
+    learner_function = True
+
+    def __init__(self, callee: Callee, exercise: str, variable: str) -> None:
+        self.callee, self.exercise, self.__name__ = callee, exercise, variable
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        message = {"op": "call", "exercise": self.exercise, "args": args, "kwargs": kwargs}
+        message["files"] = _files_of([*args, *kwargs.values()])
+        objects = codec.Objects([*args, *kwargs.values()])  # numbered before the call, as there
+        reply = self.callee.request(message)
+        if "raised" in reply:
+            if reply["raised"] == "NotImplementedError":
+                raise NotImplementedError(str(reply.get("message", "")))
+            raise _exception(str(reply.get("type", "Exception")), str(reply.get("message", "")))
+        positional = [*args, *kwargs.values()]
+        if "argument" in reply:  # it returned one of its own arguments (e.g. the model it trained)
+            index = reply["argument"]
+            if type(index) is not int or not 0 <= index < len(positional):
+                raise Incorrect(f"{self.__name__}(...) returned data the grader cannot read")
+            result_is_argument: Any = positional[index]
+        if "grader_error" in reply:
+            raise GraderError(f"reading the result failed ({reply['grader_error']})")
+        if "not_plain" in reply:
+            raise Incorrect(
+                f"{self.__name__}(...) returned a {reply['not_plain']}; answers must be numbers, "
+                "tensors, arrays or lists of them"
+            )
+        arguments = codec.tensors_in(positional, depth=4)
+        try:
+            objects.apply(reply.get("objects", []), arguments)
+            if "argument" in reply:
+                result = result_is_argument
+            else:
+                result = codec.decode(reply.get("result"), arguments, objects=objects)
+            after = reply.get("arguments")
+            if not isinstance(after, list) or len(after) != len(arguments):
+                raise ValueError("wrong number of arguments")
+            changed = [codec.decode(item) for item in after]
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:
+            raise Incorrect(f"{self.__name__}(...) returned data the grader cannot read") from error
+        for tensor, new in zip(arguments, changed, strict=True):
+            if not isinstance(new, torch.Tensor) or new.shape != tensor.shape:
+                raise Incorrect(f"{self.__name__}(...) changed the shape of an argument in place")
+            with torch.no_grad():
+                if not torch.equal(new.to(tensor.dtype), tensor.detach()):
+                    tensor.copy_(new)
+            if tensor.is_leaf and tensor.requires_grad != new.requires_grad:
+                tensor.requires_grad_(new.requires_grad)
+        return result
+
+
+def _files_of(arguments: list[Any]) -> dict[str, dict[str, bytes | None]]:
+    """The folders and files a checker passes as ``pathlib.Path`` arguments (also inside a
+    list/tuple/dict): ``{path: {relative name: bytes, or None for a folder}}``, so the callee can
+    recreate them at the same place in its own ``/tmp``. GraderError for a path outside the
+    temporary folder (the sandbox cannot recreate it) or more than MAX_RECORD_BYTES of files."""
+    found: dict[str, dict[str, bytes | None]] = {}
+    pending = list(arguments)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list | tuple):
+            pending += item
+        elif isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, Path) and item.exists():
+            root = item.resolve()
+            if not root.is_relative_to(Path(tempfile.gettempdir()).resolve()):
+                raise GraderError(f"{item} is outside {tempfile.gettempdir()}")
+            entries: dict[str, bytes | None] = {}
+            for path in [root, *root.rglob("*")] if root.is_dir() else [root]:
+                entries[str(path.relative_to(root))] = None if path.is_dir() else path.read_bytes()
+            found[str(root)] = entries
+    if (
+        sum(len(v or b"") for entries in found.values() for v in entries.values())
+        > MAX_RECORD_BYTES
+    ):
+        raise GraderError("the checker's files are larger than the grader sends")
+    return found
+
+
+def imported_function(pickled: bytes) -> str | None:
+    """``module.name`` when ``pickled`` (cloudpickle's bytes of an answer) is just a reference to
+    an importable function — an alias such as ``rr_epsilon = randomized_response_epsilon`` —
+    else None. Reads the opcodes only; nothing is unpickled."""
+    strings: list[str] = []
+    globals_: list[str] = []
+    try:
+        for opcode, argument, _ in pickletools.genops(pickled):
+            if opcode.name in ("PROTO", "FRAME", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT", "STOP"):
+                continue
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(argument))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                globals_.append(f"{strings[-2]}.{strings[-1]}")
+            elif opcode.name == "GLOBAL":
+                globals_.append(str(argument).replace(" ", "."))
+            else:
+                return None
+    except Exception:
+        return None
+    return globals_[0] if len(globals_) == 1 else None
+
+
+def _record(scratch: Path, name: str) -> dict[str, Any] | None:
+    path = scratch / "answers" / f"{name}.json"
+    if not path.is_file() or path.is_symlink():
+        return None
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        return {"unreadable": "it is larger than the grader reads"}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        return {"unreadable": str(error)}
+    return record if isinstance(record, dict) else {"unreadable": "not a record"}
+
+
+def _judge_value(exercise: dict[str, Any], record: dict[str, Any], registered: Exercise) -> Verdict:
+    variable = exercise["answer"]
+    if "kind" in record:
+        return Verdict(False, f"`{variable}` is a {record['kind']}, not a number, tensor or array")
+    try:
+        answer = codec.decode(record.get("value"))
+    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:
+        return Verdict(False, f"your answer could not be read ({error})")
+    if answer is Ellipsis:
+        return Verdict(False, "not answered (`...`)")
+    try:
+        run_checker(registered, answer)
+    except Incorrect as wrong:
+        return Verdict(False, str(wrong), nudge=True)
+    except Exception as error:
+        return Verdict(False, f"your answer raised {type(error).__name__}: {error}")
+    return Verdict(True, "correct")
+
+
+def _judge_function(
+    exercise: dict[str, Any],
+    record: dict[str, Any],
+    registered: Exercise,
+    reference: Callable[..., Any] | None,
+    callee: Callee,
+    seed: int,
+    library_answers: Literal["zero", "judge"],
+) -> Verdict:
+    name, variable = exercise["name"], exercise["answer"]
+    if "kind" in record:
+        return Verdict(False, f"`{variable}` should be a function, got {record['kind']}")
+    if "value" in record:
+        return Verdict(False, "not answered (`...`)")
+    pickled = (callee.sandbox.scratch / "answers" / f"{name}.pkl").read_bytes()
+    imported = imported_function(pickled)
+    note = ""
+    if imported is not None:
+        note = f"{name} answered with `{imported}`, a function it imported"
+        if library_answers == "zero":
+            return Verdict(
+                False,
+                f"your answer is `{imported}` itself, not a function you wrote: no mark "
+                "(graded with --library-answers zero)",
+                note,
+            )
+    load = callee.request({"op": "load", "exercise": name})
+    if "error" in load:
+        return Verdict(False, f"your answer could not be loaded ({load['error']})", note)
+    learner = RemoteFunction(callee, name, variable)
+    case = HIDDEN.get(name)
+    try:
+        run_checker(registered, learner)
+        if case is not None and reference is not None:
+            watched = WatchedFunction(learner)
+            try:
+                case(watched, _trusted(reference), torch.Generator().manual_seed(seed))
+            except Incorrect as wrong:
+                return Verdict(False, f"hidden test: {wrong}", note, nudge=True)
+            except (TypeError, ValueError, AttributeError) as error:
+                if not watched.returned_none:
+                    raise
+                raise Incorrect(FUNCTION_RETURNED_NONE) from error
+    except Incorrect as wrong:
+        return Verdict(False, str(wrong), note, nudge=True)
+    except NotImplementedError:
+        return Verdict(False, "not implemented (`raise NotImplementedError`)", note)
+    except GraderError as error:
+        return Verdict(False, f"not judged: grader error ({error})", f"{name}: grader error")
+    except Exception as error:  # the learner's function raised (re-raised here by name)
+        return Verdict(False, f"your answer raised {type(error).__name__}: {error}", note)
+    suffix = " (course check and hidden tests)" if case is not None else ""
+    if imported is not None:
+        suffix += f"; it is `{imported}`, counted under --library-answers judge"
+    return Verdict(True, "correct" + suffix, note)
 
 
 def _trusted(reference: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(reference)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return reference(*args, **kwargs)
@@ -101,104 +429,53 @@ def _trusted(reference: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def judge(
-    exercise: dict[str, Any],
-    answers: Path,
-    checker: Callable[[Any], None],
-    reference: Callable[..., Any] | None,
-    generator: torch.Generator,
-) -> tuple[bool, str]:
-    """Judge one exercise's copied answer: ``(passed, reason)``."""
-    name, variable = exercise["name"], exercise["answer"]
-    path = answers / f"{name}.pkl"
-    if not path.exists():
-        return False, f"no answer: `{variable}` was not defined when its check cell ran"
-    try:
-        with path.open("rb") as file:
-            answer = pickle.load(file)
-    except Exception as error:  # an answer that cannot be loaded earns nothing, whatever it is
-        return False, f"your answer could not be loaded ({type(error).__name__}: {error})"
-    if answer is Ellipsis:
-        return False, "not answered (`...`)"
-    if exercise["function"]:
-        if not isinstance(answer, types.FunctionType):
-            return False, f"`{variable}` should be a function, got {type(answer).__name__}"
-        answer = _guarded(answer, variable)
-    elif not plain(answer):
-        return False, f"`{variable}` is a {type(answer).__name__}, not a number, tensor or array"
-    try:
-        checker(answer)
-        case = HIDDEN.get(name)
-        if case is not None and reference is not None:
-            try:
-                case(answer, _trusted(reference), generator)
-            except Incorrect as wrong:
-                return False, f"hidden test: {wrong}"
-            except GraderError as error:
-                return True, f"correct (course check; hidden tests not run: grader error {error})"
-    except Incorrect as wrong:
-        return False, str(wrong)
-    except NotImplementedError:
-        return False, "not implemented (`raise NotImplementedError`)"
-    except Exception as error:  # a learner's function may fail in any way
-        return False, f"your answer raised {type(error).__name__}: {error}"
-    return True, "correct" + (" (course check and hidden tests)" if name in HIDDEN else "")
-
-
-def fingerprint() -> dict[tuple[str, str], tuple[int, ...]]:
-    """The grader's own code as loaded now: for each attribute of each loaded ``course_lib`` and
-    ``tools.grading`` module, the object's identity (and its code's, for a function)."""
-    prints = {}
-    for module_name, module in list(sys.modules.items()):
-        if module is None or not module_name.startswith(("course_lib", "tools.grading")):
-            continue
-        for attribute, value in list(vars(module).items()):
-            code = getattr(value, "__code__", None)
-            prints[module_name, attribute] = (id(value), id(code))
-    return prints
-
-
 def judge_all(
-    plan: list[dict[str, Any]], answers: Path, lesson: str, seed: int
-) -> Iterator[tuple[str, bool, str]]:
-    """Judge every exercise of ``plan``: ``(name, passed, reason)`` in turn. The course's checkers
-    and the references are loaded before the first answer; an answer that replaced any of the
-    grader's functions or module attributes (checked after each exercise) earns nothing, and
-    nothing after it is judged."""
-    checkers = {exercise["name"]: _lookup(exercise["name"]).checker for exercise in plan}
-    references = reference_solutions(lesson)
-    baseline = fingerprint()
-    tampered = False
-    for exercise in plan:
-        name = exercise["name"]
-        if tampered:
-            yield name, False, "not judged: an earlier answer changed the grader's code"
-            continue
-        generator = torch.Generator().manual_seed(seed)
-        passed, reason = judge(exercise, answers, checkers[name], references.get(name), generator)
-        now = fingerprint()
-        changed = sorted(f"{m}.{a}" for m, a in baseline if now.get((m, a)) != baseline[m, a])
-        if changed:
-            tampered = True
-            passed = False
-            reason = f"your answer changed the grader's code ({', '.join(changed[:3])}): no marks"
-        yield name, passed, reason
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("lesson")
-    parser.add_argument("plan", type=Path)
-    parser.add_argument("answers", type=Path)
-    parser.add_argument("results", type=Path)
-    parser.add_argument("--seed", type=int, required=True)
-    args = parser.parse_args(argv)
-    plan = json.loads(args.plan.read_text(encoding="utf-8"))
-    with args.results.open("w", encoding="utf-8") as results:
-        for name, passed, reason in judge_all(plan, args.answers, args.lesson, args.seed):
-            results.write(json.dumps({"exercise": name, "passed": passed, "reason": reason}) + "\n")
-            results.flush()
-
-
-if __name__ == "__main__":
-    main()
+    plan: list[dict[str, Any]],
+    references: dict[str, Callable[..., Any]],
+    callee: Callee,
+    *,
+    seed: int,
+    function_timeout: float,
+    library_answers: Literal["zero", "judge"] = "zero",
+) -> Iterator[tuple[str, Verdict]]:
+    """Judge every exercise of ``plan`` from the records in ``callee.sandbox.scratch``:
+    ``(name, verdict)`` in turn. Each function exercise gets ``function_timeout`` seconds of the
+    callee's time (all its calls together); running past it or killing the callee fails that
+    exercise only."""
+    try:
+        for exercise in plan:
+            name, variable = exercise["name"], exercise["answer"]
+            record = _record(callee.sandbox.scratch, name)
+            registered = _lookup(name)
+            if record is None or record.get("missing"):
+                verdict = Verdict(
+                    False, f"no answer: `{variable}` was not defined when its check cell ran"
+                )
+            elif "unreadable" in record:
+                verdict = Verdict(False, f"your answer could not be read ({record['unreadable']})")
+            elif not exercise["function"]:
+                verdict = _judge_value(exercise, record, registered)
+            else:
+                callee.deadline = time.monotonic() + function_timeout
+                try:
+                    verdict = _judge_function(
+                        exercise,
+                        record,
+                        registered,
+                        references.get(name),
+                        callee,
+                        seed,
+                        library_answers,
+                    )
+                except FunctionStopped as stopped:
+                    what = str(stopped)
+                    if what == "ran past the time limit":
+                        what = f"ran past this exercise's {function_timeout:g} s limit"
+                    verdict = Verdict(False, f"your function {what}; no other exercise is affected")
+                finally:
+                    callee.deadline = float("inf")
+            if verdict.nudge:
+                verdict.reason += f" — nudge: {registered.nudge}"
+            yield name, verdict
+    finally:
+        callee.close()

@@ -82,10 +82,11 @@ def lesson_exercises(lesson: str, *, complete: bool = True) -> list[Exercise]:
                 and node.func.id == "check"
                 and len(node.args) == 2
                 and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
                 and isinstance(node.args[1], ast.Name)
             ):
                 continue
-            name, answer = node.args[0].value, node.args[1].id
+            name, answer = str(node.args[0].value), node.args[1].id
             if name.startswith(prefix) and name not in found:
                 found[name] = Exercise(name, answer, cell.get("id"), answer in defined)
     missing = sorted(set(e for e in registered_exercises() if e.startswith(prefix)) - set(found))
@@ -97,10 +98,19 @@ def lesson_exercises(lesson: str, *, complete: bool = True) -> list[Exercise]:
 
 
 def infer_lesson(notebooks: list[Path]) -> str:
-    """The one lesson whose exercises the ``notebooks`` check. ValueError if none or several."""
+    """The one lesson whose exercises the ``notebooks``' code cells check (``check("05.…")`` or
+    ``check('05.…')``). ValueError if none or several, or for a file that is not a notebook."""
     lessons: set[str] = set()
     for path in notebooks:
-        lessons.update(_CHECK_CALL.findall(path.read_text(encoding="utf-8")))
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except Exception as error:  # nbformat raises several kinds for a file that is no notebook
+            raise ValueError(
+                f"{path} is not a Jupyter notebook ({type(error).__name__})"
+            ) from error
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                lessons.update(_CHECK_CALL.findall(cell.source))
     if len(lessons) != 1:
         found = ", ".join(sorted(lessons)) or "none"
         raise ValueError(
