@@ -25,6 +25,7 @@ import torch
 
 from course_lib.data import load_mnist
 from course_lib.fl import syft_bridge as sb
+from course_lib.fl.deployment import stop_on_sigterm
 from course_lib.fl.fedavg import run_fedavg
 from course_lib.fl.flower import AppConfig, reference_fedavg, run_flower_app
 from course_lib.fl.partition import client_subsets, partition_iid
@@ -81,7 +82,8 @@ def main() -> None:
     train, test = load_mnist(train=True), load_mnist(train=False)
     torch.manual_seed(0)
 
-    fed = bench_fedavg(train, test, args.rounds)
+    with stop_on_sigterm():  # `kill` / `timeout`: stop every Flower process, remove temp folders
+        fed = bench_fedavg(train, test, args.rounds)
     syft_one = bench_syft(train, args.syft_repeats, owners=1)
     syft_three = bench_syft(train, args.syft_repeats, owners=3)
 

@@ -21,15 +21,17 @@ group, SIGKILL to whatever is left after a grace period, and removes the folder.
 :func:`flower_processes` lists the Flower processes still alive for a given ``FLWR_HOME``, which
 is how the tests check that nothing was left behind.
 
-Offline and localhost only: ``--insecure`` means no TLS, and ``--disable-runtime-dependency-
-installation`` stops the SuperLink from running ``uv sync`` for the app's dependencies. Across
-machines see ``flower_app/README.md`` (real addresses, TLS certificates, SuperNode
-authentication).
+Offline and localhost only: by default ``--insecure`` (no TLS); ``tls=True`` serves the SuperLink
+over TLS with a throw-away CA (:func:`make_tls_files`), as between machines.
+``--disable-runtime-dependency-installation`` stops the SuperLink from running ``uv sync`` for the
+app's dependencies. Across machines see ``flower_app/README.md`` (real addresses, TLS
+certificates, SuperNode authentication, what the SuperLink's port exposes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -41,8 +43,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-__all__ = ["LocalFederation", "flower_processes", "free_port"]
+__all__ = [
+    "LocalFederation",
+    "check_port_free",
+    "flower_processes",
+    "free_port",
+    "make_tls_files",
+    "stop_on_sigterm",
+]
 
 
 def free_port() -> int:
@@ -50,6 +60,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
+    """Raise ``OSError`` naming ``host:port`` if a listening socket can't be bound there.
+
+    The SuperLink would exit on it ("address already in use") while whatever holds the port
+    answers connections — SuperNodes then report "SuperLink unavailable" tens of seconds later.
+    ``SO_REUSEADDR`` as uvicorn (the SuperLink's server) sets it: a port left in TIME_WAIT by an
+    earlier federation is fine, one with a live listener is not.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as error:
+            raise OSError(
+                error.errno,
+                f"the SuperLink cannot listen on {host}:{port} ({error.strerror}): another "
+                f"program (an earlier federation?) holds that port. Pick another port, or find "
+                f"the program with `ss -ltnp 'sport = :{port}'`.",
+            ) from None
 
 
 def flower_processes(flwr_home: str | Path) -> list[tuple[int, str]]:
@@ -97,6 +128,13 @@ class LocalFederation:
             keep quiet). The last lines of every process are kept in :attr:`log` either way.
         echo_all: also echo the SuperLink's and SuperNodes' own (verbose) logs.
         grace: seconds between SIGTERM and SIGKILL when stopping.
+        port: the SuperLink's port on 127.0.0.1 (default: a free one). A port another program
+            holds is refused at once (``OSError`` naming it), before any process starts.
+        tls: serve the SuperLink over TLS instead of ``--insecure``: a throw-away CA and a
+            certificate for ``127.0.0.1``/``localhost`` are made in ``FLWR_HOME/tls``
+            (:func:`make_tls_files`); the SuperNodes (``--root-certificates``) and the ``flwr``
+            CLI (``root-certificates`` in ``config.toml``) trust that CA only. The commands are
+            the ones ``flower_app/README.md`` gives for machines that talk over a network.
     """
 
     def __init__(
@@ -107,11 +145,25 @@ class LocalFederation:
         echo: Callable[[str], None] | None = print,
         echo_all: bool = False,
         grace: float = 5.0,
+        port: int | None = None,
+        tls: bool = False,
     ) -> None:
-        if isinstance(num_supernodes, bool) or not isinstance(num_supernodes, int):
-            raise TypeError(f"num_supernodes must be an integer, got {num_supernodes!r}")
+        # imported here: the module itself stays free of torch/NumPy (Flower's processes import it)
+        from course_lib.validation import as_integer, check_nonnegative
+
+        num_supernodes = as_integer(num_supernodes, "num_supernodes")
         if num_supernodes <= 0:
             raise ValueError(f"a federation needs at least one SuperNode, got {num_supernodes}")
+        if port is not None:
+            port = as_integer(port, "port")
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port must lie in 1..65535, got {port}")
+        grace = check_nonnegative(grace, "grace (seconds between SIGTERM and SIGKILL)")
+        if not isinstance(tls, bool):
+            raise TypeError(f"tls must be True or False, got {tls!r}")
+        self.requested_port = port
+        self.tls = tls
+        self.tls_files: dict[str, Path] = {}
         self.num_supernodes = num_supernodes
         self.simulation = simulation
         self.echo = echo
@@ -171,7 +223,7 @@ class LocalFederation:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"{process.args[0]} exited with code {process.returncode}:\n"
+                    f"{_program_name(process)} exited with code {process.returncode}:\n"
                     + "\n".join(self.log[-20:])
                 )
             with socket.socket() as s:
@@ -181,12 +233,30 @@ class LocalFederation:
         raise RuntimeError(f"nothing listened on 127.0.0.1:{port} after {timeout:.0f} s")
 
     def __enter__(self) -> LocalFederation:
+        if self.requested_port is not None:
+            check_port_free(self.requested_port)
         self.flwr_home = Path(tempfile.mkdtemp(prefix="course-flwr-home-"))
         try:
-            self.port = free_port()
+            self.port = self.requested_port if self.requested_port is not None else free_port()
+            check_port_free(self.port)
+            if self.tls:
+                self.tls_files = make_tls_files(self.flwr_home / "tls")
+                security = [
+                    "--ssl-ca-certfile",
+                    str(self.tls_files["ca"]),
+                    "--ssl-certfile",
+                    str(self.tls_files["cert"]),
+                    "--ssl-keyfile",
+                    str(self.tls_files["key"]),
+                ]
+                node_security = ["--root-certificates", str(self.tls_files["ca"])]
+                cli_security = f"root-certificates = {json.dumps(str(self.tls_files['ca']))}\n"
+            else:
+                security = node_security = ["--insecure"]
+                cli_security = "insecure = true\n"
             superlink = [
                 "flower-superlink",
-                "--insecure",
+                *security,
                 "--disable-runtime-dependency-installation",
                 "--host",
                 "127.0.0.1",
@@ -201,8 +271,7 @@ class LocalFederation:
                 "[superlink]\n"
                 'default = "local"\n\n'
                 "[superlink.local]\n"
-                f'address = "127.0.0.1:{self.port}"\n'
-                "insecure = true\n"
+                f'address = "127.0.0.1:{self.port}"\n' + cli_security
             )
             if not self.simulation:
                 for i in range(self.num_supernodes):
@@ -210,7 +279,7 @@ class LocalFederation:
                         f"supernode {i}",
                         [
                             "flower-supernode",
-                            "--insecure",
+                            *node_security,
                             "--superlink",
                             f"127.0.0.1:{self.port}",
                             "--port",
@@ -259,6 +328,21 @@ class LocalFederation:
         self.processes = []
 
     # -- runs -------------------------------------------------------------------------------
+    def _check_course_app(self, app_dir: str | Path, run_config: Mapping[str, object]) -> None:
+        """For the course's own app: every run-config key (``AppConfig``) and ``num-nodes`` =
+        this federation's SuperNodes, checked before ``flwr run`` starts."""
+        from course_lib.fl.flower import APP_DIR, AppConfig
+
+        if Path(app_dir).resolve() != APP_DIR.resolve():
+            return
+        config = AppConfig.from_run_config(run_config)
+        if config.num_nodes != self.num_supernodes:
+            raise ValueError(
+                f"run-config key 'num-nodes' is {config.num_nodes} but this federation has "
+                f"{self.num_supernodes} SuperNodes: the ServerApp would wait for nodes that never "
+                "come (or leave partitions untrained)"
+            )
+
     def run(
         self,
         app_dir: str | Path,
@@ -270,6 +354,7 @@ class LocalFederation:
         in seconds. Raises ``RuntimeError`` (log tail included) if it fails or times out."""
         if self.flwr_home is None:
             raise RuntimeError("start the federation first: `with LocalFederation(...) as fed:`")
+        self._check_course_app(app_dir, run_config or {})
         command = ["flwr", "run", str(app_dir), "local", "--stream"]
         if run_config:
             command += ["--run-config", " ".join(_toml_pair(k, v) for k, v in run_config.items())]
@@ -303,12 +388,135 @@ class LocalFederation:
         return wall
 
 
+def _key_usage(x509: Any, *, ca: bool) -> Any:
+    """keyUsage of the test CA (signs certificates) or of the server (signs TLS handshakes).
+    With the key identifiers, what Python 3.13's default ``VERIFY_X509_STRICT`` asks of a chain
+    (RFC 5280 §4.2.1)."""
+    return x509.KeyUsage(
+        digital_signature=not ca, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )  # fmt: skip
+
+
+def make_tls_files(
+    folder: str | Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
+) -> dict[str, Path]:
+    """A throw-away certificate authority and a server certificate it signed, for testing TLS.
+
+    Writes ``ca.crt``, ``server.pem`` and ``server.key`` (PEM; ECDSA P-256; valid for 30 days)
+    into ``folder`` and returns their paths as ``{"ca", "cert", "key"}``. ``hosts``: the names and
+    IP addresses the certificate is valid for — every address clients dial must be one of them.
+    For anything beyond a test, use your organisation's CA.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    if isinstance(hosts, str) or not hosts or not all(isinstance(h, str) and h for h in hosts):
+        raise ValueError(f"hosts must be a non-empty tuple of names or addresses, got {hosts!r}")
+    alt_names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            alt_names.append(x509.DNSName(host))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "course test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(x509, ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(x509, ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
+    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files["key"].chmod(0o600)
+    return files
+
+
+def _program_name(process: subprocess.Popen) -> str:
+    """The program a process runs (the first word of its command line), for error messages."""
+    args = process.args
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return os.fsdecode(args).split()[0] if os.fsdecode(args).split() else "?"
+    return os.fsdecode(args[0]) if args else "?"
+
+
 def _toml_pair(key: str, value: object) -> str:
-    if isinstance(value, bool):
+    """``key=value`` in TOML, as ``flwr run --run-config`` parses it (strings JSON-escaped, which
+    TOML's basic strings accept). NumPy scalars are written as the Python values they hold."""
+    import numpy as np
+
+    from course_lib.validation import is_integer
+
+    if isinstance(value, bool | np.bool_):
         return f"{key}={'true' if value else 'false'}"
-    if isinstance(value, (int, float)):
-        return f"{key}={value!r}"
-    return f'{key}="{value}"'
+    if is_integer(value):
+        return f"{key}={int(value)}"
+    if isinstance(value, float | np.floating):
+        return f"{key}={float(value)!r}"
+    if isinstance(value, str):
+        return f"{key}={json.dumps(value)}"
+    raise TypeError(f"run-config key {key!r}: a bool, number or string, got {value!r}")
+
+
+@contextlib.contextmanager
+def stop_on_sigterm():
+    """While active (main thread only), SIGTERM raises ``SystemExit(143)`` instead of killing
+    Python outright, so ``with LocalFederation(...)`` blocks and temporary folders are unwound:
+    every Flower process is stopped and every folder removed before the program exits (what
+    ``kill`` and ``timeout`` send). The previous handler comes back afterwards."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _die_with_parent() -> None:

@@ -7,18 +7,26 @@ runs are shared through module-scoped fixtures to keep the file fast.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from course_lib.models import MLP
 from course_lib.randomness import InsecureSeededRandom
-from course_lib.smpc import Session, encrypted_predict
+from course_lib.smpc import Session, encrypted_predict, launcher
 from course_lib.smpc.distributed import (
     DistributedSession,
+    connect,
     encrypted_inference_program,
+    free_port,
+    interface_towards,
+    rendezvous_settings,
     run_parties,
 )
 
@@ -134,6 +142,19 @@ def test_secure_randomness_by_default_gives_correct_results():
         assert repr(party.value) == repr(runs[0].value)
 
 
+def numpy_owner_program(session: DistributedSession) -> torch.Tensor:
+    return (session.share(X) * session.share(Y, owner=np.int64(0))).reveal()
+
+
+def test_a_numpy_integer_owner_is_that_party_not_the_outside_owner():
+    """Session accepts NumPy integers as party indices; the processes must agree on who sends."""
+    runs = run_parties(numpy_owner_program, timeout=60)
+    assert torch.allclose(runs[0].value, (X * Y).double(), atol=2**-15)
+    # X comes from the outside owner (2 shares), Y from party 0 (1 share to party 1)
+    assert runs[3].wire.online_sent == 2 * X.numel() * 8
+    assert runs[0].log.total.bytes == sum(r.wire.online_sent for r in runs)
+
+
 @pytest.fixture(scope="module")
 def model_and_images():
     torch.manual_seed(0)
@@ -155,12 +176,24 @@ def test_encrypted_mnist_inference_as_processes_equals_in_process(model_and_imag
 
 
 def record_pid_then(session: DistributedSession, folder: str, action: str) -> None:
+    """Write this process's PID, then play ``action``. The party that acts first waits until all
+    4 PIDs are written (through the file system: a program talks only through its session, and
+    with the bulk offline phase the parties start only once the dealer's run is over)."""
     Path(folder, f"{session.rank}.pid").write_text(str(os.getpid()))
-    torch.distributed.barrier()  # every process has written its PID
+    acting = {"fail": 1, "crash": 1, "hang": 0}.get(action)
+    deadline = time.monotonic() + 30
+    while session.rank == acting and len(list(Path(folder).glob("*.pid"))) < 4:
+        assert time.monotonic() < deadline, "the other processes did not start"
+        time.sleep(0.05)
     if action == "fail" and session.rank == 1:
         raise ArithmeticError("party 1 gave up")
+    if action == "crash" and session.rank == 1:
+        os._exit(3)  # dies without a word: no exception, no report
+    if action == "dealer fails" and session.rank == session.dealer_rank:
+        raise LookupError("the dealer ran out of triples")
     if action == "hang" and session.rank == 0:
         time.sleep(3600)
+    session.open(torch.zeros(2, 3, dtype=torch.int64))  # the parties talk once
 
 
 def _alive(pid: int) -> bool:
@@ -178,21 +211,85 @@ def _state(pid: int) -> str:
         return "gone"
 
 
+def _pids(folder: Path) -> list[int]:
+    pids = [int(p.read_text()) for p in folder.glob("*.pid")]
+    for p in folder.glob("*.pid"):
+        p.unlink()
+    return pids
+
+
 def test_no_process_is_left_behind(seeded_runs, tmp_path):
     for run in seeded_runs:  # a successful run
         assert not _alive(run.pid)
-    # party 1 raises; whichever rank reports first (party 1 itself, or a peer whose connection to
-    # it closed) fails the run, and every process is stopped either way
-    with pytest.raises(RuntimeError, match=r"rank \d failed"):
+    with pytest.raises(RuntimeError, match=r"rank 1 \(party 1\) failed first"):
         run_parties(record_pid_then, str(tmp_path), "fail", timeout=30)
-    pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+    pids = _pids(tmp_path)
     assert len(pids) == 4 and not any(_alive(pid) for pid in pids)
-    for p in tmp_path.glob("*.pid"):
-        p.unlink()
     with pytest.raises(TimeoutError, match="did not finish within 12"):
         run_parties(record_pid_then, str(tmp_path), "hang", timeout=12)
-    pids = [int(p.read_text()) for p in tmp_path.glob("*.pid")]
+    pids = _pids(tmp_path)
     assert len(pids) == 4 and not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("preprocessing", ["bulk", "streamed"])
+def test_the_first_failure_is_reported_with_its_own_traceback_every_time(tmp_path, preprocessing):
+    """#23 §4: party 1 raises; its peers then fail on closed connections. Whichever report reaches
+    the launcher first, the error names party 1 and carries its own traceback — every time."""
+    for attempt in range(4):
+        with pytest.raises(RuntimeError) as caught:
+            run_parties(
+                record_pid_then, str(tmp_path), "fail", timeout=30, preprocessing=preprocessing
+            )
+        message = str(caught.value)
+        head, _, consequences = message.partition("then, as a consequence:")
+        assert head.startswith("rank 1 (party 1) failed first:\n"), (attempt, message)
+        assert "ArithmeticError: party 1 gave up" in head
+        assert 'raise ArithmeticError("party 1 gave up")' in head  # its own traceback
+        assert "rank 1 " not in consequences  # the others follow, one line each
+        _pids(tmp_path)
+
+
+def test_a_failing_dealer_and_a_crashing_party_are_named(tmp_path):
+    with pytest.raises(RuntimeError) as caught:  # bulk: the parties wait for its material
+        run_parties(record_pid_then, str(tmp_path), "dealer fails", timeout=30)
+    assert str(caught.value).startswith("rank 2 (dealer) failed first:\n")
+    assert "LookupError: the dealer ran out of triples" in str(caught.value)
+    _pids(tmp_path)
+    with pytest.raises(RuntimeError, match=r"^rank 1 ended without a result \(exit code 3\)"):
+        run_parties(record_pid_then, str(tmp_path), "crash", timeout=30)
+    assert not any(_alive(pid) for pid in _pids(tmp_path))
+
+
+LAUNCHER_KILLED = """
+import sys
+from course_lib.smpc.distributed import run_parties
+from tests.smpc.test_distributed import record_pid_then
+run_parties(record_pid_then, sys.argv[1], "hang", timeout=120)
+"""
+
+
+def test_sigterm_to_the_launcher_stops_every_process(tmp_path):
+    """`kill` / `timeout` on a program inside run_parties: the 4 processes are stopped, not left
+    to time out on their own, and the launcher exits with 143 (128 + SIGTERM)."""
+    launcher_process = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER_KILLED, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ, "COURSE_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("*.pid"))) < 4:  # every process is running the program
+        assert launcher_process.poll() is None, launcher_process.communicate()[1]
+        assert time.monotonic() < deadline, "the processes did not start"
+        time.sleep(0.1)
+    pids = _pids(tmp_path)
+    assert all(_alive(pid) for pid in pids)
+    start = time.monotonic()
+    launcher_process.send_signal(signal.SIGTERM)
+    assert launcher_process.wait(30) == 143
+    assert time.monotonic() - start < 10  # stopped at once, not after their 120 s timeout
+    assert not any(_alive(pid) for pid in pids)
 
 
 def test_bad_arguments_are_refused_before_any_process_starts():
@@ -208,3 +305,221 @@ def test_bad_arguments_are_refused_before_any_process_starts():
         DistributedSession(rank=0)  # no torch.distributed group in this process
     with pytest.raises(ValueError, match="rank"):
         DistributedSession(rank=9)
+
+
+# -- the offline phase --------------------------------------------------------------------------
+def material_program(session: DistributedSession) -> dict[str, object]:
+    """The protocol, noting how much dealer material this process had when its program started."""
+    before = session.transport.count.offline_received
+    out = protocol(session)
+    out["material_before"] = before
+    out["material_after"] = session.transport.count.offline_received
+    return out
+
+
+@pytest.fixture(scope="module")
+def streamed_and_bulk():
+    return {
+        mode: run_parties(material_program, seed=SEED, timeout=60, preprocessing=mode)
+        for mode in ("streamed", "bulk")
+    }
+
+
+def test_bulk_preprocessing_delivers_everything_before_the_online_phase(streamed_and_bulk):
+    _, reference = in_process_reference()
+    offline = reference.log.total.offline_bytes
+    bulk, streamed = streamed_and_bulk["bulk"], streamed_and_bulk["streamed"]
+    for party in bulk[:2]:
+        # all of its material had arrived, in one message after one 8-byte length, before the
+        # program's first step; the online phase received none
+        assert party.value["material_before"] == party.value["material_after"] == offline // 2
+        assert party.wire.header_received == 8
+    assert bulk[2].wire.header_sent == 16 and bulk[2].wire.offline_sent == offline
+    for party in streamed[:2]:  # streamed: the material arrives during the program
+        assert party.value["material_before"] == 0
+        assert party.value["material_after"] == offline // 2
+        assert party.wire.header_received == 0
+
+
+def test_bulk_and_streamed_give_the_same_results_and_online_bytes(streamed_and_bulk):
+    bulk, streamed = streamed_and_bulk["bulk"], streamed_and_bulk["streamed"]
+    for a, b in zip(bulk, streamed, strict=True):
+        for name in ("x_shares", "hidden_shares", "all", "party0", "patient"):
+            assert torch.equal(a.value[name], b.value[name])
+        assert (a.wire.online_sent, a.wire.rounds) == (b.wire.online_sent, b.wire.rounds)
+
+
+def uneven_program(session: DistributedSession) -> None:
+    """Not data-oblivious: the dealer's process takes an extra multiplication."""
+    x = session.share(X)
+    if session.rank == session.dealer_rank:
+        x = x * x
+    (x * x).reveal()
+
+
+def test_a_program_that_differs_between_processes_is_caught():
+    with pytest.raises(RuntimeError, match="did not run the same program"):
+        run_parties(uneven_program, timeout=30)
+
+
+# -- connect(): settings, interface, errors -----------------------------------------------------
+def test_rendezvous_settings_come_from_arguments_or_torchrun_environment(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValueError, match="set RANK"):
+        rendezvous_settings(None, 2, "127.0.0.1", 29500)
+    with pytest.raises(ValueError, match="MASTER_ADDR"):
+        rendezvous_settings(0, 2, None, 29500)
+    with pytest.raises(ValueError, match="MASTER_PORT"):
+        rendezvous_settings(0, 2, "127.0.0.1", None)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("MASTER_PORT", "29611")
+    assert rendezvous_settings(None, 2, None, None) == (3, 4, "localhost", 29611)
+    assert rendezvous_settings(1, 2, "127.0.0.2", 1234) == (1, 4, "127.0.0.2", 1234)
+    monkeypatch.setenv("WORLD_SIZE", "5")
+    with pytest.raises(ValueError, match="WORLD_SIZE is 5 but 2 parties need 4"):
+        rendezvous_settings(None, 2, None, None)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "four")
+    with pytest.raises(ValueError, match="RANK must be an integer"):
+        rendezvous_settings(None, 2, None, None)
+    with pytest.raises(ValueError, match="rank must be an int from 0 to 3"):
+        rendezvous_settings(4, 2, None, None)
+    with pytest.raises(ValueError, match="port must be an int from 1 to 65535"):
+        rendezvous_settings(0, 2, "127.0.0.1", 70000)
+    with pytest.raises(ValueError, match="cannot resolve the master address"):
+        rendezvous_settings(0, 2, "no-such-host.invalid", 29500)
+
+
+def test_the_interface_is_loopback_only_for_a_loopback_master():
+    assert interface_towards("127.0.0.1") == interface_towards("localhost") == "lo"
+    # any other address: the interface holding the source address the kernel picks for it
+    # (tests/smpc/test_across_hosts.py checks eth0 inside emulated hosts)
+    with pytest.raises(ValueError, match="cannot resolve"):
+        interface_towards("no-such-host.invalid")
+
+
+def test_connect_refuses_bad_arguments_before_opening_anything(monkeypatch):
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    bad = [
+        ({"rank": 0, "port": 0}, ValueError, "port"),
+        ({"rank": 0, "preprocessing": "later"}, ValueError, "preprocessing"),
+        ({"rank": 0, "timeout": 0}, ValueError, "timeout"),
+        ({"rank": 0, "seed": 1.5}, TypeError, "seed"),
+        ({"rank": 0, "precision_bits": 0}, ValueError, "precision"),
+    ]
+    for kwargs, error, match in bad:
+        settings = {"address": "127.0.0.1", "port": 29500, **kwargs}
+        with pytest.raises(error, match=match), connect(**settings):
+            pass
+    assert not torch.distributed.is_initialized()
+
+
+def test_nobody_listening_is_a_clear_error_within_the_timeout(monkeypatch):
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    port = free_port()
+    with pytest.raises(ConnectionError) as caught, connect(1, address="127.0.0.1", port=port,
+                                                           timeout=2):  # fmt: skip
+        pass
+    assert str(caught.value).startswith(f"rank 1 of 4 (rendezvous tcp://127.0.0.1:{port}")
+    assert "interface lo, 127.0.0.1" in str(caught.value)
+    assert "GLOO_SOCKET_IFNAME" not in os.environ  # set for the attempt only
+    assert not torch.distributed.is_initialized()
+
+
+# -- the command line ---------------------------------------------------------------------------
+def test_the_command_line_refuses_bad_input_before_connecting(tmp_path, capsys, monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    master = ["--master", "127.0.0.1:1"]  # nobody listens there: reaching it would fail with 1
+    cases = [
+        (["--role", "party7", *master], "--role must be party0"),
+        (["--role", "owner", *master], "the owner needs --weights"),
+        (["--role", "party0"], "MASTER_ADDR"),
+        (["--role", "party0", "--master", "127.0.0.1"], "HOST:PORT"),
+        (["--role", "party0", *master, "--layers", "784"], "--layers needs"),
+        (["--role", "owner", *master, "--weights", str(tmp_path / "no.pt")], "no.pt"),
+        (
+            [
+                "--role",
+                "owner",
+                *master,
+                "--program",
+                "lookup",
+                "--rows",
+                "3",
+                "--table",
+                str(tmp_path / "t.csv"),
+                "--query",
+                "5",
+            ],
+            "3 rows",
+        ),  # fmt: skip
+    ]
+    (tmp_path / "t.csv").write_text("1,2\n3,4\n")
+    torch.save(MLP(784, (4,), 10).state_dict(), tmp_path / "w.pt")
+    cases.append(
+        (["--role", "owner", *master, "--weights", str(tmp_path / "w.pt")], "do not fit --layers")
+    )
+    for argv, message in cases:
+        assert launcher.main(argv) == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert not torch.distributed.is_initialized()
+
+
+# -- one rule for integers and numbers (course_lib.validation): NumPy integers are integers, bools
+# are not numbers; every refusal comes before a process starts or a socket opens.
+
+BOOLS = [True, np.bool_(True)]
+
+
+@pytest.mark.parametrize("flag", BOOLS)
+@pytest.mark.parametrize("name", ["timeout", "seed", "threads"])
+def test_run_parties_refuses_bools_before_any_process_starts(flag, name):
+    started = []
+    with pytest.raises(TypeError, match=name):
+        run_parties(lambda session: started.append(session), **{name: flag})
+    assert started == [] and not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("flag", BOOLS)
+def test_a_bool_rank_or_port_is_refused(monkeypatch, flag):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(TypeError, match="rank"):
+        rendezvous_settings(flag, 2, "127.0.0.1", 29500)  # True would silently be rank 1
+    with pytest.raises(TypeError, match="port"):
+        rendezvous_settings(0, 2, "127.0.0.1", flag)
+    with pytest.raises(TypeError, match="rank"):
+        DistributedSession(rank=flag)
+
+
+def test_rendezvous_settings_take_numpy_integers_as_python_ints(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = rendezvous_settings(np.int64(3), np.int32(2), "127.0.0.1", np.int64(29500))
+    assert settings == (3, 4, "127.0.0.1", 29500)
+    assert all(type(value) is int for value in (settings[0], settings[1], settings[3]))
+    with pytest.raises(ValueError, match="rank must be an int from 0 to 3"):
+        rendezvous_settings(np.int64(4), 2, "127.0.0.1", 29500)
+
+
+@pytest.mark.parametrize("flag", BOOLS)
+@pytest.mark.parametrize("name", ["rank", "port", "timeout", "seed"])
+def test_connect_refuses_bools_before_opening_anything(monkeypatch, flag, name):
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    settings = {"rank": 0, "address": "127.0.0.1", "port": 29500, name: flag}
+    with pytest.raises(TypeError, match=name), connect(**settings):
+        pass
+    assert not torch.distributed.is_initialized()
+
+
+def test_run_parties_takes_numpy_numbers():
+    runs = run_parties(
+        secure_program, seed=np.int64(SEED), timeout=np.float32(60), threads=np.int64(1)
+    )
+    # np.int64(SEED) seeds every process exactly as SEED does: bit for bit the in-process result
+    expected = secure_program(Session(n_parties=2, rng=InsecureSeededRandom(SEED)))
+    for party in runs[:2]:
+        assert torch.equal(party.value, expected)
