@@ -67,16 +67,15 @@ import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-from phe.paillier import EncryptedNumber, PaillierPrivateKey, PaillierPublicKey
-from rbcl import (
-    crypto_core_ristretto255_from_hash,
-    crypto_core_ristretto255_is_valid_point,
-    crypto_core_ristretto255_scalar_reduce,
-    crypto_scalarmult_ristretto255,
-)
+from typing import TYPE_CHECKING
 
 from course_lib.randomness import RandomSource, resolve_random_source
+
+# rbcl and phe come with the [he] extra, which only lessons 18-19 install: they are imported where
+# they are used, so that importing this module (the lesson 19 checkers do, and `check` loads every
+# checker) works in a lesson that installed another extra.
+if TYPE_CHECKING:
+    from phe.paillier import EncryptedNumber, PaillierPrivateKey, PaillierPublicKey
 
 __all__ = [
     "P25519",
@@ -127,6 +126,8 @@ def hash_to_point(item: Item) -> bytes:
 
     Identifiers are canonicalised first (NFC for ``str``, see the module docstring).
     """
+    from rbcl import crypto_core_ristretto255_from_hash
+
     return crypto_core_ristretto255_from_hash(hashlib.sha512(_DOMAIN + _item_bytes(item)).digest())
 
 
@@ -165,6 +166,8 @@ def _check_point(point: object, where: str) -> bytes:
         raise ValueError(f"{where} must be a {POINT_BYTES} bytes group element, got {shown}")
     if point == _IDENTITY:
         raise ValueError(f"{where} is the identity element, which no honest party sends")
+    from rbcl import crypto_core_ristretto255_is_valid_point
+
     # RFC 9496 §4.3.1 reads all 256 bits, so a set top bit means s ≥ p; the libsodium inside rbcl
     # 1.1.2 ignores that bit (two encodings of one element), hence the explicit check
     if point[-1] & 0x80 or not crypto_core_ristretto255_is_valid_point(point):
@@ -179,12 +182,16 @@ class _Blinder:
     """Multiplication of ristretto255 elements by one secret scalar, uniform in ``[1, ℓ)``."""
 
     def __init__(self, rng: RandomSource) -> None:
+        from rbcl import crypto_core_ristretto255_scalar_reduce
+
         scalar = _IDENTITY
         while scalar == _IDENTITY:  # zero has probability ≈ 2⁻²⁵²; it would blind to the identity
             scalar = crypto_core_ristretto255_scalar_reduce(rng.bytes(64))
         self._scalar = scalar
 
     def __call__(self, point: bytes) -> bytes:
+        from rbcl import crypto_scalarmult_ristretto255
+
         return crypto_scalarmult_ristretto255(self._scalar, point)
 
 

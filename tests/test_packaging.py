@@ -4,8 +4,11 @@ runs the README's test command and proves the requirements install from wheels."
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import subprocess
 import tomllib
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -130,3 +133,59 @@ def test_colabs_preinstalled_torch_is_admitted_and_a_stricter_pin_is_caught() ->
     assert check_wheels.without_torch_family(["torch>=2.6", "opacus>=1.5", "phe>=1.5"]) == [
         "phe>=1.5"
     ]
+
+
+# -- the Makefile's install doors: root, a CPU-only machine -------------------------------------
+
+
+def _make_dry_run(
+    tmp_path: Path, *args: str, uid: int = 1000, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``make -n ARGS`` (prints the commands, runs none) as if ``id -u`` said ``uid``; the
+    requirements count as newer than the install stamp, so the install recipe is printed too."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    fake_id = fake_bin / "id"
+    fake_id.write_text(f"#!/bin/sh\necho {uid}\n")
+    fake_id.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["make", "-n", "-W", "requirements.txt", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+
+
+def _jupyter_line(output: str) -> str:
+    (line,) = [line for line in output.splitlines() if "/jupyter lab" in line]
+    return line
+
+
+@pytest.mark.parametrize("target", ["lab", "lab-solutions"])
+def test_make_lab_passes_allow_root_only_to_root(tmp_path: Path, target: str) -> None:
+    """JupyterLab refuses to start as root (Docker, WSL, cloud VMs) without --allow-root."""
+    folder = "student/notebooks/" if target == "lab" else "notebooks/"
+    as_root = _jupyter_line(_make_dry_run(tmp_path, target, uid=0).stdout)
+    assert as_root.split()[-2:] == ["--allow-root", folder], as_root
+    as_user = _jupyter_line(_make_dry_run(tmp_path, target, uid=1000).stdout)
+    assert as_user.split()[1:] == ["lab", folder], as_user
+    extra = _jupyter_line(_make_dry_run(tmp_path, target, "LAB_ARGS=--no-browser", uid=0).stdout)
+    assert extra.split()[-3:] == ["--allow-root", "--no-browser", folder], extra
+
+
+def test_make_install_torch_cpu_takes_the_cpu_wheels_first(tmp_path: Path) -> None:
+    cpu = _make_dry_run(tmp_path, "install", "TORCH=cpu").stdout.splitlines()
+    torch_line = next(i for i, line in enumerate(cpu) if "download.pytorch.org" in line)
+    assert cpu[torch_line].endswith(
+        "-m pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    )
+    requirements_line = next(i for i, line in enumerate(cpu) if "-r requirements.txt" in line)
+    assert torch_line < requirements_line, "the CPU torch must be there before the requirements"
+    default = _make_dry_run(tmp_path, "install").stdout
+    assert "-r requirements.txt" in default and "download.pytorch.org" not in default
+    wrong = _make_dry_run(tmp_path, "install", "TORCH=cuda", check=False)
+    assert wrong.returncode != 0 and "TORCH can be cpu or left out, got 'cuda'" in wrong.stderr
+    assert "pip install" not in wrong.stdout, "refused before anything was installed"

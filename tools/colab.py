@@ -18,11 +18,12 @@ Everything that points at the repository is written from it by this module:
   ``course_lib`` with the lesson's extra (``[dp]``, ``[fl]``, ``[he]`` — kept from the cell);
   it never upgrades Colab's own ipython/ipykernel (no ``-U``, no dev tools);
 - the README's course-map badges (they open the student edition: the README's first reader is a
-  learner) and the ``git clone`` lines of README.md and INSTALLATION.md.
+  learner), the ``git clone`` lines of README.md and INSTALLATION.md, and CITATION.cff's
+  ``repository-code``.
 
 Usage::
 
-    python -m tools.colab                      # rewrite README.md, INSTALLATION.md, every lesson
+    python -m tools.colab                      # rewrite README, INSTALLATION, CITATION, lessons
     python -m tools.colab notebooks/00_welcome.ipynb README.md     # only these files
     python -m tools.colab --check              # list what disagrees with pyproject; exit 1 if any
     python -m tools.colab --repository you/private-ai --branch main --student-branch student
@@ -51,6 +52,7 @@ __all__ = [
     "apply_to_text",
     "colab_url",
     "install_cell",
+    "install_extra",
     "load_address",
     "rewrite_files",
     "store_address",
@@ -58,7 +60,7 @@ __all__ = [
 
 Edition = Literal["instructor", "student"]
 PYPROJECT = REPO_ROOT / "pyproject.toml"
-TEXT_FILES = ("README.md", "INSTALLATION.md")
+TEXT_FILES = ("README.md", "INSTALLATION.md", "CITATION.cff")
 COLAB_PREFIX = "https://colab.research.google.com/github/"
 INSTALL_MARKER = '"google.colab" in sys.modules'
 
@@ -75,6 +77,10 @@ _CLONE_LINE = re.compile(
 )
 _EXTRA = re.compile(r'%pip install -q -e "/content/[^"\[]+(?P<extra>\[[a-z,]+\])?"')
 _README_ROW = re.compile(r"^\| \d\d \| \[", re.M)
+#: CITATION.cff's link to the code.
+_CFF_REPOSITORY = re.compile(
+    rf'^repository-code: "https://github\.com/{_GITHUB_NAME}/{_GITHUB_NAME}"$', re.M
+)
 
 
 @dataclass(frozen=True)
@@ -150,22 +156,39 @@ def colab_url(address: CourseAddress, notebook: str, edition: Edition) -> str:
 def install_cell(address: CourseAddress, edition: Edition, extra: str = "") -> str:
     """The source of a lesson's install cell; ``extra`` is ``""`` or e.g. ``"[fl]"``.
 
-    In Colab it clones ``edition``'s branch and installs ``course_lib`` (editable) with the
-    lesson's extra. It only adds packages: Colab's torch, ipython and ipykernel stay (the course's
+    In Colab it clones ``edition``'s branch (unless an earlier run of the cell did) and installs
+    ``course_lib`` (editable) with the lesson's extra; running it again changes nothing (no
+    ``fatal: destination path … already exists``, no second ``sys.path`` entry). It only adds
+    packages: Colab's torch, ipython and ipykernel stay (the course's
     requirements admit them; ``tools/check_wheels.py`` proves it in CI).
     """
     if extra and not re.fullmatch(r"\[[a-z,]+\]", extra):
         raise ValueError(f"extra must look like '[fl]', got {extra!r}")
     branch = address.edition_branch(edition)
+    clone = address.clone_dir
     return (
         "# Colab only: fetch the course and install course_lib (does nothing on your own "
-        "machine).\nimport sys\n"
+        "machine; safe to run again).\nimport os\nimport sys\n"
         f"if {INSTALL_MARKER}:\n"
-        f"    !git clone -q --depth 1 --branch {branch} https://github.com/{address.repository} "
-        f"{address.clone_dir}\n"
-        f'    %pip install -q -e "{address.clone_dir}{extra}"\n'
-        f'    sys.path.insert(0, "{address.clone_dir}")'
+        f'    if not os.path.isdir("{clone}/.git"):\n'
+        f"        !git clone -q --depth 1 --branch {branch} "
+        f"https://github.com/{address.repository} {clone}\n"
+        f'    %pip install -q -e "{clone}{extra}"\n'
+        f'    if "{clone}" not in sys.path:\n'
+        f'        sys.path.insert(0, "{clone}")'
     )
+
+
+def install_extra(source: str) -> str:
+    """The extra an install cell's ``source`` installs: ``""`` (the core only), ``"dp"``,
+    ``"fl"`` or ``"he"``; ValueError if ``source`` installs no ``course_lib`` or several extras."""
+    found = _EXTRA.findall(source)
+    if len(found) != 1:
+        raise ValueError(f"expected one '%pip install -q -e \"/content/...\"' line, got {found}")
+    extra = found[0].strip("[]")
+    if "," in extra:
+        raise ValueError(f"an install cell installs one extra at most, got [{extra}]")
+    return extra
 
 
 def apply_to_notebook(
@@ -189,8 +212,10 @@ def apply_to_notebook(
 
 
 def apply_to_text(text: str, address: CourseAddress) -> str:
-    """Rewrite a markdown document's lesson badges (student edition) and ``git clone`` lines."""
+    """Rewrite a markdown document's lesson badges (student edition) and ``git clone`` lines, and
+    CITATION.cff's ``repository-code``."""
     text = _COLAB_LINK.sub(lambda m: colab_url(address, m["notebook"], "student"), text)
+    text = _CFF_REPOSITORY.sub(f'repository-code: "https://github.com/{address.repository}"', text)
     return _CLONE_LINE.sub(
         lambda m: f"git clone {m['options']}https://github.com/{address.repository}.git{m['rest']}",
         text,
@@ -229,7 +254,7 @@ def rewrite_files(
 
 
 def default_files() -> list[Path]:
-    """README.md, INSTALLATION.md and every lesson."""
+    """README.md, INSTALLATION.md, CITATION.cff and every lesson."""
     lessons = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     return [REPO_ROOT / name for name in TEXT_FILES] + lessons
 
@@ -237,7 +262,7 @@ def default_files() -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "files", nargs="*", type=Path, help="default: README, INSTALLATION, lessons"
+        "files", nargs="*", type=Path, help="default: README, INSTALLATION, CITATION, lessons"
     )
     parser.add_argument("--check", action="store_true", help="only report; exit 1 if any differ")
     parser.add_argument("--repository", help="a fork's GitHub owner/name (stored in pyproject)")

@@ -91,9 +91,8 @@ def _assigned_names(statement: ast.stmt) -> list[str] | None:
         targets = [statement.target]
     else:
         return None
-    if not all(isinstance(target, ast.Name) for target in targets):
-        return None
-    return [target.id for target in targets]
+    names = [target.id for target in targets if isinstance(target, ast.Name)]
+    return names if len(names) == len(targets) else None  # None: a target is not a plain name
 
 
 def _stub_for(block: list[str], indent: str, line: int) -> list[str]:
@@ -109,8 +108,9 @@ def _stub_for(block: list[str], indent: str, line: int) -> list[str]:
     except SyntaxError:
         statements = []  # e.g. a fragment of a larger statement: fall back to raising
     assigned = [_assigned_names(statement) for statement in statements]
-    if statements and all(names is not None for names in assigned):
-        names = [name for names in assigned for name in names]
+    plain = [names for names in assigned if names is not None]  # the plain assignments' names
+    if statements and len(plain) == len(assigned):
+        names = [name for bound in plain for name in bound]
     elif not indent and assigned and assigned[-1]:
         names = assigned[-1]
     elif not indent:
@@ -196,13 +196,24 @@ def _lesson_paths(notebooks: Iterable[Path] | None) -> list[Path]:
 
 
 def _match_refresh(names: Iterable[str], lessons: list[Path]) -> set[str]:
-    """The lesson files ``--refresh`` asks for, by full name or unique prefix (``05``)."""
+    """The lesson files ``--refresh`` asks for, by full name or unique prefix (``05``,
+    ``05_local``); a bare number may drop its leading zero (``5``). ValueError, in one line,
+    for a name that matches no lesson or several."""
     chosen = set()
     for name in names:
-        matches = [p.name for p in lessons if p.name == name or p.name.startswith(name)]
-        if len(matches) != 1:
-            found = ", ".join(matches) if matches else "none"
-            raise ValueError(f"--refresh {name!r} must name exactly one lesson; it matches {found}")
+        prefix = name.zfill(2) if name.isdigit() else name
+        matches = [p.name for p in lessons if p.name == prefix or p.name.startswith(prefix)]
+        if not matches:
+            numbers = f"{lessons[0].name[:2]}–{lessons[-1].name[:2]}"
+            raise ValueError(
+                f"--refresh {name!r} matches no lesson: give a lesson's number ({numbers}, e.g. "
+                f"{lessons[0].name[:2]}) or the start of its file name ({lessons[0].stem})"
+            )
+        if len(matches) > 1:
+            raise ValueError(
+                f"--refresh {name!r} matches {len(matches)} lessons ({', '.join(matches)}): "
+                "name exactly one"
+            )
         chosen.add(matches[0])
     return chosen
 
@@ -321,7 +332,9 @@ def publish_student_branch(repo: Path = REPO_ROOT, branch: str | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.student_edition", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("notebooks", nargs="*", type=Path, help="lessons to convert (default: all)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: student)")
     parser.add_argument(
@@ -345,7 +358,13 @@ def main(argv: list[str] | None = None) -> None:
         branch = colab.load_address().student_branch
         print(f"Committed {commit[:12]} to {branch}; publish it: git push origin {branch}")
         return
-    report = sync_student_edition(args.notebooks or None, args.out, refresh=args.refresh)
+    missing = [str(path) for path in args.notebooks if not path.is_file()]
+    if missing:
+        parser.exit(2, f"{parser.prog}: error: no such lesson file: {', '.join(missing)}\n")
+    try:
+        report = sync_student_edition(args.notebooks or None, args.out, refresh=args.refresh)
+    except ValueError as error:  # a --refresh that names no lesson, a broken solution marker
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     for path, status in report:
         if status != "unchanged":
             print(f"  {path.name}: {status}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -39,6 +42,7 @@ def test_no_other_copy_of_the_address() -> None:
     written_by_the_tool = {p.resolve() for p in FILES} | {REPO_ROOT / "pyproject.toml"}
     sources = [
         *REPO_ROOT.glob("*.md"),
+        *REPO_ROOT.glob("*.cff"),
         *REPO_ROOT.glob("course_lib/**/*.py"),
         *REPO_ROOT.glob("tools/**/*.py"),
     ]
@@ -65,7 +69,7 @@ def _lesson(name: str, install: str) -> nbformat.NotebookNode:
 
 
 def test_a_fork_rewrites_every_link(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("README.md", "INSTALLATION.md", "pyproject.toml"):
+    for name in ("README.md", "INSTALLATION.md", "CITATION.cff", "pyproject.toml"):
         shutil.copy(REPO_ROOT / name, tmp_path / name)
     (tmp_path / "notebooks").mkdir()
     lesson = tmp_path / "notebooks" / "07_pate.ipynb"
@@ -76,7 +80,12 @@ def test_a_fork_rewrites_every_link(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(
         colab,
         "default_files",
-        lambda: [tmp_path / "README.md", tmp_path / "INSTALLATION.md", lesson],
+        lambda: [
+            tmp_path / "README.md",
+            tmp_path / "INSTALLATION.md",
+            tmp_path / "CITATION.cff",
+            lesson,
+        ],
     )
 
     assert colab.main(["--repository", "uni-x/privacy-course", "--student-branch", "handout"]) == 0
@@ -92,6 +101,11 @@ def test_a_fork_rewrites_every_link(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     ), "only the address may change in pyproject.toml"
     for path in (tmp_path / "README.md", tmp_path / "INSTALLATION.md", lesson):
         assert ADDRESS.repository not in path.read_text(), path.name
+    citation = (tmp_path / "CITATION.cff").read_text()
+    assert citation == (REPO_ROOT / "CITATION.cff").read_text().replace(
+        ADDRESS.repository, "uni-x/privacy-course"
+    )
+    assert 'repository-code: "https://github.com/uni-x/privacy-course"' in citation
     readme = (tmp_path / "README.md").read_text()
     assert readme.count("github/uni-x/privacy-course/blob/handout/notebooks/") == len(
         list((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -148,3 +162,82 @@ def test_a_lesson_without_badge_or_install_cell_is_refused() -> None:
     notebook.cells[0].source = "# 07 · X"
     with pytest.raises(ValueError, match="first cell must hold the Colab badge"):
         colab.apply_to_notebook(notebook, "07_pate.ipynb", ADDRESS, "student")
+
+
+# -- the install cell, run as Colab runs it ----------------------------------------------------
+
+#: Runs an install cell twice in a real IPython shell that believes it is in Colab; ``%pip`` is
+#: recorded instead of run (it would install into this environment), ``!git clone`` really runs.
+_RUN_TWICE = """
+import json, sys, types
+from IPython.core.interactiveshell import InteractiveShell
+sys.modules["google.colab"] = types.ModuleType("google.colab")
+shell = InteractiveShell.instance()
+pips = []
+shell.register_magic_function(lambda line: pips.append(line), "line", "pip")
+source = sys.stdin.read()
+ok = [shell.run_cell(source).success for _ in range(2)]
+print(json.dumps({"ok": ok, "pips": pips, "exit_code": shell.user_ns.get("_exit_code"),
+                  "path": sys.path}))
+"""
+#: The install cell as generated before it was made safe to run twice.
+_OLD_INSTALL_CELL = """import sys
+if "google.colab" in sys.modules:
+    !git clone -q --depth 1 --branch student https://github.com/o/course /content/course
+    %pip install -q -e "/content/course[fl]"
+    sys.path.insert(0, "/content/course")"""
+
+
+def _origin(tmp_path: Path) -> Path:
+    """A repository with a ``student`` branch, standing in for GitHub."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    (origin / "README.md").write_text("# course\n")
+    for args in (
+        ["init", "-q", "-b", "student"],
+        ["add", "README.md"],
+        ["-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "c"],
+    ):
+        subprocess.run(["git", *args], cwd=origin, check=True, capture_output=True)
+    return origin
+
+
+@pytest.mark.parametrize("generated", [True, False], ids=["generated", "old-form"])
+def test_the_install_cell_is_safe_to_run_twice(tmp_path: Path, generated: bool) -> None:
+    """Running the cell again (a learner's Run All after a first try) neither fails to clone
+    (``fatal: destination path … already exists``) nor adds the course to sys.path twice; the
+    old form of the cell, run the same way, does both — so this test can tell them apart."""
+    address = colab.CourseAddress("o/course", "main", "student")
+    cell = colab.install_cell(address, "student", "[fl]") if generated else _OLD_INSTALL_CELL
+    origin = _origin(tmp_path)
+    content = tmp_path / "content"
+    cell = cell.replace("https://github.com/o/course", origin.as_uri())
+    cell = cell.replace("/content/", f"{content}/")
+    run = subprocess.run(
+        [sys.executable, "-c", _RUN_TWICE], input=cell, capture_output=True, text=True, check=True
+    )
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["ok"] == [True, True], run.stderr
+    assert (content / "course" / "README.md").read_text() == "# course\n"
+    assert result["pips"] == [f'install -q -e "{content}/course[fl]"'] * 2
+    clean = "fatal" not in run.stdout + run.stderr and result["exit_code"] == 0
+    path_entries = result["path"].count(f"{content}/course")
+    if generated:
+        assert clean, run.stdout + run.stderr
+        assert path_entries == 1
+    else:
+        assert not clean and "already exists" in run.stdout + run.stderr
+        assert path_entries == 2
+
+
+def test_install_extra_reads_the_cells_extra() -> None:
+    for extra in ("", "dp", "fl", "he"):
+        cell = colab.install_cell(ADDRESS, "student", f"[{extra}]" if extra else "")
+        assert colab.install_extra(cell) == extra
+    for path in REPO_ROOT.glob("notebooks/[0-9][0-9]_*.ipynb"):
+        cell = nbformat.read(path, as_version=4).cells[1].source
+        assert colab.install_extra(cell) in ("", "dp", "fl", "he"), path.name
+    with pytest.raises(ValueError, match="one extra at most"):
+        colab.install_extra('%pip install -q -e "/content/course[dp,fl]"')
+    with pytest.raises(ValueError, match="expected one"):
+        colab.install_extra("print('no install')")

@@ -20,6 +20,7 @@ from tools import colab
 from tools.student_edition import (
     MANIFEST,
     SolutionMarkerError,
+    _match_refresh,
     build_student_edition,
     main,
     publish_student_branch,
@@ -157,10 +158,12 @@ def _make_commands(target: str, **variables: str) -> list[list[str]]:
 
 
 def test_make_lab_opens_the_student_edition_and_lab_solutions_the_instructors() -> None:
+    # JupyterLab refuses to start as root without --allow-root: make adds it for root only
+    as_root = ["--allow-root"] if os.geteuid() == 0 else []
     student = _make_commands("lab", STUDENT_DIR="/tmp/learner")
     assert student[0][1:] == ["-m", "tools.student_edition", "--out", "/tmp/learner"]
-    assert student[-1][1:] == ["lab", "/tmp/learner/notebooks/"]
-    assert _make_commands("lab-solutions")[-1][1:] == ["lab", "notebooks/"]
+    assert student[-1][1:] == ["lab", *as_root, "/tmp/learner/notebooks/"]
+    assert _make_commands("lab-solutions")[-1][1:] == ["lab", *as_root, "notebooks/"]
     refresh = _make_commands("student", REFRESH="05")[0]
     assert refresh[-2:] == ["--refresh", "05"]
 
@@ -209,8 +212,8 @@ def test_refresh_is_explicit_and_keeps_a_backup(tmp_path: Path) -> None:
     fresh = lesson.read_bytes()
     _edit(lesson, "mine = 1")
     edited = lesson.read_bytes()
-    with pytest.raises(ValueError, match="exactly one lesson"):
-        sync_student_edition(NOTEBOOKS[:2], tmp_path, refresh=["0"])
+    with pytest.raises(ValueError, match="'xyz' matches no lesson"):
+        sync_student_edition(NOTEBOOKS[:2], tmp_path, refresh=["xyz"])
     assert lesson.read_bytes() == edited
 
     [(_, status)] = sync_student_edition(NOTEBOOKS[:1], tmp_path, refresh=["00"])
@@ -221,6 +224,45 @@ def test_refresh_is_explicit_and_keeps_a_backup(tmp_path: Path) -> None:
     _edit(lesson, "mine = 2")
     sync_student_edition(NOTEBOOKS[:1], tmp_path, refresh=["00"])  # same second: a second backup
     assert len(list((tmp_path / "notebooks" / "backups").iterdir())) == 2
+
+
+def test_refresh_takes_a_number_without_its_leading_zero(tmp_path: Path) -> None:
+    """``make student REFRESH=5`` means lesson 05, as ``REFRESH=05`` does."""
+    lessons = [path for path in NOTEBOOKS if path.name[:2] in ("05", "15")]
+    sync_student_edition(lessons, tmp_path)
+    lesson = tmp_path / "notebooks" / lessons[0].name
+    fresh = lesson.read_bytes()
+    _edit(lesson, "mine = 1")
+    statuses = dict(sync_student_edition(lessons, tmp_path, refresh=["5"]))
+    assert statuses[lesson].startswith(f"refreshed: your copy is in backups/{lesson.stem}.")
+    assert lesson.read_bytes() == fresh
+
+
+def test_refresh_names_one_lesson(tmp_path: Path) -> None:
+    twins = [tmp_path / "05_a.ipynb", tmp_path / "05_b.ipynb"]
+    with pytest.raises(ValueError, match=r"'05' matches 2 lessons \(05_a.ipynb, 05_b.ipynb\)"):
+        _match_refresh(["05"], twins)
+    assert _match_refresh(["05_b", "05_a.ipynb"], twins) == {"05_a.ipynb", "05_b.ipynb"}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--refresh", "xyz"], "--refresh 'xyz' matches no lesson: give a lesson's number"),
+        (["--refresh", "99"], "--refresh '99' matches no lesson"),
+        (["notebooks/99_missing.ipynb"], "no such lesson file: notebooks/99_missing.ipynb"),
+    ],
+)
+def test_a_name_matching_nothing_gets_one_line_not_a_traceback(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    """What ``make student REFRESH=xyz`` runs: exit status 2, one line on stderr, no files."""
+    command = [sys.executable, "-m", "tools.student_edition", "--out", str(tmp_path), *arguments]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"python -m tools.student_edition: error: {message}")
+    assert not (tmp_path / "notebooks").exists()
 
 
 def test_untouched_notebooks_follow_the_lesson_edited_ones_do_not(tmp_path: Path) -> None:
