@@ -12,34 +12,68 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # Tests and stored outputs run torch on one thread: the lessons' small models are faster that way
 # on a busy 2-core machine, and float results do not depend on the machine's core count.
 RUN    := COURSE_OFFLINE=1 OMP_NUM_THREADS=1
+# The Python files ruff format must leave unchanged (the notebooks are formatted by hand).
+FORMATTED := conftest.py course_lib tests benchmarks tools
 
-.PHONY: install lab lab-solutions test execute student grade publish-student site site-instructor lint clean federation gpu-check
+# Checked outputs must hold on any CPU. make test runs the session (so nbval's run of every lesson)
+# under a second CPU setting, oneDNN without AVX and ATen's portable kernels, which takes other
+# kernels than the machine's own on any x86 machine; the student editions then run on the machine's
+# own kernels and compare the checked cells they share (tests/lessons/test_student_edition.py).
+# CPU=native swaps the two.
+CPU    ?= second
+SECOND_CPU := ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default
+# pytest-xdist workers for make test / test-fast (CI has 2 cores; JOBS=1 runs in this process).
+JOBS   ?= 2
+# One pytest session, JOBS workers; conftest.py puts a notebook's cells (one kernel), a file's tests
+# (its module-scoped fixtures) and the process-heavy files (one at a time) each on one worker.
+PYTEST := $(RUN) $(BIN)/python -m pytest $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadgroup)
+# Runs a step and prints its wall time: $(call timed,NAME,COMMAND)
+timed   = start=$$(date +%s); $(2); status=$$?; echo "== $(1): $$(( $$(date +%s) - start )) s"; exit $$status
+
+.PHONY: install lab lab-solutions test test-fast typecheck execute student grade publish-student site site-instructor lint clean federation gpu-check
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
 	  { echo "The course needs Python 3.11, 3.12 or 3.13; $(PYTHON) is not one (set PYTHON=...)."; exit 1; }
+	$(if $(filter-out cpu,$(TORCH)),$(error TORCH can be cpu or left out, got '$(TORCH)'))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(if $(TORCH),$(BIN)/python -m pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu)
 	$(BIN)/python -m pip install -r requirements.txt
 	$(BIN)/python -m pip install --no-deps -e .
 	$(BIN)/python -m ipykernel install --user --name private-ai --display-name "Python (Private AI)"
 	touch $(STAMP)
 
+## A CPU-only Linux machine: make install TORCH=cpu (or make lab TORCH=cpu) on a fresh clone takes
+## PyTorch's CPU wheels from pytorch.org instead of PyPI's, which bundle CUDA (see INSTALLATION.md).
 install: $(STAMP)
 
 ## Learners: your own copies of the lessons (student edition) in student/notebooks/, in JupyterLab.
+## As root (Docker, WSL, a cloud VM) JupyterLab needs --allow-root, added here; more options for
+## it: make lab LAB_ARGS="--ip=0.0.0.0 --no-browser" (a container's JupyterLab seen from outside).
 lab: student
-	$(BIN)/jupyter lab $(STUDENT_DIR)/notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root) $(LAB_ARGS) $(STUDENT_DIR)/notebooks/
 
 ## Instructors: the solved notebooks with their outputs (notebooks/).
 lab-solutions: install
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root) $(LAB_ARGS) notebooks/
 
-## Unit tests + every notebook re-run by nbval (offline), the docstring examples, then ruff.
+## Everything CI checks: ruff, mypy, then one pytest session (offline) with the unit tests, every
+## lesson re-run by nbval, the student editions and course_lib's docstring examples.
 test: install
-	$(RUN) $(BIN)/python -m pytest --durations=0
-	$(RUN) $(BIN)/python -m pytest -q -o addopts="-p no:cacheprovider" --doctest-modules course_lib
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check course_lib tests benchmarks tools
+	$(call timed,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check $(FORMATTED))
+	$(call timed,typecheck,$(BIN)/mypy)
+	$(call timed,pytest,$(if $(filter second,$(CPU)),$(SECOND_CPU)) $(PYTEST) --durations=0)
+
+## Developers' loop (a few minutes): ruff, mypy, the unit tests and docstring examples; no lesson,
+## no test that starts processes or takes over 10 s (markers: notebook, processes, slow).
+test-fast: install
+	$(call timed,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check $(FORMATTED))
+	$(call timed,typecheck,$(BIN)/mypy)
+	$(call timed,pytest,$(PYTEST) -q -m "not notebook and not processes and not slow" tests course_lib)
+
+## Static types of course_lib and tools (settings: pyproject.toml [tool.mypy]).
+typecheck: install
+	$(BIN)/mypy
 
 ## The course's Flower App (flower_app/) on Flower's Deployment Engine: a SuperLink and NODES
 ## SuperNodes as processes on 127.0.0.1, all stopped afterwards. make federation NODES=3 ROUNDS=5
@@ -81,7 +115,7 @@ site-instructor: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check course_lib tests benchmarks tools
+	$(BIN)/ruff format --check $(FORMATTED)
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache
+	rm -rf build .pytest_cache .ruff_cache .mypy_cache
