@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from course_lib.paths import data_dir, offline
+from course_lib.validation import as_integer, check_positive_int
 
 __all__ = [
     "DatasetUnavailableError",
@@ -231,8 +232,9 @@ def _load(
     allow_download: bool | None,
     bundled: Callable[[bool], tuple[torch.Tensor, torch.Tensor]] | None,
 ) -> ImageDataset:
-    if max_samples is not None and (not isinstance(max_samples, int) or max_samples <= 0):
-        raise ValueError(f"max_samples must be a positive integer or None, got {max_samples!r}")
+    if max_samples is not None:
+        max_samples = check_positive_int(max_samples, "max_samples")
+    seed = as_integer(seed, "seed")
     split = "train" if train else "test"
     allow_download = (not offline()) if allow_download is None else allow_download
     num_classes = len(classes)

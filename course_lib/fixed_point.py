@@ -30,6 +30,8 @@ import math
 import numpy as np
 import torch
 
+from course_lib.validation import check_int_in_range, check_positive
+
 __all__ = ["FixedPointEncoder", "check_ring_tensor"]
 
 #: Encodings are torch ``int64``: the integer ``k`` must fit in 63 bits plus a sign.
@@ -57,11 +59,7 @@ def _is_int(x: torch.Tensor) -> bool:
 
 
 def _check_bits(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if not 0 <= value <= 62:
-        raise ValueError(f"{name} must be between 0 and 62, got {value}")
-    return value
+    return check_int_in_range(value, name, 0, 62)
 
 
 class FixedPointEncoder:
@@ -76,12 +74,8 @@ class FixedPointEncoder:
 
     def __init__(self, frac_bits: int, max_abs: float) -> None:
         self.frac_bits = _check_bits(frac_bits, "frac_bits")
-        if isinstance(max_abs, bool) or not isinstance(max_abs, int | float):
-            raise TypeError(f"max_abs must be a number, got {type(max_abs).__name__}")
-        if not (math.isfinite(max_abs) and max_abs > 0):
-            raise ValueError(f"max_abs must be a positive finite number, got {max_abs!r}")
-        self.max_abs = float(max_abs)
-        self._limit(frac_bits)  # validates max_abs · 2^frac_bits ≤ 2^63
+        self.max_abs = check_positive(max_abs, "max_abs")
+        self._limit(self.frac_bits)  # validates max_abs · 2^frac_bits ≤ 2^63
 
     @property
     def resolution(self) -> float:

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from course_lib.data import ImageDataset
+from course_lib.validation import check_positive_int
 
 __all__ = ["write_image_folder"]
 
@@ -37,10 +38,8 @@ def write_image_folder(
             f"write_image_folder needs a course_lib ImageDataset (e.g. load_mnist()), "
             f"got {type(dataset).__name__}"
         )
-    if per_class is not None and (
-        not isinstance(per_class, int) or isinstance(per_class, bool) or per_class <= 0
-    ):
-        raise ValueError(f"per_class must be a positive integer or None, got {per_class!r}")
+    if per_class is not None:
+        per_class = check_positive_int(per_class, "per_class")
     images = dataset.images
     if images.dim() != 4 or images.shape[1] != 1:
         raise ValueError(f"expected grey images (N, 1, H, W), got shape {tuple(images.shape)}")

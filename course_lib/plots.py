@@ -86,9 +86,9 @@ def show_images(
     n = len(images)
     if n == 0:
         raise ValueError("show_images needs at least one image")
-    for name, seq in (("labels", labels), ("predictions", predictions)):
+    for what, seq in (("labels", labels), ("predictions", predictions)):
         if seq is not None and len(seq) != n:
-            raise ValueError(f"{n} images but {len(seq)} {name}")
+            raise ValueError(f"{n} images but {len(seq)} {what}")
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
     caption_height = CAPTION_HEIGHT if labels is not None or predictions is not None else 0.0
@@ -114,7 +114,7 @@ def show_images(
         ax.imshow(
             img[0] if img.shape[0] == 1 else img.permute(1, 2, 0),
             cmap=cmap,
-            vmin=-limit if symmetric else None,
+            vmin=-limit if limit is not None else None,  # limit is set exactly when symmetric
             vmax=limit,
         )
         caption, color = [], "black"
@@ -197,7 +197,9 @@ def show_convolution(
             ax.set_title(caption, fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
-        outline = {"fill": False, "edgecolor": "orange", "linewidth": 2}
-        ax_row[0].add_patch(Rectangle((col - 0.5, row - 0.5), k, k, **outline))
-        ax_row[2].add_patch(Rectangle((col - 0.5, row - 0.5), 1, 1, **outline))
+        for ax, size in ((ax_row[0], k), (ax_row[2], 1)):  # the window and the pixel it produces
+            outline = Rectangle(
+                (col - 0.5, row - 0.5), size, size, fill=False, edgecolor="orange", linewidth=2
+            )
+            ax.add_patch(outline)
     return fig

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
+from course_lib.validation import as_integer, check_nonnegative_int, check_positive_int
+
 __all__ = [
     "RandomSource",
     "SecureRandom",
@@ -41,10 +43,9 @@ Shape = int | Sequence[int]
 
 
 def _as_shape(shape: Shape) -> tuple[int, ...]:
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    if any((not isinstance(d, int)) or d < 0 for d in shape):
-        raise ValueError(f"a shape must be non-negative integers, got {shape!r}")
-    return shape
+    if isinstance(shape, Sequence | torch.Size):
+        return tuple(check_nonnegative_int(d, "each dimension of the shape") for d in shape)
+    return (check_nonnegative_int(shape, "the shape"),)
 
 
 class RandomSource(ABC):
@@ -79,8 +80,7 @@ class RandomSource(ABC):
 
     def randbelow(self, n: int) -> int:
         """An unbiased uniform integer in ``[0, n)`` (rejection sampling, no modulo bias)."""
-        if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
-            raise ValueError(f"randbelow needs a positive integer bound, got {n!r}")
+        n = check_positive_int(n, "randbelow's bound n")
         k = n.bit_length()
         nbytes = (k + 7) // 8
         while True:
@@ -128,8 +128,7 @@ class SecureRandom(RandomSource):
         self._used = 0
 
     def bytes(self, n: int) -> bytes:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"the number of bytes must be a non-negative int, got {n!r}")
+        n = check_nonnegative_int(n, "the number of bytes")
         buffer = bytearray(n)
         self._fill(buffer)
         return bytes(buffer)
@@ -161,8 +160,7 @@ class InsecureSeededRandom(RandomSource):
     secure = False
 
     def __init__(self, seed: int) -> None:
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"the seed must be an int, got {type(seed).__name__}")
+        seed = as_integer(seed, "the seed")
         self.seed = seed
         self._generator = np.random.Generator(np.random.PCG64(seed))
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from course_lib.validation import check_dataset, check_positive, check_positive_int
+from course_lib.validation import as_integer, check_dataset, check_positive, check_positive_int
 
 __all__ = [
     "History",
@@ -36,8 +36,7 @@ def seed_everything(seed: int = 0) -> None:
 
     (Data loaders get their own seeded generator from :func:`make_loader`.)
     """
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = as_integer(seed, "seed")
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -21,7 +21,8 @@ The rules:
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sized
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset, TensorDataset
 __all__ = [
     "as_number",
     "as_integer",
+    "is_integer",
     "check_positive",
     "check_nonnegative",
     "check_epsilon",
@@ -39,7 +41,9 @@ __all__ = [
     "check_sample_rate",
     "check_positive_int",
     "check_nonnegative_int",
+    "check_int_in_range",
     "check_dataset",
+    "dataset_size",
     "dataset_tensors",
 ]
 
@@ -73,13 +77,20 @@ def as_number(value: object, name: str) -> float:
     return number
 
 
+def is_integer(value: object) -> TypeGuard[int | np.integer]:
+    """The one rule for integers: Python and NumPy integers are integers; bools (Python or NumPy)
+    are not. No unwrapping: a one-element tensor is not an integer here (:func:`as_integer` takes
+    one)."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 def as_integer(value: object, name: str) -> int:
     """``value`` as a Python int; ``TypeError`` unless an integer (bool and floats refused)."""
     try:
         value = _unwrap(value)
     except TypeError as error:
         raise TypeError(f"{name} must be an integer: {error}") from None
-    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+    if not is_integer(value):
         raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
     return int(value)
 
@@ -177,6 +188,23 @@ def check_nonnegative_int(value: object, name: str) -> int:
     return number
 
 
+def check_int_in_range(
+    value: object, name: str, low: int | None = None, high: int | None = None
+) -> int:
+    """An integer with ``low ≤ value ≤ high`` (either bound may be ``None``: unbounded)."""
+    number = as_integer(value, name)
+    if (low is not None and number < low) or (high is not None and number > high):
+        bounds = (
+            f"between {low} and {high}"
+            if low is not None and high is not None
+            else f"at least {low}"
+            if low is not None
+            else f"at most {high}"
+        )
+        raise ValueError(f"{name} must be {bounds}, got {number}")
+    return number
+
+
 def check_dataset(dataset: object, name: str = "dataset") -> Dataset:
     """A non-empty map-style dataset whose items are ``(input, label, ...)`` tuples.
 
@@ -194,7 +222,7 @@ def check_dataset(dataset: object, name: str = "dataset") -> Dataset:
         raise TypeError(
             f"{name} must have a length (len(dataset)); {type(dataset).__name__} has not"
         )
-    if len(dataset) == 0:
+    if len(cast(Sized, dataset)) == 0:
         raise ValueError(f"{name} is empty")
     first = dataset[0]
     if not isinstance(first, tuple | list) or len(first) < 2:
@@ -202,6 +230,11 @@ def check_dataset(dataset: object, name: str = "dataset") -> Dataset:
             f"each item of {name} must be an (input, label) pair; item 0 is {type(first).__name__}"
         )
     return dataset
+
+
+def dataset_size(dataset: object, name: str = "dataset") -> int:
+    """``len(dataset)`` of a dataset :func:`check_dataset` accepts (it runs the check)."""
+    return len(cast(Sized, check_dataset(dataset, name)))
 
 
 def dataset_tensors(dataset: object, name: str = "dataset") -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +258,7 @@ def dataset_tensors(dataset: object, name: str = "dataset") -> tuple[torch.Tenso
         if indices is not None:
             inputs, labels = inputs[indices], labels[indices]
         return inputs, labels
-    items = [dataset[i] for i in range(len(dataset))]
+    items = [dataset[i] for i in range(len(cast(Sized, dataset)))]
     inputs = torch.stack([torch.as_tensor(item[0]) for item in items])
     labels = torch.as_tensor([int(item[1]) for item in items])
     return inputs, labels

@@ -135,10 +135,24 @@ def test_max_samples_subsets_deterministically() -> None:
     assert not torch.equal(a.labels, load_mnist(max_samples=100, seed=4).labels)
 
 
-@pytest.mark.parametrize("bad", [0, -5, 2.5])
+@pytest.mark.parametrize("bad", [0, -5])
 def test_bad_max_samples(bad: object) -> None:
     with pytest.raises(ValueError, match="max_samples"):
         load_mnist(max_samples=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [2.5, True, np.bool_(True)])
+def test_max_samples_and_seed_that_are_not_integers_are_refused(bad: object) -> None:
+    with pytest.raises(TypeError, match="max_samples"):
+        load_mnist(max_samples=bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="seed"):
+        load_mnist(max_samples=10, seed=bad)  # type: ignore[arg-type]
+
+
+def test_max_samples_and_seed_take_numpy_integers() -> None:
+    a = load_mnist(max_samples=np.int64(100), seed=np.int64(3))
+    b = load_mnist(max_samples=100, seed=3)
+    assert len(a) == 100 and torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
 
 
 def test_sample_split_sizes_are_the_documented_ones() -> None:

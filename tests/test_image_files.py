@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -55,7 +56,9 @@ def test_per_class_keeps_the_first_images_of_each_class(tmp_path):
     ("kwargs", "error", "match"),
     [
         ({"per_class": 0}, ValueError, "per_class"),
-        ({"per_class": 1.5}, ValueError, "per_class"),
+        ({"per_class": 1.5}, TypeError, "per_class"),
+        ({"per_class": True}, TypeError, "per_class"),
+        ({"per_class": np.bool_(True)}, TypeError, "per_class"),
     ],
 )
 def test_bad_arguments_fail_before_writing(tmp_path, kwargs, error, match):
@@ -80,3 +83,9 @@ def test_refuses_pixels_outside_0_1(tmp_path):
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         write_image_folder(bright, tmp_path / "bright")
     assert not (tmp_path / "bright").exists()
+
+
+def test_per_class_takes_a_numpy_integer(tmp_path):
+    root = write_image_folder(_digits(), tmp_path / "out", per_class=np.int64(2))
+    counts = {folder.name: len(list(folder.iterdir())) for folder in root.iterdir()}
+    assert counts and set(counts.values()) == {2}

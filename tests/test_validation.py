@@ -20,7 +20,9 @@ from course_lib.validation import (
     check_positive,
     check_positive_int,
     check_sample_rate,
+    dataset_size,
     dataset_tensors,
+    is_integer,
 )
 
 
@@ -125,3 +127,25 @@ def test_empty_and_unlabelled_datasets_are_refused() -> None:
         check_dataset(TensorDataset(torch.zeros(0, 2), torch.zeros(0)), "test_data")
     with pytest.raises(TypeError, match="pair"):
         check_dataset(TensorDataset(torch.zeros(3, 2)), "test_data")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (3, True), (np.int64(3), True), (np.uint8(0), True), (-7, True),
+        (True, False), (np.bool_(True), False), (3.0, False), (np.float64(3), False),
+        (torch.tensor(3), False), ("3", False), (None, False),
+    ],
+)  # fmt: skip
+def test_is_integer_is_the_one_rule(value: object, expected: bool) -> None:
+    """NumPy integers are integers; bools (Python or NumPy) are not; nothing is unwrapped."""
+    assert is_integer(value) is expected
+
+
+def test_dataset_size_checks_before_it_counts() -> None:
+    data = TensorDataset(torch.zeros(5, 2), torch.zeros(5))
+    assert dataset_size(data) == 5 and dataset_size(Subset(data, [0, 3])) == 2
+    with pytest.raises(TypeError, match="map-style"):
+        dataset_size(torch.zeros(5, 2), "train")
+    with pytest.raises(ValueError):
+        dataset_size(Subset(data, []), "train")

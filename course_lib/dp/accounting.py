@@ -26,6 +26,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special
 
 from course_lib.validation import (
@@ -41,14 +42,19 @@ DEFAULT_ORDERS: tuple[float, ...] = tuple(
 )
 
 
+#: What the functions below accept for a vector of orders or of RDP values: a plain sequence of
+#: numbers or a 1-D array (what :func:`subsampled_gaussian_rdp` and ``RDPAccountant`` return).
+FloatVector = Sequence[float] | npt.NDArray[np.floating]
+
+
 # -- input validation (the shared rules of course_lib.validation) ---------------------------------
 
 
-def _check_orders(orders: Sequence[float]) -> np.ndarray:
-    orders = np.atleast_1d(np.asarray(orders, dtype=np.float64))
-    if orders.size == 0 or not np.all(np.isfinite(orders)) or np.any(orders <= 1):
+def _check_orders(orders: FloatVector) -> npt.NDArray[np.float64]:
+    checked = np.atleast_1d(np.asarray(orders, dtype=np.float64))
+    if checked.size == 0 or not np.all(np.isfinite(checked)) or np.any(checked <= 1):
         raise ValueError("RDP orders must be finite numbers greater than 1")
-    return orders
+    return checked
 
 
 # -- log-space arithmetic --------------------------------------------------------------------------
@@ -142,18 +148,18 @@ def subsampled_gaussian_rdp(
     noise_multiplier: float,
     sample_rate: float,
     steps: int,
-    orders: Sequence[float] = DEFAULT_ORDERS,
-) -> np.ndarray:
+    orders: FloatVector = DEFAULT_ORDERS,
+) -> npt.NDArray[np.float64]:
     """RDP of ``steps`` Poisson-subsampled Gaussian steps at each order in ``orders``."""
     sigma = check_noise_multiplier(noise_multiplier)
     q = check_sample_rate(sample_rate)
     steps = check_nonnegative_int(steps, "steps")
-    orders = _check_orders(orders)
-    return steps * np.array([_rdp_one_step(q, sigma, float(a)) for a in orders])
+    alphas = _check_orders(orders)
+    return steps * np.array([_rdp_one_step(q, sigma, float(a)) for a in alphas], dtype=np.float64)
 
 
 def rdp_to_epsilon(
-    rdp: Sequence[float], delta: float, orders: Sequence[float] = DEFAULT_ORDERS
+    rdp: FloatVector, delta: float, orders: FloatVector = DEFAULT_ORDERS
 ) -> tuple[float, float]:
     """Convert RDP values (one per order) to (ε, best order) at the given δ.
 
@@ -163,15 +169,15 @@ def rdp_to_epsilon(
     also (0, δ)-DP, so the result is floored at ε = 0 (a negative ε means nothing).
     """
     delta = check_delta(delta)
-    orders = _check_orders(orders)
-    rdp = np.atleast_1d(np.asarray(rdp, dtype=np.float64))
-    if rdp.shape != orders.shape:
-        raise ValueError(f"got {rdp.size} RDP values for {orders.size} orders")
-    if np.any(rdp < 0) or np.any(np.isnan(rdp)):
+    alphas = _check_orders(orders)
+    rdps = np.atleast_1d(np.asarray(rdp, dtype=np.float64))
+    if rdps.shape != alphas.shape:
+        raise ValueError(f"got {rdps.size} RDP values for {alphas.size} orders")
+    if np.any(rdps < 0) or np.any(np.isnan(rdps)):
         raise ValueError("RDP values must be non-negative numbers")
-    eps = rdp + np.log((orders - 1) / orders) - (np.log(delta) + np.log(orders)) / (orders - 1)
+    eps = rdps + np.log((alphas - 1) / alphas) - (np.log(delta) + np.log(alphas)) / (alphas - 1)
     best = int(np.argmin(eps))
-    return max(float(eps[best]), 0.0), float(orders[best])
+    return max(float(eps[best]), 0.0), float(alphas[best])
 
 
 def rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
@@ -194,12 +200,12 @@ class RDPAccountant:
     3.77
     """
 
-    def __init__(self, orders: Sequence[float] = DEFAULT_ORDERS) -> None:
+    def __init__(self, orders: FloatVector = DEFAULT_ORDERS) -> None:
         self.orders = _check_orders(orders)
         #: (noise multiplier, sample rate, number of steps), consecutive equal settings merged
         self.history: list[tuple[float, float, int]] = []
         # one step's RDP per (σ, q): T steps cost T times as much, so ε is cheap to update
-        self._one_step: dict[tuple[float, float], np.ndarray] = {}
+        self._one_step: dict[tuple[float, float], npt.NDArray[np.float64]] = {}
 
     def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
         """Record ``steps`` more steps with this noise multiplier and sample rate."""
@@ -216,7 +222,7 @@ class RDPAccountant:
         """Total number of steps recorded."""
         return sum(n for _, _, n in self.history)
 
-    def get_rdp(self) -> np.ndarray:
+    def get_rdp(self) -> npt.NDArray[np.float64]:
         """Total RDP at every order (RDP composes by addition)."""
         total = np.zeros_like(self.orders)
         for sigma, q, n in self.history:

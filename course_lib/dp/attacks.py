@@ -217,8 +217,8 @@ def _device_of(model: nn.Module) -> torch.device:
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")  # no tensors at all: it computes wherever its inputs are
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from course_lib.randomness import RandomSource, resolve_random_source
+from course_lib.validation import as_integer, check_positive_int
 
 __all__ = [
     "make_database",
@@ -33,6 +34,7 @@ __all__ = [
     "empirical_sensitivity",
     "global_sensitivity",
     "differencing_attack",
+    "DIAGNOSES",
     "QUASI_IDENTIFIERS",
     "make_population",
     "deidentify",
@@ -55,22 +57,17 @@ def _validate_database(database: torch.Tensor) -> torch.Tensor:
     return database
 
 
-def _positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def make_database(n: int, p: float = 0.5, *, rng: RandomSource | None = None) -> torch.Tensor:
     """A database of ``n`` people, each with a yes/no attribute that is 1 with probability ``p``."""
-    n = _positive_int(n, "n")
+    n = check_positive_int(n, "n")
     return resolve_random_source(rng).bernoulli(p, n).to(torch.int64)
 
 
 def remove_person(database: torch.Tensor, index: int) -> torch.Tensor:
     """The neighbouring database without person ``index``."""
     database = _validate_database(database)
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(database):
+    index = as_integer(index, "index")
+    if not 0 <= index < len(database):
         raise ValueError(
             f"index must be a person in the database (0..{len(database) - 1}), got {index!r}"
         )
@@ -109,7 +106,7 @@ def global_sensitivity(query: Query, n: int, domain: Sequence[float] = (0, 1)) -
 
     It tries ``len(domain) ** n`` databases, so ``n`` must be small.
     """
-    n = _positive_int(n, "n")
+    n = check_positive_int(n, "n")
     if n < 2:
         raise ValueError("global sensitivity needs databases of at least 2 people")
     if len(domain) ** n * n > 2_000_000:
@@ -162,15 +159,17 @@ _SURNAMES = (
     "Lopez",
     "Okafor",
 )
-_DIAGNOSES = ("healthy", "asthma", "diabetes", "hypertension", "depression", "HIV")
+#: Every diagnosis :func:`make_population` can give a person: the public domain of a diagnosis
+#: histogram or of the exponential mechanism's candidates (fixed here, never read off the records).
+DIAGNOSES = ("healthy", "asthma", "diabetes", "hypertension", "depression", "HIV")
 
 
 def make_population(
     n: int, *, zip_codes: int = 10, rng: RandomSource | None = None
 ) -> list[Record]:
     """``n`` synthetic people with a name, ZIP code, birth year, sex and a sensitive diagnosis."""
-    n = _positive_int(n, "n")
-    zip_codes = _positive_int(zip_codes, "zip_codes")
+    n = check_positive_int(n, "n")
+    zip_codes = check_positive_int(zip_codes, "zip_codes")
     rng = resolve_random_source(rng)
     people = []
     for _ in range(n):
@@ -181,7 +180,7 @@ def make_population(
                 "zip_code": 10_000 + 7 * rng.randbelow(zip_codes),
                 "birth_year": 1940 + rng.randbelow(66),
                 "sex": "FM"[rng.randbelow(2)],
-                "diagnosis": _DIAGNOSES[rng.randbelow(len(_DIAGNOSES))],
+                "diagnosis": DIAGNOSES[rng.randbelow(len(DIAGNOSES))],
             }
         )
     return people

@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.nn.grad  # conv2d_weight; a submodule that ``import torch`` does not bind for mypy
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn.utils import parametrize
@@ -94,6 +95,8 @@ __all__ = [
 ]
 
 LossFn = Callable[..., torch.Tensor]
+#: The layers the fast ("taps") path computes per-sample gradients for.
+TappedLayer = nn.Linear | nn.Conv2d
 
 
 # -- 1. per-sample gradients, the textbook way -----------------------------------------------------
@@ -189,13 +192,14 @@ def _taps_refusal(module: nn.Module) -> str | None:
     if isinstance(module, nn.Linear | nn.Conv2d) and own <= {"weight", "bias"}:
         if not isinstance(module.weight, nn.Parameter):
             return f"{name}.weight is computed, not a parameter"
-        base = nn.Linear if isinstance(module, nn.Linear) else nn.Conv2d
-        if type(module).forward is not base.forward or (
-            base is nn.Conv2d and type(module)._conv_forward is not nn.Conv2d._conv_forward
+        overrides = f"{name} overrides forward (e.g. a LoRA-style extra term)"
+        if isinstance(module, nn.Linear):
+            return overrides if type(module).forward is not nn.Linear.forward else None
+        if (
+            type(module).forward is not nn.Conv2d.forward
+            or type(module)._conv_forward is not nn.Conv2d._conv_forward
         ):
-            return f"{name} overrides forward (e.g. a LoRA-style extra term)"
-        if base is nn.Linear:
-            return None
+            return overrides
         if module.groups == 1 and module.padding_mode == "zeros":
             return None if not isinstance(module.padding, str) else f"{name} uses string padding"
         return f"{name} uses groups or non-zero padding"
@@ -204,7 +208,7 @@ def _taps_refusal(module: nn.Module) -> str | None:
     return f"{name} is not an nn.Linear or nn.Conv2d layer (or has extra parameters {own})"
 
 
-def _tapped_layers(model: nn.Module) -> tuple[list[nn.Module] | None, str | None]:
+def _tapped_layers(model: nn.Module) -> tuple[list[TappedLayer] | None, str | None]:
     """The Linear/Conv2d layers holding every trainable parameter, or (None, why not)."""
     owners = Counter(
         id(p)
@@ -213,7 +217,8 @@ def _tapped_layers(model: nn.Module) -> tuple[list[nn.Module] | None, str | None
     )
     if any(count > 1 for count in owners.values()):
         return None, "a parameter is shared by two modules (tied weights)"
-    layers, covered = [], set()
+    layers: list[TappedLayer] = []
+    covered: set[int] = set()
     for module in model.modules():
         own = [p for p in module.parameters(recurse=False) if p.requires_grad]
         if not own:
@@ -221,6 +226,7 @@ def _tapped_layers(model: nn.Module) -> tuple[list[nn.Module] | None, str | None
         reason = _taps_refusal(module)
         if reason is not None:
             return None, reason
+        assert isinstance(module, TappedLayer)  # _taps_refusal accepts no other layer
         layers.append(module)
         covered.update(id(p) for p in own)
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
@@ -243,6 +249,8 @@ def _patches(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     Same result as ``F.unfold``, built as a strided *view* of the padded input and copied once
     (faster than ``unfold`` on CPU).
     """
+    if isinstance(layer.padding, str):  # _taps_refusal turns such layers away
+        raise ValueError(f"cannot take patches with string padding {layer.padding!r}")
     (ph, pw), (sh, sw), (dh, dw) = layer.padding, layer.stride, layer.dilation
     (kh, kw), (batch, channels) = layer.kernel_size, x.shape[:2]
     x = F.pad(x, (pw, pw, ph, ph))
@@ -256,7 +264,7 @@ def _patches(layer: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return view.reshape(batch, channels * kh * kw, out_h * out_w)
 
 
-def _squared_norms(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _squared_norms(layer: TappedLayer, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """‖per-sample gradient of the layer's weight‖² for every example, from input x and backprop g.
 
     Example i's weight gradient is ``Σ_t g_it a_itᵀ`` over positions t (one for a Linear layer on
@@ -278,7 +286,7 @@ def _squared_norms(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.
     return torch.bmm(g, a.transpose(1, 2)).square().sum((1, 2))  # materialise the (small) gradients
 
 
-def _weight_gradient(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+def _weight_gradient(layer: TappedLayer, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """The layer's ordinary (summed over the batch) weight gradient for input x and backprop g."""
     if isinstance(layer, nn.Conv2d):
         return torch.nn.grad.conv2d_weight(
@@ -287,7 +295,7 @@ def _weight_gradient(layer: nn.Module, x: torch.Tensor, g: torch.Tensor) -> torc
     return g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1])
 
 
-def _bias_gradients(layer: nn.Module, g: torch.Tensor) -> torch.Tensor:
+def _bias_gradients(layer: TappedLayer, g: torch.Tensor) -> torch.Tensor:
     """Per-sample bias gradients: the backprop summed over positions, shape (batch, d_out)."""
     if isinstance(layer, nn.Conv2d):
         return g.sum((2, 3))
@@ -297,11 +305,11 @@ def _bias_gradients(layer: nn.Module, g: torch.Tensor) -> torch.Tensor:
 class _Taps:
     """Forward hooks recording each tapped layer's input and output during one forward pass."""
 
-    def __init__(self, layers: list[nn.Module]) -> None:
+    def __init__(self, layers: list[TappedLayer]) -> None:
         self.layers = layers
-        self.records: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        self.records: list[tuple[TappedLayer, torch.Tensor, torch.Tensor]] = []
 
-    def _record(self, layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def _record(self, layer: TappedLayer, inputs: tuple, output: torch.Tensor) -> None:
         self.records.append((layer, inputs[0].detach(), output))
 
     def __enter__(self) -> _Taps:
@@ -319,14 +327,14 @@ class _TapsDoNotApply(Exception):
 
 def _clipped_sum_taps(
     model: nn.Module,
-    layers: list[nn.Module],
+    layers: list[TappedLayer],
     inputs: torch.Tensor,
     targets: torch.Tensor,
     loss_fn: LossFn,
     max_grad_norm: float,
     *,
     verify: bool = False,
-) -> tuple[list[torch.Tensor], list[nn.Parameter], torch.Tensor, float, int]:
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, int]:
     with _Taps(layers) as taps:
         logits = model(inputs)
     if len({id(layer) for layer, _, _ in taps.records}) != len(taps.records):
@@ -376,7 +384,7 @@ def _clipped_sum_taps(
 
 
 def _summed_layer_gradients(
-    records: list[tuple[nn.Module, torch.Tensor, torch.Tensor]],
+    records: list[tuple[TappedLayer, torch.Tensor, torch.Tensor]],
     backprops: list[torch.Tensor],
     factors: torch.Tensor,
     finite: torch.Tensor,
@@ -542,6 +550,7 @@ class DPSGD:
         self.expected_batch_size = expected_batch_size
         self.rng = resolve_random_source(rng)
         self._explicit = method != "auto"
+        self._layers: list[TappedLayer] | None  # not None exactly when self.method == "taps"
         if method in ("auto", "taps") and layers is not None:
             self.method, self._layers, self.fallback_reason = "taps", layers, None
         else:
@@ -554,7 +563,7 @@ class DPSGD:
 
     def clipped_sum(
         self, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: LossFn = F.cross_entropy
-    ) -> tuple[list[torch.Tensor], list[nn.Parameter], torch.Tensor, float]:
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float]:
         """Sum of clipped per-sample gradients.
 
         Returns (sums, their parameters, per-sample norms before clipping, summed loss of the
@@ -562,8 +571,9 @@ class DPSGD:
         ``"none"`` and ``"sum"`` like ``F.cross_entropy``.
         """
         if self.method == "taps":
+            assert self._layers is not None  # set together with method "taps" in __init__
             try:
-                result = _clipped_sum_taps(
+                sums, params, norms, loss, self._batch_correct = _clipped_sum_taps(
                     self.model,
                     self._layers,
                     inputs,
@@ -572,9 +582,8 @@ class DPSGD:
                     self.max_grad_norm,
                     verify=not self._verified,
                 )
-                *result, self._batch_correct = result
-                self._verified = self._verified or bool(torch.isfinite(result[2]).all())
-                return tuple(result)
+                self._verified = self._verified or bool(torch.isfinite(norms).all())
+                return sums, params, norms, loss
             except _TapsDoNotApply as error:
                 if self._explicit:
                     raise ValueError(
@@ -600,7 +609,7 @@ class DPSGD:
         An empty batch still takes a (pure-noise) step, as the privacy analysis assumes. Examples
         with a non-finite gradient contribute zero and are added to :attr:`nonfinite_examples`.
         """
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        trainable: list[torch.Tensor] = [p for p in self.model.parameters() if p.requires_grad]
         if len(inputs) == 0:
             sums, params, loss = [torch.zeros_like(p) for p in trainable], trainable, 0.0
             self._batch_correct = 0

@@ -20,12 +20,25 @@ Where the noise comes from matters as much as how much there is:
   Gaussian, sampled with integer arithmetic from random bits as in Canonne, Kamath & Steinke
   (2020, "The Discrete Gaussian for Differential Privacy") — and scale back. Every output is a
   grid point, whichever database produced it, so the low bits carry no information.
+
+**The domain of every release is public.** What a mechanism *can* output — the grid of a Laplace
+or Gaussian answer, the bins of a histogram, the candidates of the exponential mechanism — must be
+fixed before anyone looks at the data and be the same for every database. If it is read off the
+data (the diagnoses that occur, the range ``min``–``max`` of the values, ``np.histogram``'s
+automatic bins), a neighbouring database can make an output possible on one side and impossible on
+the other — an infinite privacy-loss ratio, ε = ∞, whatever noise is added. So
+:func:`exponential_mechanism` takes its ``candidates`` and :func:`laplace_histogram` its
+``domain`` explicitly; both refuse what is recognisably not a public list (``None``, an ``int``
+bin count, an unordered ``set``, duplicates) and the result's support never depends on the data:
+values outside the domain are simply not counted (an error would itself reveal that such a value
+exists). The tests check every release of this module on neighbouring databases for the same
+support.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from fractions import Fraction
 
 import numpy as np
@@ -36,7 +49,9 @@ from course_lib.validation import (
     as_number,
     check_delta,
     check_epsilon,
+    check_nonnegative_int,
     check_positive,
+    check_positive_int,
     check_sensitivity,
 )
 
@@ -58,6 +73,8 @@ __all__ = [
     "grid_spacing",
     "exponential_mechanism",
     "exponential_mechanism_probabilities",
+    "count_by_category",
+    "laplace_histogram",
     "naive_laplace",
     "naive_laplace_could_output",
 ]
@@ -69,10 +86,17 @@ Values = Number | Sequence[Number] | np.ndarray | torch.Tensor
 
 
 def _as_float_tensor(value: Values, name: str = "value") -> torch.Tensor:
+    """``value`` (numbers, NumPy integers included) as float64; ``TypeError`` for booleans and
+    non-numbers (the rule of :mod:`course_lib.validation`), ``ValueError`` for NaN and ±∞."""
     if isinstance(value, torch.Tensor):
+        if value.dtype == torch.bool or value.dtype.is_complex:
+            raise TypeError(f"{name} must hold numbers, got a {value.dtype} tensor")
         tensor = value.detach().to(torch.float64)
     else:  # via NumPy so that Python floats keep double precision
-        tensor = torch.from_numpy(np.array(value, dtype=np.float64))
+        array = np.asarray(value)
+        if array.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold numbers (not booleans), got {array.dtype} values")
+        tensor = torch.from_numpy(np.array(array, dtype=np.float64))
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} contains NaN or infinity; a mechanism needs finite answers")
     return tensor
@@ -167,8 +191,7 @@ def randomized_response_std(n: int, p_truth: float = 0.5) -> float:
     fraction: it shrinks like ``1/√n`` and blows up as ``p`` (hence ε) goes to 0.
     """
     p_truth = _validate_truth_probability(p_truth)
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n is the number of people and must be a positive integer, got {n!r}")
+    n = check_positive_int(n, "n, the number of people,")
     return math.sqrt((1.0 - p_truth**2) / (4.0 * n)) / p_truth
 
 
@@ -269,9 +292,11 @@ def _positive_fraction(value: Number | Fraction, name: str) -> Fraction:
 
 
 def _size_to_count(size: int | Sequence[int]) -> tuple[tuple[int, ...], int]:
-    shape = (size,) if isinstance(size, int) else tuple(size)
-    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in shape):
-        raise ValueError(f"size must be a non-negative integer or a shape, got {size!r}")
+    """``size`` (an integer or a shape of integers, NumPy ones too) as a shape and its count."""
+    if isinstance(size, Sequence | torch.Size):
+        shape = tuple(check_nonnegative_int(d, "each dimension of size") for d in size)
+    else:
+        shape = (check_nonnegative_int(size, "size"),)
     return shape, math.prod(shape)
 
 
@@ -334,8 +359,9 @@ def grid_spacing(sensitivity: float, dimension: int = 1, *, norm: str = "l1") ->
     ``sensitivity / (2^GRID_BITS · that)`` keeps the extra noise below 1/1024 of the total.
     """
     sensitivity = check_sensitivity(sensitivity)
-    if isinstance(dimension, bool) or not isinstance(dimension, int) or dimension < 1:
-        raise ValueError(f"dimension must be a positive integer, got {dimension!r}")
+    dimension = check_positive_int(dimension, "dimension")
+    if norm not in ("l1", "l2"):
+        raise ValueError(f"norm must be 'l1' or 'l2', got {norm!r}")
     spread = dimension if norm == "l1" else math.sqrt(dimension)
     return 2.0 ** math.floor(math.log2(sensitivity / (2**GRID_BITS * spread)))
 
@@ -485,10 +511,101 @@ def exponential_mechanism_probabilities(
     return torch.softmax(epsilon * scores / (2.0 * sensitivity), dim=0)
 
 
+def _public_domain(domain: object, name: str) -> list[Hashable]:
+    """``domain`` as a list, if it is recognisably a public, ordered list of distinct values.
+
+    Refused: ``None``, an ``int`` (a bin *count*, whose range would come from the data, as in
+    ``np.histogram``), a ``set``/``frozenset``/dict view or generator (no fixed order — and the
+    usual way to let the data pick its own domain: ``{p["diagnosis"] for p in patients}``), a
+    string, an empty domain and duplicates. A 1-D NumPy array or tensor counts as a list.
+    """
+    if isinstance(domain, np.ndarray | torch.Tensor):
+        if domain.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {tuple(domain.shape)}")
+        domain = domain.tolist()
+    if domain is None or isinstance(domain, int | np.integer):
+        raise TypeError(
+            f"{name} must be a list of every possible value, fixed before looking at the data "
+            f"(got {domain!r}): a count of bins, or no domain, lets the data choose the range — "
+            "then a neighbouring database changes which outputs are possible, and ε = ∞"
+        )
+    if isinstance(domain, str | bytes) or not isinstance(domain, Sequence):
+        raise TypeError(
+            f"{name} must be an ordered list or tuple of the possible values, written down "
+            f"before looking at the data, got {type(domain).__name__} (a set has no fixed "
+            "order, and a set built from the records is the data choosing its own domain)"
+        )
+    values = list(domain)
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    try:
+        distinct = len(set(values)) == len(values)
+    except TypeError:
+        raise TypeError(f"the values of {name} must be hashable (numbers, strings …)") from None
+    if not distinct:
+        raise ValueError(f"{name} lists a value more than once: {values}")
+    return values
+
+
+def count_by_category(
+    values: Sequence[Hashable] | np.ndarray | torch.Tensor, domain
+) -> torch.Tensor:
+    """Exact counts of each value of the public ``domain`` in ``values``: float64, shape
+    ``(len(domain),)``, in the domain's order. Values outside the domain are not counted.
+
+    ``domain`` is checked as for :func:`laplace_histogram`. This is not a release (no noise):
+    use it for the scores of :func:`exponential_mechanism` or pass it to a mechanism.
+    """
+    categories = _public_domain(domain, "domain")
+    if isinstance(values, np.ndarray | torch.Tensor):
+        values = values.tolist()
+    position = {category: i for i, category in enumerate(categories)}
+    counts = [0] * len(categories)
+    for value in values:
+        index = position.get(value)
+        if index is not None:
+            counts[index] += 1
+    # CPU by design: counted in Python over a public domain; .to(device) them like any tensor
+    return torch.tensor(counts, dtype=torch.float64)
+
+
+def laplace_histogram(
+    values: Sequence[Hashable] | np.ndarray | torch.Tensor,
+    domain: Sequence[Hashable],
+    epsilon: float,
+    *,
+    rng: RandomSource | None = None,
+) -> torch.Tensor:
+    """ε-DP counts of each value of the public ``domain``: float64, shape ``(len(domain),)``.
+
+    Each person adds 1 to one bin (adding or removing a person changes the L1 norm of the counts
+    by 1), so :func:`laplace_mechanism` with sensitivity 1 is ε-DP for the whole histogram —
+    parallel composition (Dwork & Roth 2014, §3.3). ``domain`` is the list of every possible value,
+    fixed before looking at the data; ``None``, a bin count, a ``set`` and duplicates are refused
+    (see the module docstring). Values outside the domain are not counted: the output always has
+    one noisy count per domain value, whatever the data.
+    """
+    epsilon = check_epsilon(epsilon)
+    noisy = laplace_mechanism(count_by_category(values, domain), 1.0, epsilon, rng=rng)
+    assert isinstance(noisy, torch.Tensor)  # a tensor of counts in, a tensor out
+    return noisy
+
+
 def exponential_mechanism(
-    scores: Values, sensitivity: float, epsilon: float, *, rng: RandomSource | None = None
-) -> int:
-    """Pick the index of a candidate, favouring high scores, with ε-DP — up to floating point.
+    scores: Values,
+    sensitivity: float,
+    epsilon: float,
+    *,
+    candidates: Sequence[Hashable],
+    rng: RandomSource | None = None,
+) -> Hashable:
+    """Pick one of the public ``candidates``, favouring high scores, with ε-DP — up to floating
+    point. ``scores[i]`` is the utility of ``candidates[i]``; the chosen candidate is returned.
+
+    ``candidates`` is required and must be fixed before looking at the data (the diagnoses a
+    registry *can* record, not those that occur in it): a candidate list read off the data makes
+    an answer possible on one database and impossible on its neighbour, ε = ∞. ``None``, a
+    ``set`` and duplicates are refused, and ``len(candidates)`` must equal ``len(scores)``.
 
     The output is one of finitely many candidates, so there are no low bits to attack; the
     probabilities are computed in float64 and the draw uses a 53-bit uniform from ``rng``.
@@ -501,13 +618,19 @@ def exponential_mechanism(
     arithmetic, e.g. base-2 exponential mechanism (Ilvento 2020, "Implementing the Exponential
     Mechanism with Base-2 Differential Privacy").
     """
+    options = _public_domain(candidates, "candidates")
     probabilities = exponential_mechanism_probabilities(scores, sensitivity, epsilon)
+    if probabilities.numel() != len(options):
+        raise ValueError(
+            f"give one score per candidate: {len(options)} candidates, {probabilities.numel()} "
+            "scores"
+        )
     u = resolve_random_source(rng).uniform(1).item()
     cumulative = torch.cumsum(probabilities, dim=0)
     # the first index whose cumulative probability exceeds u: candidate i owns [c_{i-1}, c_i)
     point = torch.tensor([u], dtype=torch.float64, device=cumulative.device)
     index = int(torch.searchsorted(cumulative, point, right=True).item())
-    return min(index, probabilities.numel() - 1)
+    return options[min(index, probabilities.numel() - 1)]
 
 
 # -- the broken textbook sampler and Mironov's attack on it ----------------------------------------

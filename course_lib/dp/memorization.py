@@ -44,7 +44,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from course_lib.training import model_device
-from course_lib.validation import check_nonnegative_int, check_positive_int
+from course_lib.validation import as_integer, check_nonnegative_int, check_positive_int
 
 __all__ = [
     "ALPHABET",
@@ -276,10 +276,22 @@ def log_perplexities(model: CharMLP, prefix: str, candidates: list[str]) -> torc
 
 
 def rank_of(scores: torch.Tensor, index: int) -> int:
-    """1 + the number of entries of ``scores`` strictly lower than ``scores[index]``."""
+    """The rank of candidate ``index`` by log-perplexity: how many entries of ``scores`` (1-D, lower
+    is likelier) are ``≤ scores[index]``, the candidate itself included.
+
+    Ties count **against** the secret, as Carlini et al. define it ("The Secret Sharer", USENIX
+    Security 2019, Definition 3: rank = |{r′ ∈ R : Px(s[r′]) ≤ Px(s[r])}|): a model indifferent
+    between candidates gives every one of them the last rank ``len(scores)``, so exposure 0, never
+    the first. ``ValueError`` for an index outside the scores or a NaN score (a NaN compares
+    unequal to everything and would rank 0 or 1 at random)."""
+    index = as_integer(index, "index")
+    if scores.dim() != 1:
+        raise ValueError(f"scores must be 1-D (one per candidate), got shape {tuple(scores.shape)}")
     if not 0 <= index < len(scores):
         raise ValueError(f"index {index} is outside the {len(scores)} scores")
-    return 1 + int((scores < scores[index]).sum())
+    if torch.isnan(scores).any():
+        raise ValueError("scores contain NaN: a rank needs every candidate's log-perplexity")
+    return int((scores <= scores[index]).sum())
 
 
 def exposure_from_rank(rank: int, n_candidates: int) -> float:

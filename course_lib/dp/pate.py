@@ -38,7 +38,13 @@ from course_lib.dp.accounting import rdp_to_epsilon
 from course_lib.dp.dpsgd import gaussian_noise
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import fit, make_loader
-from course_lib.validation import check_delta, check_positive, check_positive_int, dataset_tensors
+from course_lib.validation import (
+    as_integer,
+    check_delta,
+    check_positive,
+    check_positive_int,
+    dataset_tensors,
+)
 
 __all__ = [
     "PATE_ORDERS",
@@ -68,8 +74,9 @@ PATE_ORDERS: tuple[float, ...] = tuple(
 
 def partition_indices(num_examples: int, num_parts: int, *, seed: int = 0) -> list[torch.Tensor]:
     """Split ``range(num_examples)`` into ``num_parts`` disjoint, shuffled, near-equal parts."""
-    if isinstance(num_parts, bool) or not isinstance(num_parts, int) or num_parts <= 0:
-        raise ValueError(f"num_parts must be a positive integer, got {num_parts!r}")
+    num_examples = check_positive_int(num_examples, "num_examples")
+    num_parts = check_positive_int(num_parts, "num_parts")
+    seed = as_integer(seed, "seed")
     if num_parts > num_examples:
         raise ValueError(f"cannot split {num_examples} examples into {num_parts} non-empty parts")
     # CPU by design: indices from a seeded CPU generator (datasets live on the CPU)
@@ -242,7 +249,9 @@ def _log1mexp(x: float) -> float:
     return math.log1p(-math.exp(x)) if x < -1 else math.log(-math.expm1(x))
 
 
-def gnmax_rdp(log_q: float, sigma: float, orders: Sequence[float] = PATE_ORDERS) -> np.ndarray:
+def gnmax_rdp(
+    log_q: float, sigma: float, orders: Sequence[float] | np.ndarray = PATE_ORDERS
+) -> np.ndarray:
     """RDP of one GNMax answer at each order: the data-dependent bound of the 2018 paper
     (Theorem 6 with Proposition 10).
 
@@ -251,16 +260,16 @@ def gnmax_rdp(log_q: float, sigma: float, orders: Sequence[float] = PATE_ORDERS)
     μ₁ = σ√(-log q) + 1; where it does not apply or is worse, the data-independent one is kept.
     """
     sigma = check_positive(sigma, "sigma")
-    orders = np.asarray(orders, dtype=np.float64)
+    grid = np.asarray(orders, dtype=np.float64)
     if log_q > 0:
         raise ValueError(f"log_q is the log of a probability, so ≤ 0; got {log_q}")
     variance = sigma**2
-    rdp = orders / variance
+    rdp = grid / variance
     if log_q == -math.inf:
-        return np.zeros_like(orders)
+        return np.zeros_like(grid)
     mu2 = math.sqrt(variance * -log_q)
     mu1 = mu2 + 1
-    applies = orders < mu1
+    applies = grid < mu1
     eps1, eps2 = mu1 / variance, mu2 / variance
     if mu2 <= 1 or not applies.any() or -log_q <= eps2:
         return rdp
@@ -268,9 +277,9 @@ def gnmax_rdp(log_q: float, sigma: float, orders: Sequence[float] = PATE_ORDERS)
     if log_q > (mu2 - 1) * eps2 - mu2 * (math.log1p(1 / (mu1 - 1)) + math.log1p(1 / (mu2 - 1))):
         return rdp
     log_1mq = _log1mexp(log_q)
-    log_a = (orders - 1) * (log_1mq - _log1mexp((log_q + eps2) * (1 - 1 / mu2)))
-    log_b = (orders - 1) * (eps1 - log_q / (mu1 - 1))
-    bound = np.logaddexp(log_1mq + log_a, log_q + log_b) / (orders - 1)
+    log_a = (grid - 1) * (log_1mq - _log1mexp((log_q + eps2) * (1 - 1 / mu2)))
+    log_b = (grid - 1) * (eps1 - log_q / (mu1 - 1))
+    bound = np.logaddexp(log_1mq + log_a, log_q + log_b) / (grid - 1)
     return np.where(applies, np.minimum(rdp, bound), rdp)
 
 
@@ -286,9 +295,11 @@ def gnmax_epsilon(
     votes = _as_votes(votes)
     sigma = check_positive(sigma, "sigma")
     delta = check_delta(delta)
-    orders = np.asarray(orders, dtype=np.float64)
+    grid = np.asarray(orders, dtype=np.float64)
+    total = np.zeros_like(grid)
     if data_dependent:
-        total = sum(gnmax_rdp(float(lq), sigma, orders) for lq in gnmax_log_q(votes, sigma))
+        for lq in gnmax_log_q(votes, sigma):
+            total = total + gnmax_rdp(float(lq), sigma, grid)
     else:
-        total = len(votes) * orders / sigma**2
-    return rdp_to_epsilon(total, delta, orders)[0]
+        total = len(votes) * grid / sigma**2
+    return rdp_to_epsilon(total, delta, grid)[0]

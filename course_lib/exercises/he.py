@@ -6,6 +6,7 @@ import math
 
 from course_lib.exercises._registry import exercise, expect, expect_equal
 from course_lib.psi import P25519, naive_hash_to_u, on_curve25519
+from course_lib.validation import is_integer
 
 # A toy Paillier key: n = 17 · 19, g = n + 1. Far too small to be secure; fine for checking.
 _P, _Q = 17, 19
@@ -70,7 +71,7 @@ def _(add_encrypted) -> None:
     hint="count the multiplications in a row: each plaintext-weight matmul is one, each x² is one",
 )
 def _(answer) -> None:
-    expect(isinstance(answer, int) and not isinstance(answer, bool), "answer with an int")
+    expect(is_integer(answer), f"answer with a whole number (an int), got {answer!r}")
     expect(answer != 3, "3 covers Linear → x² → Linear; this network has one more x² and Linear")
     expect_equal(answer, 5, "levels for Linear → x² → Linear → x² → Linear")
 

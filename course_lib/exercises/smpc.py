@@ -16,6 +16,7 @@ from course_lib.exercises._registry import (
     expect_equal,
     expect_not_none,
 )
+from course_lib.exercises._smpc_audit import expect_only_protocol_openings, protocol_opened_elements
 from course_lib.randomness import InsecureSeededRandom
 from course_lib.smpc import FixedPoint, Session, SharedTensor, reconstruct
 
@@ -141,6 +142,27 @@ def _(decode) -> None:
 # -- 16 SMPC arithmetic -------------------------------------------------------------------------
 
 
+def _is_beaver_sharing(
+    z: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    c: torch.Tensor,
+) -> bool:
+    """Whether ``z`` is Beaver's sharing of x·y: ``z_i = c_i + ε·b_i + δ·a_i`` with ``ε·δ`` added
+    by one party (any one), ε = x − a and δ = y − b opened. A sharing made by reconstructing x and
+    y is a different one (with overwhelming probability)."""
+    eps, delta = (x - a).sum(0), (y - b).sum(0)
+    local = c + eps * b + delta * a
+    for party in range(z.shape[0]):
+        expected = local.clone()
+        expected[party] += eps * delta
+        if torch.equal(z, expected):
+            return True
+    return False
+
+
 @exercise(
     "16.beaver_multiply",
     task="write beaver_multiply(x, y, a, b, c): the stacked shares of x·y from stacked shares of "
@@ -157,9 +179,9 @@ def _(beaver_multiply) -> None:
         x, y = rng.int64((6,)) >> 40, rng.int64((6,)) >> 40
         a, b = rng.int64((6,)), rng.int64((6,))
         split = Session(n, rng=rng).share_integers
-        z = beaver_multiply(
-            split(x).shares, split(y).shares, split(a).shares, split(b).shares, split(a * b).shares
-        )
+        xs, ys, a_s, b_s = split(x).shares, split(y).shares, split(a).shares, split(b).shares
+        c_s = split(a * b).shares
+        z = beaver_multiply(xs.clone(), ys.clone(), a_s.clone(), b_s.clone(), c_s.clone())
         on = f"for {n} parties and 6 random int64 values of x and y (InsecureSeededRandom({seed}))"
         expect_not_none(z, f"beaver_multiply(x, y, a, b, c) {on}")
         expect(
@@ -167,6 +189,13 @@ def _(beaver_multiply) -> None:
             f"return the stacked shares of the product, shape ({n}, 6), {on}",
         )
         expect_equal(reconstruct(z), x * y, f"the reconstructed product {on}")
+        expect(
+            _is_beaver_sharing(z, xs, ys, a_s, b_s, c_s),
+            "each party's share of the product must come from its own shares of a, b, c and the "
+            "two opened values: z_i = c_i + ε·b_i + δ·a_i, and one party adds ε·δ. Yours add up "
+            "to x·y but are a different sharing of it — reconstructing x and y (adding their "
+            f"shares) and re-sharing the product reveals the inputs; {on}",
+        )
 
 
 @exercise(
@@ -220,15 +249,15 @@ def _(secure_relu) -> None:
     values = torch.tensor([-3.5, -(2**-16), 0.0, 2**-16, 1.25, 300.0], dtype=torch.float64)
     x = s.share(values)
     on = "for x = 2 parties' shares of [-3.5, -2**-16, 0.0, 2**-16, 1.25, 300.0]"
-    with s.log.measure() as cost:
-        out = secure_relu(x)
+    reference = Session(2, rng=InsecureSeededRandom(0))
+    rx = reference.share(values)
+    protocol = protocol_opened_elements(reference, lambda v: v * (1 - v.ltz()), rx)
+    s.log.reset()
+    out = secure_relu(x)
     expect_not_none(out, f"secure_relu(x) {on}")
     expect(
         isinstance(out, SharedTensor),
         f"return a SharedTensor (do not reveal inside the function); secure_relu(x) {on}",
     )
-    expect(
-        cost.bytes > 0 and "reveal" not in s.log.by_operation,
-        f"compute the ReLU on shares with x.ltz(), without revealing x; secure_relu(x) {on}",
-    )
+    expect_only_protocol_openings(s, protocol, f"secure_relu(x) {on}")
     expect_equal(out.reveal(), values.clamp(min=0), f"secure_relu(x).reveal() {on}")

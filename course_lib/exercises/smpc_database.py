@@ -2,8 +2,10 @@
 selection that turns equality bits into the looked-up value (:mod:`course_lib.smpc.database`).
 
 Each checker builds its own seeded sessions (2 and 3 parties) and names the inputs in every ✗
-message. Both insist that the answer stays secret-shared: a function that reveals anything
-(``session.log.outputs`` not empty) is refused even when its numbers are right.
+message. Both insist that the answer is computed on shares: the session's log must show the
+protocol's own openings and nothing else — no reveal, no read of the parties' shares, no re-shared
+value (:mod:`course_lib.exercises._smpc_audit`) — or the answer is refused even when its numbers
+are right.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from course_lib.exercises._registry import (
     expect_equal,
     expect_not_none,
 )
+from course_lib.exercises._smpc_audit import expect_only_protocol_openings, protocol_opened_elements
 from course_lib.randomness import InsecureSeededRandom
 from course_lib.smpc import Session, SharedTensor
 
@@ -44,15 +47,15 @@ def _(secure_equal) -> None:
     a = torch.tensor([3, 7, -2, 0, 2**31, 5, -(2**31)], dtype=torch.int64)
     b = torch.tensor([3, 8, -2, 1, 2**31, -5, 2**31], dtype=torch.int64)
     for n in (2, 3):
+        reference = Session(n, rng=InsecureSeededRandom(n))
+        rx, ry = reference.share_integers(a), reference.share_integers(b)
+        protocol = protocol_opened_elements(reference, lambda u, v: 1 - (u < v) - (v < u), rx, ry)
         session = Session(n, rng=InsecureSeededRandom(n))
         x, y = session.share_integers(a), session.share_integers(b)
         session.log.reset()
         on = f"secure_equal(x, y) for {n} parties' shares of x = {a.tolist()} and y = {b.tolist()}"
         out = _shared_result(secure_equal(x, y), on)
-        expect(
-            not session.log.outputs,
-            f"nothing may be revealed inside secure_equal, but {on} revealed values",
-        )
+        expect_only_protocol_openings(session, protocol, on)
         expect(
             "eq" not in session.log.by_operation,
             f"build the equality from <, without the library's == ({on} used ==)",
@@ -82,6 +85,11 @@ def _(one_hot_select) -> None:
             bits = torch.zeros(5, dtype=torch.int64)
             if row is not None:
                 bits[row] = 1
+            reference = Session(n, rng=InsecureSeededRandom(10 + n))
+            rm, rv = reference.share_integers(bits), reference.share_integers(values)
+            protocol = protocol_opened_elements(
+                reference, lambda m, v: ((m * v).sum(), m.sum()), rm, rv
+            )
             session = Session(n, rng=InsecureSeededRandom(10 + n))
             match, column = session.share_integers(bits), session.share_integers(values)
             session.log.reset()
@@ -97,10 +105,7 @@ def _(one_hot_select) -> None:
             )
             value = _shared_result(result[0], f"the value of {on}")
             found = _shared_result(result[1], f"found of {on}")
-            expect(
-                not session.log.outputs,
-                f"nothing may be revealed inside one_hot_select, but {on} revealed values",
-            )
+            expect_only_protocol_openings(session, protocol, on)
             expect(
                 value.numel() == 1 and found.numel() == 1,
                 f"value and found of {on} should each be one number (sum over the rows), got "

@@ -15,6 +15,12 @@ from course_lib.exercises._registry import (
     expect_close,
     expect_not_none,
 )
+from course_lib.exercises._smpc_audit import (
+    expect_nothing_but_openings,
+    expect_opened_count,
+    opened_so_far,
+    protocol_opened_elements,
+)
 from course_lib.randomness import InsecureSeededRandom
 from course_lib.smpc import Session, SharedTensor, less_than_zero
 
@@ -47,6 +53,13 @@ def _(hidden_backward) -> None:
     )
     x, grad_a = session.share(x_plain), session.share(grad_a_plain)
     active = 1 - less_than_zero(session.share(hidden))
+
+    def protocol() -> object:  # the reference: one product by the bits, one matmul
+        grad_h = grad_a * active
+        return grad_h.T @ x, grad_h.sum(0)
+
+    session.log.reset()
+    expected_openings = protocol_opened_elements(session, protocol)
     session.log.reset()
     result = hidden_backward(x, grad_a, active)
     expect_not_none(result, f"hidden_backward(x, grad_a, active) {on}")
@@ -62,6 +75,8 @@ def _(hidden_backward) -> None:
         f"your function ran {' and '.join(used) or 'a reveal'}: the forward pass's bits `active` "
         f"already are the ReLU's derivative — multiply by them, on shares; {on}",
     )
+    expect_nothing_but_openings(session, on)
+    opened = opened_so_far(session)  # before the reveals below add to the log
     grad_h = grad_a_plain * (hidden >= 0)
     for got, want, what in zip(
         result, (grad_h.T @ x_plain, grad_h.sum(0)), ("grad_weight", "grad_bias"), strict=True
@@ -72,3 +87,5 @@ def _(hidden_backward) -> None:
         )
         # a few truncations of 2^-16 each: 1e-3 is far below any wrong formula's error here
         expect_close(got.reveal(), want, rtol=0, atol=1e-3, what=f"{what}.reveal() {on}")
+    # a wrong formula is told by its values first; a right one must open what the protocol opens
+    expect_opened_count(opened, expected_openings, on)

@@ -41,7 +41,13 @@ from course_lib.fl.fedavg import local_train
 from course_lib.fl.seeding import client_round_seed
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import evaluate, make_loader
-from course_lib.validation import check_dataset, check_positive
+from course_lib.validation import (
+    check_dataset,
+    check_noise_multiplier,
+    check_positive,
+    check_positive_int,
+    check_sample_rate,
+)
 
 __all__ = [
     "update_norm",
@@ -125,10 +131,9 @@ def dp_aggregate(
     Noise: float32 Gaussian from ``rng`` (CSPRNG by default), drawn on the CPU and moved to the
     template's device.
     """
-    check_positive(clip_norm, "clip_norm")
-    check_positive(expected_clients, "expected_clients")
-    if isinstance(noise_multiplier, bool) or not noise_multiplier >= 0:
-        raise ValueError(f"noise_multiplier must be non-negative, got {noise_multiplier}")
+    clip_norm = check_positive(clip_norm, "clip_norm")
+    expected_clients = check_positive(expected_clients, "expected_clients")
+    noise_multiplier = check_noise_multiplier(noise_multiplier, allow_zero=True)
     if any(not v.is_floating_point() for v in template.values()):
         raise ValueError("DP-FedAvg needs a model whose state is all floating-point parameters")
     rng = resolve_random_source(rng)
@@ -234,10 +239,8 @@ def run_dp_fedavg(
     the noise (secure by default — pass ``InsecureSeededRandom`` for a reproducible lesson).
     ``noise_multiplier=0`` turns the noise off (clipping only; ε is then infinite).
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds <= 0:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    if not 0 < sample_rate <= 1:
-        raise ValueError(f"sample_rate is a probability in (0, 1], got {sample_rate}")
+    rounds = check_positive_int(rounds, "rounds")
+    sample_rate = check_sample_rate(sample_rate)
     if not 0 < delta < 1:
         raise ValueError(f"delta must lie in (0, 1), got {delta}")
     check_positive(server_lr, "server_lr")

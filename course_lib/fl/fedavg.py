@@ -32,7 +32,14 @@ from tqdm.auto import tqdm
 
 from course_lib.fl.seeding import client_round_seed
 from course_lib.training import History, evaluate, make_loader, model_device
-from course_lib.validation import check_dataset
+from course_lib.validation import (
+    check_dataset,
+    check_int_in_range,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    dataset_size,
+)
 
 __all__ = [
     "FedHistory",
@@ -49,15 +56,12 @@ State = dict[str, torch.Tensor]
 Aggregator = Callable[[State, Sequence[State], Sequence[float]], State]
 
 
-def _check_training_args(epochs: int, lr: float, mu: float) -> None:
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-        raise ValueError(f"local epochs must be a positive integer, got {epochs!r}")
-    if not lr > 0:
-        raise ValueError(f"the learning rate must be positive, got {lr}")
-    if not mu >= 0:
-        raise ValueError(
-            f"the FedProx coefficient mu must be >= 0 (0 means plain FedAvg), got {mu}"
-        )
+def _check_training_args(epochs: int, lr: float, mu: float) -> tuple[int, float, float]:
+    return (
+        check_positive_int(epochs, "local epochs"),
+        check_positive(lr, "the learning rate lr"),
+        check_nonnegative(mu, "the FedProx coefficient mu (0 means plain FedAvg)"),
+    )
 
 
 def local_train_with_metrics(
@@ -65,7 +69,7 @@ def local_train_with_metrics(
 ) -> tuple[State, float, float]:
     """:func:`local_train` that also returns the mean loss and accuracy of the last local epoch
     (what a client reports besides its weights). Batches are moved to ``model``'s device."""
-    _check_training_args(epochs, lr, mu)
+    epochs, lr, mu = _check_training_args(epochs, lr, mu)
     anchor = [p.detach().clone() for p in model.parameters()] if mu > 0 else []
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     device = model_device(model)
@@ -272,21 +276,15 @@ def run_fedavg(
         TypeError: if a dataset is not map-style (before any training).
         ValueError: if a client's model turns NaN/±inf (see :func:`fedavg`).
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds <= 0:
-        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
-    _check_training_args(local_epochs, lr, mu)
+    rounds = check_positive_int(rounds, "rounds")
+    local_epochs, lr, mu = _check_training_args(local_epochs, lr, mu)
     if len(client_datasets) == 0:
         raise ValueError("a federation needs at least one client dataset")
-    for i, dataset in enumerate(client_datasets):
-        check_dataset(dataset, f"client dataset {i}")  # map-style, non-empty, (input, label)
+    # map-style, non-empty, (input, label) pairs
+    sizes = [dataset_size(ds, f"client dataset {i}") for i, ds in enumerate(client_datasets)]
     check_dataset(test_dataset, "test_dataset")
-    sizes = [len(ds) for ds in client_datasets]
     k = len(client_datasets) if clients_per_round is None else clients_per_round
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(client_datasets):
-        raise ValueError(
-            f"clients_per_round must be between 1 and {len(client_datasets)}, "
-            f"got {clients_per_round!r}"
-        )
+    k = check_int_in_range(k, "clients_per_round", 1, len(client_datasets))
     aggregate = aggregate or _average_aggregate
 
     torch.manual_seed(seed)

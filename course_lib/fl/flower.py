@@ -35,8 +35,9 @@ uses ``flwr run`` for both runtimes. The app has four modes (run-config ``mode``
   quantised to ``secagg-quantization-range`` levels over ``[-r, r]``,
   ``r = secagg-clipping-range``, so the aggregate equals FedAvg up to that step per node;
 - ``"secagg+dp"``: both at once, as Flower's ``fl-dp-sa`` example wires them: SecAgg+ as above,
-  each client clips its own update to ``clipping-norm`` (Flower's ``fixedclipping_mod``, after
-  training and before masking) and the server adds Gaussian noise of std
+  each client clips its own update to ``clipping-norm`` (after training and before masking,
+  where Flower's ``fixedclipping_mod`` clips; the app's ``clip_update_mod`` also takes a zero
+  update) and the server adds Gaussian noise of std
   ``noise-multiplier · clipping-norm / K`` to the unmasked average
   (``DifferentialPrivacyClientSideFixedClipping``) — central DP in which the server never sees
   an unclipped or unmasked update.
@@ -44,6 +45,11 @@ uses ``flwr run`` for both runtimes. The app has four modes (run-config ``mode``
 Both DP modes calibrate the noise as if every update entered the average with weight ``1/K``;
 Flower's FedAvg weights by examples, so :class:`AppConfig` refuses them unless the partitions are
 equal (an IID split of ``train-samples`` divisible by ``num-nodes``), and the nodes check it again.
+
+A node that fails, or whose trained model holds NaN/±inf, counts as a zero update and the DP
+modes keep the denominator ``K`` (as :func:`course_lib.fl.dp_fedavg.dp_aggregate` does), so the
+noise and the reported ε (:attr:`FlowerResult.epsilon`) stay right whatever fails; the ClientApp
+refuses to send a non-finite model in every mode (``flower_app/privateai_fedavg/guards.py``).
 
 Flower draws its DP noise (server) and SecAgg+'s stochastic rounding (clients) from NumPy's global
 generator, unseeded: two runs of a noisy mode differ, and the noise is not from a CSPRNG.
@@ -53,16 +59,18 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
 from course_lib.data import load_mnist
-from course_lib.fl.dp_fedavg import DPFedHistory, run_dp_fedavg
+from course_lib.fl.dp_fedavg import DPFedHistory, dp_fedavg_epsilon, run_dp_fedavg
 from course_lib.fl.fedavg import FedHistory, local_train_with_metrics, run_fedavg
 from course_lib.fl.partition import (
     client_subsets,
@@ -74,6 +82,14 @@ from course_lib.fl.seeding import client_round_seed
 from course_lib.models import MLP
 from course_lib.randomness import RandomSource
 from course_lib.training import make_loader
+from course_lib.validation import (
+    check_delta,
+    check_int_in_range,
+    check_noise_multiplier,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "APP_DIR",
@@ -99,6 +115,10 @@ MODES = ("fedavg", "dp-fixed-clipping", "secagg+", "secagg+dp")
 #: influence only if every client's update enters the average with weight 1/K.
 DP_MODES = ("dp-fixed-clipping", "secagg+dp")
 _PARTITIONINGS = ("iid", "dirichlet", "shards")
+#: What ``fault`` makes one node do in one round (see :class:`AppConfig`).
+FAULTS = ("none", "raise", "nan", "inf", "zero")
+#: Flower's SecAgg+ adds the masked, quantised vectors modulo 2**32 (``modulus_range``).
+_SECAGG_MODULUS = 2**32
 
 
 @dataclass(frozen=True)
@@ -109,8 +129,20 @@ class AppConfig:
     partition). ``train_samples``/``test_samples``: MNIST images used (the lesson's 4,000 /
     1,000 of the offline sample); ``data_seed`` fixes the subset and the partition; ``seed`` the
     initial model and the clients' shuffles. ``hidden_units``: width of the MLP's hidden layer
-    (lesson 10: 128, lesson 13: 32). ``result_dir``: where the ServerApp writes its result
-    ("" = nowhere).
+    (lesson 10: 128, lesson 13: 32). ``delta``: the δ of the ε the DP modes report.
+    ``result_dir``: where the ServerApp writes its result ("" = nowhere).
+
+    ``fault``, ``fault_partition``, ``fault_round``: make one node misbehave, to see (and test)
+    what each mode does with a node that fails. In round ``fault_round`` the ClientApp of
+    SuperNode ``partition-id = fault_partition`` raises (``"raise"``), replies with a NaN or an
+    infinite weight (``"nan"``, ``"inf"``) or with an unchanged model (``"zero"``: a zero
+    update); ``"none"`` (default) turns it off.
+
+    Every key is checked here, when the configuration is built — by :func:`run_flower_app` and
+    :meth:`LocalFederation.run <course_lib.fl.deployment.LocalFederation.run>` before any
+    process starts, and again by the ServerApp and every ClientApp. ``TypeError`` (wrong type:
+    a float where an integer is needed, a bool anywhere) and ``ValueError`` (out of range, NaN,
+    ±∞) name the run-config key; ``flower_app/README.md`` lists the rule of every key.
     """
 
     num_server_rounds: int = 2
@@ -128,11 +160,19 @@ class AppConfig:
     mode: str = "fedavg"
     clipping_norm: float = 1.0
     noise_multiplier: float = 0.0
+    delta: float = 1e-5
     secagg_clipping_range: float = 8.0
     secagg_quantization_range: int = 2**22
     result_dir: str = ""
+    fault: str = "none"
+    fault_partition: int = 0
+    fault_round: int = 1
 
     def __post_init__(self) -> None:
+        def key(name: str) -> str:
+            return f"run-config key {name.replace('_', '-')!r} ({name})"
+
+        checked: dict[str, object] = {}
         for name in (
             "num_server_rounds",
             "num_nodes",
@@ -141,24 +181,51 @@ class AppConfig:
             "hidden_units",
             "train_samples",
             "test_samples",
+            "secagg_quantization_range",
+            "fault_round",
+        ):
+            checked[name] = check_positive_int(getattr(self, name), key(name))
+        for name in ("seed", "data_seed", "fault_partition"):
+            checked[name] = check_nonnegative_int(getattr(self, name), key(name))
+        for name in ("lr", "alpha", "clipping_norm", "secagg_clipping_range"):
+            checked[name] = check_positive(getattr(self, name), key(name))
+        checked["noise_multiplier"] = check_noise_multiplier(
+            self.noise_multiplier, key("noise_multiplier"), allow_zero=True
+        )
+        checked["delta"] = check_delta(self.delta, "run-config key 'delta'")
+        for name, allowed in (
+            ("mode", MODES),
+            ("partitioning", _PARTITIONINGS),
+            ("fault", FAULTS),
+            ("result_dir", None),
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0 or not self.clipping_norm > 0 or not self.alpha > 0:
-            raise ValueError("lr, clipping_norm and alpha must be positive")
-        if not self.noise_multiplier >= 0:
-            raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            if not isinstance(value, str):
+                raise TypeError(f"{key(name)} must be a string, got {value!r}")
+            if allowed is not None and value not in allowed:
+                raise ValueError(f"{key(name)} must be one of {allowed}, got {value!r}")
+        for name, value in checked.items():  # NumPy scalars become Python numbers
+            object.__setattr__(self, name, value)
+        self._check_together(key)
+
+    def _check_together(self, key) -> None:
+        """The rules that tie several keys together."""
         if self.mode.startswith("secagg+") and self.num_nodes < 3:
             raise ValueError(
                 "Flower's SecAgg+ shares every mask among more than 2 nodes: use num_nodes >= 3 "
                 f"for mode {self.mode!r} (got {self.num_nodes})"
             )
-        if self.partitioning not in _PARTITIONINGS:
+        if self.train_samples < self.num_nodes:
             raise ValueError(
-                f"partitioning must be one of {_PARTITIONINGS}, got {self.partitioning!r}"
+                f"{key('train_samples')} must give every node at least one image: "
+                f"{self.train_samples} images for {self.num_nodes} nodes"
+            )
+        if self.num_nodes * self.secagg_quantization_range >= _SECAGG_MODULUS:
+            # each node sends values in [0, Q]; their sum must not wrap around Flower's modulus
+            raise ValueError(
+                f"{key('secagg_quantization_range')} times num_nodes must stay below SecAgg+'s "
+                f"modulus 2**32, or the masked sum wraps around (got {self.num_nodes} x "
+                f"{self.secagg_quantization_range})"
             )
         if self.mode in DP_MODES and (
             self.partitioning != "iid" or self.train_samples % self.num_nodes
@@ -170,6 +237,16 @@ class AppConfig:
                 f"partitioning 'iid' with train_samples divisible by num_nodes (got "
                 f"{self.partitioning!r}, {self.train_samples} samples, {self.num_nodes} nodes)"
             )
+        if self.fault_partition >= self.num_nodes:
+            raise ValueError(
+                f"{key('fault_partition')} names a SuperNode's partition-id, in 0.."
+                f"{self.num_nodes - 1}; got {self.fault_partition}"
+            )
+        if self.fault_round > self.num_server_rounds:
+            raise ValueError(
+                f"{key('fault_round')} is a round in 1..{self.num_server_rounds} "
+                f"(num-server-rounds); got {self.fault_round}"
+            )
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> AppConfig:
@@ -179,7 +256,14 @@ class AppConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown run-config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return cls.checked(values)
+
+    @classmethod
+    def checked(cls, values: Mapping[str, object]) -> AppConfig:
+        """Build from untrusted ``values`` (field names with ``_``): ``__post_init__`` checks the
+        type and range of every one, so any object may come in."""
+        untrusted: dict[str, Any] = dict(values)
+        return cls(**untrusted)
 
     def to_run_config(self) -> dict[str, object]:
         """The ``--run-config`` form (keys with ``-``)."""
@@ -201,10 +285,7 @@ def server_test_set(config: AppConfig) -> Dataset:
 
 
 def _partitions(config: AppConfig, num_partitions: int):
-    if isinstance(num_partitions, bool) or not isinstance(num_partitions, int):
-        raise TypeError(f"num-partitions must be an integer, got {num_partitions!r}")
-    if num_partitions <= 0:
-        raise ValueError(f"num-partitions must be positive, got {num_partitions}")
+    num_partitions = check_positive_int(num_partitions, "num-partitions")
     train = _train_data(config)
     if config.partitioning == "iid":
         parts = partition_iid(train.labels, num_partitions, seed=config.data_seed)
@@ -227,10 +308,8 @@ def _partitions(config: AppConfig, num_partitions: int):
 def node_partition(config: AppConfig, partition_id: int, num_partitions: int) -> Dataset:
     """The training data of SuperNode ``partition_id`` (its ``--node-config``) of
     ``num_partitions``: one part of the course's MNIST sample, split as ``config.partitioning``."""
-    if isinstance(partition_id, bool) or not isinstance(partition_id, int):
-        raise TypeError(f"partition-id must be an integer, got {partition_id!r}")
-    if not 0 <= partition_id < num_partitions:
-        raise ValueError(f"partition-id must lie in 0..{num_partitions - 1}, got {partition_id}")
+    num_partitions = check_positive_int(num_partitions, "num-partitions")
+    partition_id = check_int_in_range(partition_id, "partition-id", 0, num_partitions - 1)
     return _partitions(config, num_partitions)[partition_id]
 
 
@@ -323,7 +402,14 @@ class FlowerResult:
     """What a Flower run's ServerApp saved: final global weights and per-round numbers.
 
     ``round_seconds[r]``: wall time of round ``r + 1`` as the ServerApp saw it (send the model,
-    train on every node, aggregate, evaluate centrally).
+    train on every node, aggregate, evaluate centrally). ``epsilon[r]``: in the DP modes, the ε
+    (for ``delta``) spent after round ``r + 1`` — the course accountant's for ``q = 1``
+    (:func:`course_lib.fl.dp_fedavg.dp_fedavg_epsilon`), ∞ when ``noise_multiplier`` is 0; it
+    holds whatever nodes fail, because a missing or dropped reply counts as a zero update under
+    the fixed denominator ``num_nodes`` (``flower_app/privateai_fedavg/guards.py``); empty in the
+    other modes. ``aggregated[r]``: replies averaged in round ``r + 1``; ``nonfinite[r]``: how
+    many held NaN/±inf (dropped by the server, or refused by their node). Those two are computed
+    from the nodes' replies without noise: outside ε, not for publication.
     """
 
     state: dict[str, torch.Tensor]
@@ -332,16 +418,29 @@ class FlowerResult:
     round_seconds: list[float] = field(default_factory=list)
     mode: str = "fedavg"
     wall_seconds: float = float("nan")  # the whole `flwr run`, start-up included
+    epsilon: list[float] = field(default_factory=list)
+    delta: float = 0.0
+    aggregated: list[int] = field(default_factory=list)
+    nonfinite: list[int] = field(default_factory=list)
+    #: the global model after each round (``round_states[-1]`` is ``state``)
+    round_states: list[dict[str, torch.Tensor]] = field(default_factory=list, repr=False)
 
 
 class RoundClock:
-    """Per-round central evaluation and timing for a ServerApp (a round ends at its evaluation)."""
+    """Per-round central evaluation, timing, reply counts and ε for a ServerApp (a round ends at
+    its evaluation)."""
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.test = server_test_set(config)
-        self.result = FlowerResult(state={}, mode=config.mode)
+        self.result = FlowerResult(state={}, mode=config.mode, delta=config.delta)
         self._last = time.perf_counter()
+        self._replies: dict[int, tuple[int, int]] = {}
+
+    def note_replies(self, server_round: int, aggregated: int, nonfinite: int) -> None:
+        """Record that round ``server_round`` averaged ``aggregated`` replies and left out
+        ``nonfinite`` that held NaN/±inf (the strategies in ``guards.py`` call it)."""
+        self._replies[server_round] = (aggregated, nonfinite)
 
     def end_round(
         self, server_round: int, state: Mapping[str, torch.Tensor]
@@ -355,20 +454,36 @@ class RoundClock:
         loss, acc = evaluate(model, torch.utils.data.DataLoader(self.test, batch_size=1000))
         now = time.perf_counter()
         if server_round > 0:
-            self.result.test_loss.append(loss)
-            self.result.test_acc.append(acc)
-            self.result.round_seconds.append(now - self._last)
-            self.result.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result, config = self.result, self.config
+            result.test_loss.append(loss)
+            result.test_acc.append(acc)
+            result.round_seconds.append(now - self._last)
+            result.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            result.round_states.append(result.state)
+            aggregated, nonfinite = self._replies.get(server_round, (0, 0))  # halted: nothing
+            result.aggregated.append(aggregated)
+            result.nonfinite.append(nonfinite)
+            if config.mode in DP_MODES:  # every round is charged, released or not
+                result.epsilon.append(
+                    dp_fedavg_epsilon(config.noise_multiplier, 1.0, server_round, config.delta)
+                    if config.noise_multiplier > 0
+                    else math.inf
+                )
         self._last = now
         return loss, acc
 
 
 def save_result(result: FlowerResult, result_dir: str | Path) -> None:
-    """Write ``result`` as ``model.pt`` + ``history.json`` into ``result_dir`` (created)."""
+    """Write ``result`` as ``model.pt`` (final weights), ``rounds.pt`` (the weights after each
+    round) and ``history.json`` (the rest) into ``result_dir`` (created)."""
     out = Path(result_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(result.state, out / "model.pt")
-    history = {k: v for k, v in asdict(result).items() if k != "state"}
+    torch.save(result.round_states, out / "rounds.pt")
+    history = {
+        k: getattr(result, k) for k in (f.name for f in fields(result))
+        if k not in ("state", "round_states")
+    }  # fmt: skip
     (out / "history.json").write_text(json.dumps(history, indent=1))
 
 
@@ -381,7 +496,8 @@ def load_result(result_dir: str | Path) -> FlowerResult:
         )
     history = json.loads((out / "history.json").read_text())
     state = torch.load(out / "model.pt", weights_only=True)
-    return FlowerResult(state=state, **history)
+    round_states = torch.load(out / "rounds.pt", weights_only=True)
+    return FlowerResult(state=state, round_states=round_states, **history)
 
 
 def run_flower_app(
@@ -414,16 +530,14 @@ def run_flower_app(
 
     if runtime not in ("deployment", "simulation"):
         raise ValueError(f"runtime must be 'deployment' or 'simulation', got {runtime!r}")
-    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes <= 0:
-        raise ValueError(f"num_nodes must be a positive integer, got {num_nodes!r}")
-    AppConfig(**{**run_config, "num_nodes": num_nodes})  # validate before starting anything
+    AppConfig.checked({**run_config, "num_nodes": num_nodes})  # every key, before starting
     if not (APP_DIR / "pyproject.toml").exists():
         raise FileNotFoundError(
             f"the Flower App folder {APP_DIR} is missing: run from a clone of the course "
             "repository (pip install -e .)"
         )
     with tempfile.TemporaryDirectory(prefix="course-flower-result-") as out:
-        config = AppConfig(**{**run_config, "num_nodes": num_nodes, "result_dir": out})
+        config = AppConfig.checked({**run_config, "num_nodes": num_nodes, "result_dir": out})
         attempts = 3  # Ray's node start-up limit is a fixed 30 s: a busy machine can miss it
         for attempt in range(1, attempts + 1):
             with LocalFederation(
@@ -455,12 +569,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", choices=MODES, default="fedavg")
     args = parser.parse_args(argv)
-    result = run_flower_app(
-        args.runtime, num_nodes=args.nodes, num_server_rounds=args.rounds, mode=args.mode
-    )
+    from course_lib.fl.deployment import stop_on_sigterm
+
+    with stop_on_sigterm():  # `kill` / `timeout`: stop every Flower process, remove temp folders
+        result = run_flower_app(
+            args.runtime, num_nodes=args.nodes, num_server_rounds=args.rounds, mode=args.mode
+        )
     reference = reference_fedavg(
         AppConfig(num_server_rounds=args.rounds, num_nodes=args.nodes), args.nodes
     )
+    assert reference.model is not None  # run_fedavg always returns its model
     gap = max(
         (result.state[k] - v).abs().max().item() for k, v in reference.model.state_dict().items()
     )

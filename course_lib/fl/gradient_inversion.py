@@ -29,6 +29,14 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torch.nn import functional as F
 
+from course_lib.validation import (
+    as_integer,
+    check_nonnegative,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+)
+
 __all__ = [
     "LeNetSigmoid",
     "client_gradient",
@@ -169,7 +177,13 @@ class InversionResult:
 def _gradient_distance(
     dummy: Sequence[torch.Tensor], target: Sequence[torch.Tensor]
 ) -> torch.Tensor:
-    return sum(((d - t) ** 2).sum() for d, t in zip(dummy, target, strict=True))
+    distances = [((d - t) ** 2).sum() for d, t in zip(dummy, target, strict=True)]
+    if not distances:
+        raise ValueError("there are no gradient tensors to compare")
+    total = distances[0]
+    for distance in distances[1:]:  # added in order, as the built-in sum() would
+        total = total + distance
+    return total
 
 
 def invert_gradient(
@@ -220,14 +234,14 @@ def invert_gradient(
         t.shape != p.shape for t, p in zip(target, params, strict=True)
     ):
         raise ValueError("target_gradient must hold one tensor per model parameter, same shapes")
-    if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be a positive integer, got {num_images!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"iterations must be a positive integer, got {iterations!r}")
+    num_images = check_positive_int(num_images, "num_images")
+    iterations = check_positive_int(iterations, "iterations")
+    record_every = check_nonnegative_int(record_every, "record_every")
+    seed = as_integer(seed, "seed")
+    lr = None if lr is None else check_positive(lr, "lr")
     if optimizer not in ("lbfgs", "adam"):
         raise ValueError(f"optimizer must be 'lbfgs' or 'adam', got {optimizer!r}")
-    if isinstance(tolerance, bool) or not (isinstance(tolerance, int | float) and tolerance >= 0):
-        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    tolerance = check_nonnegative(tolerance, "tolerance")
     device = params[0].device if params else torch.device("cpu")
     target = [t.to(device) for t in target]
     if labels is None and idlg and num_images == 1:
@@ -242,7 +256,7 @@ def invert_gradient(
     dummy = torch.rand((num_images, *image_shape), generator=generator).to(device)
     dummy.requires_grad_(True)
     variables = [dummy]
-    dummy_logits = None
+    dummy_logits: torch.Tensor | None = None  # soft labels, optimised when no labels are known
     if labels is None:
         with torch.no_grad():  # the number of classes, from the model itself
             num_classes = model(dummy).shape[-1]
@@ -250,6 +264,7 @@ def invert_gradient(
         dummy_logits.requires_grad_(True)
         variables.append(dummy_logits)
 
+    opt: torch.optim.Optimizer
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS(variables, lr=lr or 1.0, line_search_fn="strong_wolfe")
     else:
@@ -259,6 +274,7 @@ def invert_gradient(
         opt.zero_grad()
         logits = model(dummy)
         if dummy_logits is None:
+            assert labels is not None  # dummy_logits is None exactly when the labels are known
             loss = F.cross_entropy(logits, labels)
         else:
             soft = F.softmax(dummy_logits, dim=-1)
@@ -281,7 +297,11 @@ def invert_gradient(
                 result.snapshots.append((it, dummy.detach().clamp(0, 1).clone()))
             break
     result.images = dummy.detach().clamp(0, 1)
-    result.labels = labels if labels is not None else dummy_logits.detach().argmax(dim=-1)
+    if labels is not None:
+        result.labels = labels
+    else:
+        assert dummy_logits is not None  # created above whenever labels is None
+        result.labels = dummy_logits.detach().argmax(dim=-1)
     return result
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
-from course_lib.validation import check_dataset
+from course_lib.validation import as_integer, as_number, dataset_size
 
 __all__ = [
     "partition_iid",
@@ -44,8 +44,7 @@ def _check_inputs(labels: torch.Tensor, num_clients: int) -> torch.Tensor:
         )
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise TypeError(f"labels must be integer class ids, got dtype {labels.dtype}")
-    if isinstance(num_clients, bool) or not isinstance(num_clients, int):
-        raise TypeError(f"num_clients must be an int, got {type(num_clients).__name__}")
+    num_clients = as_integer(num_clients, "num_clients")
     if num_clients <= 0:
         raise ValueError(f"a federation needs at least one client, got num_clients={num_clients}")
     if num_clients > len(labels):
@@ -88,8 +87,7 @@ def partition_dirichlet(
     draw is repeated (as in the reference implementations), at most ``max_tries`` times.
     """
     labels = _check_inputs(labels, num_clients)
-    if not isinstance(alpha, int | float) or isinstance(alpha, bool) or not np.isfinite(alpha):
-        raise ValueError(f"alpha must be a positive finite number, got {alpha!r}")
+    alpha = as_number(alpha, "alpha (a positive finite number)")
     if alpha <= 0:
         raise ValueError(f"the Dirichlet concentration alpha must be > 0, got {alpha}")
     if min_samples < 1:
@@ -125,8 +123,7 @@ def partition_shards(
     label-sorted shards, so it holds at most that many classes (more only where a shard straddles
     a class boundary)."""
     labels = _check_inputs(labels, num_clients)
-    if isinstance(shards_per_client, bool) or not isinstance(shards_per_client, int):
-        raise TypeError(f"shards_per_client must be an int, got {type(shards_per_client).__name__}")
+    shards_per_client = as_integer(shards_per_client, "shards_per_client")
     if shards_per_client <= 0:
         raise ValueError(f"shards_per_client must be positive, got {shards_per_client}")
     num_shards = num_clients * shards_per_client
@@ -150,8 +147,7 @@ def client_subsets(dataset: Dataset, parts: Sequence[torch.Tensor]) -> list[Subs
     ``dataset`` may be any map-style dataset (``len`` and indexing); anything else, or an index
     beyond its end, is refused with a ``TypeError`` / ``ValueError`` before any subset is built.
     """
-    check_dataset(dataset)
-    size = len(dataset)
+    size = dataset_size(dataset)
     for k, part in enumerate(parts):
         if len(part) and (int(part.max()) >= size or int(part.min()) < 0):
             raise ValueError(f"part {k} indexes outside the dataset's {size} samples")

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -65,6 +64,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from course_lib.fixed_point import FixedPointEncoder
 from course_lib.randomness import RandomSource, resolve_random_source
+from course_lib.validation import as_integer, as_number, check_int_in_range
 
 __all__ = [
     "PRIME",
@@ -120,17 +120,16 @@ def shamir_split(
     the integers mod ``prime``; share ``k`` is ``(k, f(k))`` for ``k = 1 … num_shares``. Any
     ``threshold − 1`` shares are uniformly distributed whatever the secret: they reveal nothing.
     """
-    for name, value in (("threshold", threshold), ("num_shares", num_shares)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    threshold = as_integer(threshold, "threshold")
+    num_shares = as_integer(num_shares, "num_shares")
+    prime = as_integer(prime, "prime")
     if not 1 <= threshold <= num_shares:
         raise ValueError(
             f"need 1 <= threshold <= num_shares, got threshold={threshold}, num_shares={num_shares}"
         )
     if num_shares >= prime:
         raise ValueError(f"at most {prime - 1} shares fit in the field of size {prime}")
-    if isinstance(secret, bool) or not isinstance(secret, int):
-        raise TypeError(f"the secret must be an int, got {type(secret).__name__}")
+    secret = as_integer(secret, "secret")
     if not 0 <= secret < prime:
         raise ValueError(f"the secret must lie in [0, prime), got {secret}")
     rng = resolve_random_source(rng)
@@ -218,14 +217,10 @@ def encode_fixed_point(
         raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(f"fixed-point encoding takes floating-point tensors, got {x.dtype}")
-    if isinstance(frac_bits, bool) or not isinstance(frac_bits, int) or not 0 <= frac_bits <= 52:
-        raise ValueError(f"frac_bits must be an integer in [0, 52], got {frac_bits!r}")
+    frac_bits = check_int_in_range(frac_bits, "frac_bits", 0, 52)
     largest = 2.0 ** (62 - frac_bits)
-    if max_abs is None:
-        max_abs = largest
-    elif isinstance(max_abs, bool) or not isinstance(max_abs, int | float):
-        raise TypeError(f"max_abs must be a number, got {type(max_abs).__name__}")
-    elif not 0 < max_abs <= largest:
+    max_abs = largest if max_abs is None else as_number(max_abs, "max_abs")
+    if not 0 < max_abs <= largest:
         raise ValueError(
             f"max_abs must lie in (0, 2^(62 − frac_bits)] = (0, {largest:.3g}], got {max_abs!r}"
         )
@@ -637,8 +632,8 @@ def secure_sum(
                 " all clients must send updates of the same shape"
             )
     threshold = n // 2 + 1 if threshold is None else threshold
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 2 <= threshold <= n:
-        raise ValueError(f"threshold must be an integer in [2, {n}], got {threshold!r}")
+    threshold = check_int_in_range(threshold, "threshold", 2, n)
+    frac_bits = check_int_in_range(frac_bits, "frac_bits", 0, 52)
     gone_early, gone_late = _check_drops(n, drop_before_upload, drop_before_unmasking)
     rng = resolve_random_source(rng)
     limit = 2.0 ** (62 - frac_bits - math.ceil(math.log2(n)))
@@ -701,7 +696,7 @@ def secure_fedavg(
         for name in names:
             check_finite_update(s[name], f"client {k} ({name})")
     for k, w in enumerate(weights):
-        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0 < w < math.inf:
+        if as_number(w, f"client {k}'s weight (sample count)") <= 0:
             raise ValueError(
                 f"client {k}'s weight (sample count) must be a finite positive number, got {w!r}"
             )

@@ -58,7 +58,7 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -75,7 +75,15 @@ from course_lib.fl.secure_aggregation import (
     generate_key_pair,
 )
 from course_lib.randomness import InsecureSeededRandom, RandomSource, SecureRandom
-from course_lib.validation import check_positive
+from course_lib.validation import (
+    as_integer,
+    check_int_in_range,
+    check_nonnegative,
+    check_nonnegative_int,
+    check_positive,
+    check_positive_int,
+    is_integer,
+)
 
 if TYPE_CHECKING:
     from syft_job.job import JobInfo
@@ -163,7 +171,7 @@ class PrivacyPolicy:
             for key in required
             if not _is_number(params.get(key))
             or not 0 < params[key] < math.inf
-            or (key == "epochs" and not isinstance(params[key], int))
+            or (key == "epochs" and not is_integer(params[key]))
         ]
         if malformed:
             return [f"missing or malformed parameters: {', '.join(malformed)}"]
@@ -181,7 +189,7 @@ class PrivacyPolicy:
         return problems
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[numbers.Real]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -229,10 +237,8 @@ class Consortium:
 
         if not isinstance(getattr(course_lib.models, self.model, None), type):
             raise ValueError(f"{self.model!r} is not a model class of course_lib.models")
-        if isinstance(self.frac_bits, bool) or not isinstance(self.frac_bits, int):
-            raise ValueError(f"frac_bits must be an integer, got {self.frac_bits!r}")
-        if not 8 <= self.frac_bits <= 40:
-            raise ValueError(f"frac_bits must lie in [8, 40], got {self.frac_bits}")
+        frac_bits = check_int_in_range(self.frac_bits, "frac_bits", 8, 40)
+        object.__setattr__(self, "frac_bits", frac_bits)
 
     def problems_with(self, params: dict[str, Any], global_model_b64: str) -> list[str]:
         """Why a job's ``params`` and weights differ from these terms (empty when they match)."""
@@ -352,7 +358,7 @@ class BudgetReviewer:
         return approved
 
     def _round_problem(self, hospital: str, round_index: Any) -> str | None:
-        if isinstance(round_index, bool) or not isinstance(round_index, int) or round_index < 0:
+        if not is_integer(round_index) or round_index < 0:
             return f"round index {round_index!r} is not a non-negative integer"
         if round_index in self.rounds_approved.get(hospital, set()):
             return (
@@ -503,6 +509,8 @@ def mask_update(
     """
     if not isinstance(update, torch.Tensor) or not update.is_floating_point():
         raise TypeError("the update must be a floating-point tensor")
+    round_index = check_nonnegative_int(round_index, "round_index")
+    frac_bits = check_int_in_range(frac_bits, "frac_bits", 0, 52)
     index = hospital_index(secret_key, public_keys)
     check_finite_update(update, f"hospital {index + 1} of {len(public_keys)}")
     limit = 2.0 ** (62 - frac_bits) / len(public_keys)
@@ -555,9 +563,13 @@ def write_secure_job(
 ) -> Path:
     """Write a secure training job: ``main.py`` (:data:`SECURE_DP_TRAINING_SCRIPT`),
     ``params.json`` (the policy's DP settings, the keys, the round) and ``global_model.b64``."""
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    check_positive(lr, "lr")
+    # Python ints and floats: params.json is written with json, which has no NumPy types
+    epochs = check_positive_int(epochs, "epochs")
+    round_index = check_nonnegative_int(round_index, "round_index")
+    frac_bits = check_int_in_range(frac_bits, "frac_bits", 8, 40)
+    noise_seed = None if noise_seed is None else as_integer(noise_seed, "noise_seed")
+    lr = check_positive(lr, "lr")
+    momentum = check_nonnegative(momentum, "momentum")
     params = {
         "dataset": dataset,
         "round": round_index,

@@ -8,6 +8,8 @@ all of them call this one function, the same experiment seed gives the same mini
 
 from __future__ import annotations
 
+from course_lib.validation import check_nonnegative_int
+
 __all__ = ["client_round_seed"]
 
 
@@ -22,7 +24,7 @@ def client_round_seed(seed: int, round_index: int, client: int) -> int:
     >>> client_round_seed(1, 2, 0)
     102021
     """
-    for name, value in (("seed", seed), ("round_index", round_index), ("client", client)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    seed = check_nonnegative_int(seed, "seed")
+    round_index = check_nonnegative_int(round_index, "round_index")
+    client = check_nonnegative_int(client, "client")
     return seed * 100_003 + round_index * 1_009 + client

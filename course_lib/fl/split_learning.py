@@ -29,6 +29,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from course_lib.validation import check_int_in_range
+
 __all__ = [
     "WireLog",
     "SplitNN",
@@ -75,8 +77,7 @@ def split_sequential(model: nn.Sequential, cut: int) -> tuple[nn.Sequential, nn.
     """
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"split_sequential cuts an nn.Sequential, got {type(model).__name__}")
-    if isinstance(cut, bool) or not isinstance(cut, int) or not 0 < cut < len(model):
-        raise ValueError(f"the cut must be between 1 and {len(model) - 1} layers, got {cut!r}")
+    cut = check_int_in_range(cut, "cut (layers kept by the client)", 1, len(model) - 1)
     return model[:cut], model[cut:]
 
 
@@ -143,7 +144,7 @@ class SplitNN:
         # server: continue from what it received
         received = sent.requires_grad_(True)
         server_out = self.server_part(received)
-        if self.u_shaped:
+        if self.client_head is not None:  # U-shaped (self.u_shaped), spelled so mypy narrows
             returned = server_out.detach().clone()
             self.wire.send("server → client", "server-part outputs", returned)
             at_client = returned.requires_grad_(True)
@@ -196,7 +197,7 @@ class SplitNN:
         """Logits of the whole split network (evaluation mode, nothing logged)."""
         self._train_mode(False)
         out = self.server_part(self.client_part(x.to(self.device)))
-        return self.client_head(out) if self.u_shaped else out
+        return self.client_head(out) if self.client_head is not None else out  # U-shaped or not
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor) -> float:

@@ -58,6 +58,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from course_lib.training import fit, make_loader, seed_everything
+from course_lib.validation import as_integer
 
 __all__ = [
     "DEFAULT_COEFF_MOD_BIT_SIZES",
@@ -90,17 +91,21 @@ MAX_COEFF_MODULUS_BITS = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
 
 def check_parameters(
     poly_modulus_degree: int, coeff_mod_bit_sizes: Sequence[int], scale_bits: int
-) -> None:
-    """Raise ``ValueError`` (``TypeError`` for non-integers) explaining why CKKS parameters cannot
-    work together; see the module docstring for the rules."""
-    values = [poly_modulus_degree, scale_bits, *coeff_mod_bit_sizes]
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
-        raise TypeError("poly_modulus_degree, coeff_mod_bit_sizes and scale_bits must be ints")
+) -> tuple[int, list[int], int]:
+    """The parameters as Python ints (NumPy integers accepted, bools refused), or ``ValueError``
+    (``TypeError`` for non-integers) explaining why they cannot work together; see the module
+    docstring for the rules."""
+    poly_modulus_degree = as_integer(poly_modulus_degree, "poly_modulus_degree")
+    scale_bits = as_integer(scale_bits, "scale_bits")
+    if isinstance(coeff_mod_bit_sizes, str) or not isinstance(coeff_mod_bit_sizes, Sequence):
+        raise TypeError(
+            f"coeff_mod_bit_sizes must be a list of ints, got {type(coeff_mod_bit_sizes).__name__}"
+        )
+    sizes = [as_integer(v, "coeff_mod_bit_sizes") for v in coeff_mod_bit_sizes]
     if poly_modulus_degree not in MAX_COEFF_MODULUS_BITS:
         raise ValueError(
             f"poly_modulus_degree must be 4096, 8192, 16384 or 32768, got {poly_modulus_degree}"
         )
-    sizes = list(coeff_mod_bit_sizes)
     if len(sizes) < 3:
         raise ValueError(
             "coeff_mod_bit_sizes needs a base prime, at least one middle prime and a special prime"
@@ -137,6 +142,7 @@ def check_parameters(
             f"the special (last) prime of {sizes[-1]} bits must be at least as large as the others "
             f"(largest: {max(sizes[:-1])} bits) for key switching to keep its precision"
         )
+    return poly_modulus_degree, sizes, scale_bits
 
 
 def output_headroom(
@@ -162,11 +168,11 @@ def make_context(
     ``poly_modulus_degree=4096`` pass smaller primes too, e.g. ``(30, 24, 24, 30)`` with
     ``scale_bits=24`` (less precision, fewer levels).
     """
-    check_parameters(poly_modulus_degree, coeff_mod_bit_sizes, scale_bits)
+    degree, primes, scale_bits = check_parameters(
+        poly_modulus_degree, coeff_mod_bit_sizes, scale_bits
+    )
     context = ts.context(
-        ts.SCHEME_TYPE.CKKS,
-        poly_modulus_degree=poly_modulus_degree,
-        coeff_mod_bit_sizes=list(coeff_mod_bit_sizes),
+        ts.SCHEME_TYPE.CKKS, poly_modulus_degree=degree, coeff_mod_bit_sizes=primes
     )
     context.global_scale = 2.0**scale_bits
     context.generate_galois_keys()

@@ -42,6 +42,7 @@ from phe.paillier import EncryptedNumber, PaillierPrivateKey, PaillierPublicKey
 
 from course_lib.fixed_point import FixedPointEncoder
 from course_lib.randomness import RandomSource, resolve_random_source
+from course_lib.validation import as_integer
 
 __all__ = [
     "MIN_SECURE_KEY_BITS",
@@ -68,8 +69,7 @@ def generate_keypair(
     Keys below :data:`MIN_SECURE_KEY_BITS` are allowed (tests and quick demos use them) but are not
     safe for real data.
     """
-    if isinstance(key_bits, bool) or not isinstance(key_bits, int):
-        raise TypeError(f"key_bits must be an int, got {type(key_bits).__name__}")
+    key_bits = as_integer(key_bits, "key_bits")
     if key_bits < 256 or key_bits % 8:
         raise ValueError(
             f"key_bits must be a multiple of 8 and at least 256, got {key_bits} "
@@ -101,10 +101,8 @@ class FixedPointEncoding:
     pack: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("frac_bits", "int_bits", "max_summands"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+        for name in ("frac_bits", "int_bits", "max_summands"):  # NumPy integers become ints
+            object.__setattr__(self, name, as_integer(getattr(self, name), name))
         if self.frac_bits < 0 or self.int_bits < 0:
             raise ValueError("frac_bits and int_bits must be non-negative")
         if self.int_bits + self.frac_bits > 62:
@@ -175,7 +173,7 @@ class FixedPointEncoding:
         """Undo :meth:`pack_ints` and :meth:`encode` for a sum of ``summands`` encoded updates."""
         slots = self.slots_per_ciphertext(public_key)
         mask = (1 << self.slot_bits) - 1
-        ints = []
+        ints: list[int] = []
         for word in plaintexts:
             if word < 0:
                 raise ValueError(

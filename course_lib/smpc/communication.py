@@ -18,15 +18,24 @@ what*.
 
 :class:`CommunicationLog` charges each exchange to the outermost operation running at the time
 (``"mul"``, ``"relu"``, ...), so a lesson can print a cost table per operation.
+
+**What was opened, and by whom.** Besides the costs the log keeps a transcript an auditor (an
+exercise checker) can read: :attr:`CommunicationLog.openings` lists every opening — operation,
+sharing (additive or XOR) and the shape of each opened value; :attr:`CommunicationLog.inputs`
+every value shared into the computation; :attr:`CommunicationLog.outputs` every reveal; and
+:attr:`CommunicationLog.share_reads` counts how often code outside the protocol library (a lesson,
+a learner's function) read the stacked shares of *all* parties at once — which in a real
+deployment nobody holds, so a secure function must never do it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-__all__ = ["Cost", "CommunicationLog", "Output", "WORD_BYTES"]
+__all__ = ["Cost", "CommunicationLog", "Input", "Opening", "Output", "WORD_BYTES"]
 
 #: Bytes per ring element on the wire.
 WORD_BYTES = 8
@@ -64,6 +73,30 @@ class Output:
     elements: int
 
 
+@dataclass(frozen=True)
+class Opening:
+    """One round of opening: during ``operation``, values of ``shapes`` became known to every
+    party (``sharing`` is ``"additive"`` or ``"xor"``); ``elements`` words each."""
+
+    operation: str
+    sharing: str
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def elements(self) -> int:
+        return sum(math.prod(shape) for shape in self.shapes)
+
+
+@dataclass(frozen=True)
+class Input:
+    """One value shared into the computation: during ``operation``, ``sender`` sent ``elements``
+    values' shares to the parties."""
+
+    operation: str
+    sender: str
+    elements: int
+
+
 @dataclass
 class CommunicationLog:
     """Running totals of rounds and bytes, overall and per operation."""
@@ -72,6 +105,9 @@ class CommunicationLog:
     total: Cost = field(default_factory=Cost)
     by_operation: dict[str, Cost] = field(default_factory=dict)
     outputs: list[Output] = field(default_factory=list)
+    openings: list[Opening] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)
+    share_reads: int = 0
     _stack: list[str] = field(default_factory=list, repr=False)
 
     def _charge(self, cost: Cost) -> None:
@@ -82,10 +118,34 @@ class CommunicationLog:
     def _operation(self) -> str:
         return self._stack[0] if self._stack else "other"
 
-    def record_open(self, elements: int) -> None:
-        """One round in which every party sends ``elements`` words to every other party."""
+    def record_open(
+        self,
+        elements: int,
+        shapes: tuple[tuple[int, ...], ...] | None = None,
+        sharing: str = "additive",
+    ) -> None:
+        """One round in which every party sends ``elements`` words to every other party.
+
+        With ``shapes`` (the shape of each opened value) the opening is also listed in
+        :attr:`openings`."""
         n = self.n_parties
         self.record_messages(elements, n * (n - 1))
+        if shapes is not None:
+            self.openings.append(Opening(self._operation(), sharing, shapes))
+
+    def record_input(self, sender: str, elements: int) -> None:
+        """Note that ``sender`` shared ``elements`` values into the computation (see
+        :attr:`inputs`)."""
+        self.inputs.append(Input(self._operation(), sender, elements))
+
+    def record_share_read(self) -> None:
+        """Count one read of all parties' stacked shares by code outside the protocol library."""
+        self.share_reads += 1
+
+    @property
+    def opened_elements(self) -> int:
+        """Words opened to every party so far, summed over :attr:`openings`."""
+        return sum(opening.elements for opening in self.openings)
 
     def record_messages(self, elements: int, messages: int) -> None:
         """One round of ``messages`` messages of ``elements`` words each (inputs, outputs)."""
@@ -128,6 +188,9 @@ class CommunicationLog:
         self.total = Cost()
         self.by_operation = {}
         self.outputs = []
+        self.openings = []
+        self.inputs = []
+        self.share_reads = 0
 
     def table(self) -> str:
         """A plain-text table: operation, rounds, online bytes, offline (dealer) bytes."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from course_lib.smpc.tensor import SharedTensor
+from course_lib.validation import check_int_in_range
 
 __all__ = ["less_than_zero", "relu", "maximum", "max_pool2d", "argmax", "binary_add"]
 
@@ -104,12 +105,8 @@ def _tournament_max(values: SharedTensor) -> SharedTensor:
 
 def max_pool2d(x: SharedTensor, kernel_size: int, stride: int | None = None) -> SharedTensor:
     """``torch.nn.functional.max_pool2d`` on a shared (N, C, H, W) tensor, without padding."""
-    stride = kernel_size if stride is None else stride
-    for name, value in (("kernel_size", kernel_size), ("stride", stride)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"max_pool2d's {name} must be an int, got {type(value).__name__}")
-        if value < 1:
-            raise ValueError(f"max_pool2d's {name} must be at least 1, got {value}")
+    kernel_size = check_int_in_range(kernel_size, "max_pool2d's kernel_size", 1)
+    stride = kernel_size if stride is None else check_int_in_range(stride, "max_pool2d's stride", 1)
     if x.dim() != 4:
         raise ValueError(f"max_pool2d needs an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     if kernel_size > min(x.shape[-2:]):

@@ -38,14 +38,14 @@ itself is secret, the client looks up by *key*, and privacy rests on the servers
 from __future__ import annotations
 
 from collections.abc import Sequence
-from numbers import Integral
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 import numpy as np
 import torch
 
 from course_lib.smpc.session import Participant, Session
 from course_lib.smpc.tensor import SharedTensor
+from course_lib.validation import is_integer
 
 __all__ = ["KEY_RANGE", "VALUE_RANGE", "LookupResult", "SharedKeyValueStore"]
 
@@ -68,9 +68,9 @@ class LookupResult(NamedTuple):
     found: SharedTensor
 
 
-def _is_int(value: object) -> bool:
-    """A Python or NumPy integer, not a bool."""
-    return isinstance(value, Integral) and not isinstance(value, bool)
+def _is_int(value: object) -> TypeGuard[int | np.integer]:
+    """A Python or NumPy integer, not a bool (:func:`course_lib.validation.is_integer`)."""
+    return is_integer(value)
 
 
 def _integers(values: object, name: str, bounds: tuple[int, int]) -> torch.Tensor:
@@ -97,16 +97,18 @@ def _integers(values: object, name: str, bounds: tuple[int, int]) -> torch.Tenso
                 "array, got "
                 f"{type(values).__name__}"
             )
+        ints: list[int] = []
         for item in [values] if items is None else items:
             if not _is_int(item):
                 raise TypeError(
                     f"{name} must be integers, got {item!r} ({type(item).__name__}); floats and "
                     "booleans are not keys or values — convert them explicitly"
                 )
-            if not lo <= item < hi:
+            number = int(item)
+            if not lo <= number < hi:
                 raise ValueError(f"{name} must lie in [{lo}, {hi}), got {item}")
-        ints = [int(v) for v in items] if items is not None else int(values)
-        tensor = torch.tensor(ints, dtype=torch.int64)
+            ints.append(number)
+        tensor = torch.tensor(ints if items is not None else ints[0], dtype=torch.int64)
     if tensor.dim() > 1:
         raise ValueError(
             f"{name} must be one number or a 1-D list, got shape {tuple(tensor.shape)}"

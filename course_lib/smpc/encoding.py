@@ -15,6 +15,18 @@ truncated correctly (see :mod:`course_lib.smpc.tensor`). Anything outside the ra
 :class:`ValueError` — it is never silently wrapped. Results of arithmetic on shares are not checked
 (nobody sees them): a long dot product whose value before truncation exceeds ``2**(62 - 2f)``
 (about 10^9 at f = 16) wraps around and decodes to garbage, so know your ranges.
+
+Public constants
+----------------
+A public number that *scales* shared values — a learning rate, ``lr / batch size``, ``1 / B`` — is
+encoded with the same ``f`` fractional bits, i.e. rounded to a multiple of ``2^-f``. A small
+constant loses most of its digits that way (``0.01 / 2000 = 5e-6`` becomes 0 at f = 16, and
+``0.05 / 2000`` becomes ``2^-15``, 22 % too large), and every later step inherits the error.
+:func:`check_public_constant` therefore **refuses** (``ValueError``) any such constant whose
+relative rounding error ``|round(c·2^f)/2^f − c| / |c|`` exceeds
+:data:`PUBLIC_CONSTANT_TOLERANCE` (1 %); exact constants (0.25, 1/32) and large enough ones
+pass. :meth:`SharedTensor.__mul__ <course_lib.smpc.tensor.SharedTensor>` applies it to every
+public scalar factor, and the trainers check their step sizes before the first step.
 """
 
 from __future__ import annotations
@@ -23,14 +35,42 @@ import numpy as np
 import torch
 
 from course_lib.fixed_point import FixedPointEncoder
+from course_lib.validation import as_number, check_int_in_range
 
-__all__ = ["FixedPoint", "RING_BITS"]
+__all__ = ["FixedPoint", "PUBLIC_CONSTANT_TOLERANCE", "RING_BITS", "check_public_constant"]
 
 #: Shares are elements of Z_2^RING_BITS, held in torch int64.
 RING_BITS = 64
 
 #: Encodings of inputs stay below 2^ENCODED_BITS in magnitude, so products stay below 2^62.
 ENCODED_BITS = 31
+
+#: Largest relative rounding error accepted for a public constant that scales shared values.
+PUBLIC_CONSTANT_TOLERANCE = 0.01
+
+
+def check_public_constant(value: object, precision_bits: int, what: str) -> float:
+    """``value`` as a float if its fixed-point rounding is exact enough, else ``ValueError``.
+
+    ``value`` is rounded to ``round(value · 2^precision_bits) / 2^precision_bits``, as the
+    encoder does; the relative error of that rounding must be at most
+    :data:`PUBLIC_CONSTANT_TOLERANCE` (0 is exact). ``what`` names the constant in the message
+    (e.g. ``"the step lr / batch size = 0.01 / 2000"``). ``TypeError`` for a bool or non-number,
+    ``ValueError`` for NaN or ±∞.
+    """
+    number = as_number(value, what)
+    scale = 2.0**precision_bits
+    rounded = round(number * scale) / scale
+    if number != 0 and abs(rounded - number) > PUBLIC_CONSTANT_TOLERANCE * abs(number):
+        raise ValueError(
+            f"{what} = {number:g} becomes {rounded:g} in fixed point with {precision_bits} "
+            f"fractional bits (multiples of 2^-{precision_bits}): a relative error of "
+            f"{abs(rounded - number) / abs(number):.1%}, above the "
+            f"{PUBLIC_CONSTANT_TOLERANCE:.0%} accepted for a public constant. Use a larger "
+            "constant (a larger learning rate or a smaller batch) or a session with more "
+            "precision_bits"
+        )
+    return number
 
 
 class FixedPoint(FixedPointEncoder):
@@ -43,10 +83,7 @@ class FixedPoint(FixedPointEncoder):
     """
 
     def __init__(self, precision_bits: int = 16) -> None:
-        if not isinstance(precision_bits, int) or isinstance(precision_bits, bool):
-            raise TypeError(f"precision_bits must be an int, got {type(precision_bits).__name__}")
-        if not 1 <= precision_bits <= 30:
-            raise ValueError(f"precision_bits must be between 1 and 30, got {precision_bits}")
+        precision_bits = check_int_in_range(precision_bits, "precision_bits", 1, 30)
         super().__init__(precision_bits, float(2 ** (ENCODED_BITS - precision_bits)))
 
     def encode(

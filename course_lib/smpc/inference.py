@@ -34,6 +34,7 @@ from torch import fx, nn
 from course_lib.smpc.comparison import argmax, max_pool2d, relu
 from course_lib.smpc.session import Session
 from course_lib.smpc.tensor import SharedTensor
+from course_lib.validation import check_positive_int
 
 __all__ = ["EncryptedModel", "encrypted_predict"]
 
@@ -213,7 +214,7 @@ class EncryptedModel:
             raise ValueError("the input is shared in a different session than the model")
         values: dict[fx.Node, Any] = {}
 
-        def value(arg: object) -> Any:
+        def value(arg: Any) -> Any:
             return fx.node.map_arg(arg, lambda node: values[node])
 
         for node in self.graph.nodes:
@@ -228,10 +229,10 @@ class EncryptedModel:
         raise ValueError("the traced model has no output")  # fx graphs always have one
 
     def _run(self, node: fx.Node, args: tuple, kwargs: dict) -> Any:
-        if node.op == "call_module":
-            return self.layers[node.target](*args, **kwargs)
+        if node.op == "call_module":  # the target of a module or method call is its name
+            return self.layers[str(node.target)](*args, **kwargs)
         if node.op == "call_method":
-            return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return getattr(args[0], str(node.target))(*args[1:], **kwargs)
         if node.target in (operator.getitem, getattr) and isinstance(args[0], SharedTensor):
             if node.target is getattr and args[1] == "shape":
                 return args[0].shape
@@ -271,8 +272,7 @@ def encrypted_predict(
     session.participant(to)  # validate before any work
     if not isinstance(images, torch.Tensor) or images.dim() == 0 or len(images) == 0:
         raise ValueError("encrypted_predict needs a non-empty batch of images (N ≥ 1)")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     predictions = []
     for start in range(0, len(images), batch_size):
         logits = encrypted(session.share(images[start : start + batch_size], owner=to))

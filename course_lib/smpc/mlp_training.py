@@ -74,6 +74,7 @@ import torch
 from torch import nn
 
 from course_lib.smpc.comparison import less_than_zero
+from course_lib.smpc.encoding import check_public_constant
 from course_lib.smpc.session import Participant, Session
 from course_lib.smpc.tensor import SharedTensor
 from course_lib.training import model_device
@@ -200,7 +201,9 @@ def _check_architecture(model: object) -> tuple[nn.Linear, nn.Linear]:
         )
     if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise ValueError("the model's weights contain NaN or infinite values")
-    return layers[0], layers[2]
+    first, second = layers[0], layers[2]
+    assert isinstance(first, nn.Linear) and isinstance(second, nn.Linear)  # checked above
+    return first, second
 
 
 def _check_hyperparameters(epochs: int, batch_size: int, lr: float) -> tuple[int, int, float]:
@@ -209,6 +212,17 @@ def _check_hyperparameters(epochs: int, batch_size: int, lr: float) -> tuple[int
         check_positive_int(batch_size, "batch_size"),
         check_positive(lr, "the learning rate lr"),
     )
+
+
+def _check_public_steps(lr: float, n_rows: int, batch_size: int, precision_bits: int) -> None:
+    """Refuse public constants of a step that fixed point rounds by more than 1 %: the learning
+    rate ``lr`` and the loss gradient's ``1 / B`` for every batch size the epoch uses (see
+    :func:`~course_lib.smpc.encoding.check_public_constant`), before anything is computed."""
+    check_public_constant(lr, precision_bits, "the learning rate lr")
+    for size in sorted({min(batch_size, n_rows), n_rows % batch_size} - {0}):
+        check_public_constant(
+            1.0 / size, precision_bits, f"the loss gradient's 1 / batch size 1 / {size}"
+        )
 
 
 def _batches(n: int, batch_size: int) -> list[slice]:
@@ -316,7 +330,9 @@ class EncryptedMLP:
     def step(self, x: SharedTensor, y: SharedTensor, lr: float) -> None:
         """One SGD step ``θ ← θ − lr·∂θ`` on the batch ``(x (B, d), y (B, C))``, on shares."""
         self._check_batch(x, y)
-        self._step(x, y, check_positive(lr, "the learning rate lr"))
+        lr = check_positive(lr, "the learning rate lr")
+        _check_public_steps(lr, x.shape[0], x.shape[0], self.session.precision_bits)
+        self._step(x, y, lr)
 
     def _step(self, x: SharedTensor, y: SharedTensor, lr: float) -> None:
         grads = self._gradients(x, y)
@@ -343,6 +359,7 @@ class EncryptedMLP:
         """Mini-batch SGD on shares, batches in order (shuffle the data before sharing it)."""
         self._check_batch(x, y)
         epochs, batch_size, lr = _check_hyperparameters(epochs, batch_size, lr)
+        _check_public_steps(lr, x.shape[0], batch_size, self.session.precision_bits)
         for _ in range(epochs):
             for batch in _batches(x.shape[0], batch_size):
                 self._step(x[batch], y[batch], lr)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from course_lib.fixed_point import check_ring_tensor
+from course_lib.validation import check_int_in_range
 
 __all__ = ["ring_matmul", "ring_conv2d", "conv2d_output_shape", "check_on_cpu"]
 
@@ -53,11 +54,8 @@ def conv2d_output_shape(
 ) -> tuple[int, int, int, int]:
     """Shape of ``conv2d(image, kernel)`` — and a clear error when the shapes, ``stride`` (an int
     ≥ 1) or ``padding`` (an int ≥ 0) do not fit."""
-    for name, value, least in (("stride", stride, 1), ("padding", padding, 0)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-        if value < least:
-            raise ValueError(f"{name} must be at least {least}, got {value}")
+    stride = check_int_in_range(stride, "stride", 1)
+    padding = check_int_in_range(padding, "padding", 0)
     if len(image_shape) != 4 or len(kernel_shape) != 4:
         raise ValueError(
             "conv2d needs (N, C, H, W) images and (O, C, kh, kw) kernels, got "

@@ -31,11 +31,17 @@ from course_lib.smpc.communication import CommunicationLog
 from course_lib.smpc.dealer import Dealer
 from course_lib.smpc.encoding import FixedPoint
 from course_lib.smpc.sharing import check_party_count, reconstruct, reconstruct_xor, share
+from course_lib.validation import as_integer
 
 __all__ = ["Participant", "Session"]
 
 #: Who sends an input or receives an output: ``None`` (see each method), a party index, or a name.
 Participant = int | str | None
+
+
+def _shapes(stacked_shares: tuple[torch.Tensor, ...]) -> tuple[tuple[int, ...], ...]:
+    """The shape of each opened value (dimension 0 of the stacked shares is the party)."""
+    return tuple(tuple(s.shape[1:]) for s in stacked_shares)
 
 
 class Session:
@@ -67,11 +73,12 @@ class Session:
         """
         from course_lib.smpc.tensor import SharedTensor
 
-        messages, _ = self.participant(owner, "owner")
+        messages, sender = self.participant(owner, "owner")
         encoded = self.encoder.encode(values)
         shares = share(encoded, self.n_parties, self.rng)
         with self.log.operation("share"):
             self.log.record_messages(encoded.numel(), messages)
+            self.log.record_input(sender, encoded.numel())
         return SharedTensor(shares, self, self.precision_bits)
 
     def share_integers(self, values: torch.Tensor, owner: Participant = None):
@@ -79,10 +86,11 @@ class Session:
         from course_lib.smpc.tensor import SharedTensor
 
         values = check_ring_tensor(values, "the integers to share").cpu()  # shares live on the CPU
-        messages, _ = self.participant(owner, "owner")
+        messages, sender = self.participant(owner, "owner")
         shares = share(values, self.n_parties, self.rng)
         with self.log.operation("share"):
             self.log.record_messages(values.numel(), messages)
+            self.log.record_input(sender, values.numel())
         return SharedTensor(shares, self, 0)
 
     def participant(self, who: Participant, role: str = "receiver") -> tuple[int, str]:
@@ -95,12 +103,14 @@ class Session:
         n = self.n_parties
         if who is None:
             return (n * (n - 1), "all parties") if role == "receiver" else (n, "data owner")
-        if isinstance(who, bool) or not isinstance(who, int | str):
-            raise TypeError(
-                f"the {role} must be a party index (0 to {n - 1}), a name such as 'patient', or "
-                f"None, got {type(who).__name__}"
-            )
-        if isinstance(who, int):
+        if not isinstance(who, str):
+            try:
+                who = as_integer(who, f"the {role}")  # NumPy integers count, bools do not
+            except TypeError:
+                raise TypeError(
+                    f"the {role} must be a party index (0 to {n - 1}), a name such as 'patient', "
+                    f"or None, got {type(who).__name__}"
+                ) from None
             if not 0 <= who < n:
                 raise ValueError(f"the {role} must be a party index from 0 to {n - 1}, got {who}")
             return n - 1, f"party {who}"
@@ -120,13 +130,19 @@ class Session:
         return reconstruct(stacked_shares)
 
     def open(self, *stacked_shares: torch.Tensor) -> list[torch.Tensor]:
-        """Reconstruct several additively shared values in one round of communication."""
-        self.log.record_open(sum(s[0].numel() for s in stacked_shares))
+        """Reconstruct several additively shared values in one round of communication.
+
+        Charged to the log and listed in ``log.openings`` with the shape of each value."""
+        self.log.record_open(
+            sum(s[0].numel() for s in stacked_shares), _shapes(stacked_shares), "additive"
+        )
         return [reconstruct(s) for s in stacked_shares]
 
     def open_xor(self, *stacked_shares: torch.Tensor) -> list[torch.Tensor]:
-        """Reconstruct several XOR-shared values in one round of communication."""
-        self.log.record_open(sum(s[0].numel() for s in stacked_shares))
+        """Reconstruct several XOR-shared values in one round (listed in ``log.openings``)."""
+        self.log.record_open(
+            sum(s[0].numel() for s in stacked_shares), _shapes(stacked_shares), "xor"
+        )
         return [reconstruct_xor(s) for s in stacked_shares]
 
     def __repr__(self) -> str:

@@ -20,14 +20,14 @@ import torch
 from course_lib.fixed_point import check_ring_tensor
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.smpc.ring import check_on_cpu
+from course_lib.validation import as_integer
 
 __all__ = ["share", "reconstruct", "share_xor", "reconstruct_xor", "check_party_count"]
 
 
 def check_party_count(n_parties: object) -> int:
     """Return ``n_parties`` if it is an int ≥ 2, else raise a clear error."""
-    if not isinstance(n_parties, int) or isinstance(n_parties, bool):
-        raise TypeError(f"the number of parties must be an int, got {type(n_parties).__name__}")
+    n_parties = as_integer(n_parties, "the number of parties")
     if n_parties < 2:
         raise ValueError(f"secret sharing needs at least 2 parties, got {n_parties}")
     return n_parties

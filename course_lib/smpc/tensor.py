@@ -25,13 +25,17 @@ each party shifts its own share — also has a ±1 ulp error but fails with prob
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from course_lib.fixed_point import check_ring_tensor
+from course_lib.smpc.encoding import check_public_constant
 from course_lib.smpc.ring import check_on_cpu, conv2d_output_shape, ring_conv2d, ring_matmul
 from course_lib.smpc.session import Session
+from course_lib.validation import as_integer, check_int_in_range
 
 __all__ = ["SharedTensor"]
 
@@ -42,8 +46,22 @@ MAX_SCALE_BITS = 60
 RingOp = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _operand(value: object) -> object:
+def _python_scalar(value: object) -> object:
+    """A NumPy integer or float as the Python number it holds (NumPy integers are integers, as in
+    :mod:`course_lib.validation`); a NumPy bool is refused like a Python bool; anything else
+    unchanged."""
+    if isinstance(value, np.bool_):
+        raise TypeError("cannot combine a SharedTensor with a bool; use 0 or 1")
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def _operand(value: object) -> SharedTensor | int | float | torch.Tensor:
     """``value`` if it can meet a SharedTensor in arithmetic, else ``TypeError`` (bools too)."""
+    value = _python_scalar(value)
     if isinstance(value, bool) or not isinstance(value, SharedTensor | int | float | torch.Tensor):
         raise TypeError(
             f"cannot combine a SharedTensor with {type(value).__name__}; use a number, a "
@@ -62,13 +80,9 @@ class SharedTensor:
 
     def __init__(self, shares: torch.Tensor, session: Session, scale_bits: int) -> None:
         check_on_cpu(check_ring_tensor(shares, "the shares"), "the shares")
-        if isinstance(scale_bits, bool) or not isinstance(scale_bits, int):
-            raise TypeError(f"scale_bits must be an int, got {type(scale_bits).__name__}")
-        if not 0 <= scale_bits <= MAX_SCALE_BITS:
-            raise ValueError(
-                f"scale_bits must be between 0 and {MAX_SCALE_BITS} (fractional bits of the "
-                f"fixed-point values), got {scale_bits}"
-            )
+        scale_bits = check_int_in_range(
+            scale_bits, "scale_bits (fractional bits of the fixed-point values)", 0, MAX_SCALE_BITS
+        )
         if not isinstance(session, Session):
             raise TypeError(
                 f"session must be a course_lib.smpc.Session, got {type(session).__name__}"
@@ -78,9 +92,24 @@ class SharedTensor:
                 f"mixed party counts: the session has {session.n_parties} parties but "
                 f"{shares.shape[0] if shares.dim() else 0} shares were given (dimension 0)"
             )
-        self.shares = shares
+        self._shares = shares
         self.session = session
         self.scale_bits = scale_bits
+
+    @property
+    def shares(self) -> torch.Tensor:
+        """The stacked shares ``(n_parties, *shape)``: row ``i`` is what party ``i`` holds.
+
+        Holding all rows at once is holding the secret (their sum), which no real party ever
+        does. The protocol code in :mod:`course_lib.smpc` works on them as the simulator of all
+        parties; a read from anywhere else (a lesson looking at one share, a learner's function)
+        is counted in ``session.log.share_reads``, so a checker can tell a function that computed
+        on shares from one that looked at them.
+        """
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if not (caller == "course_lib.smpc" or caller.startswith("course_lib.smpc.")):
+            self.session.log.record_share_read()
+        return self._shares
 
     # -- basics -------------------------------------------------------------------------------
     @property
@@ -190,7 +219,8 @@ class SharedTensor:
             return self
         return self._new(self.shares << (scale_bits - self.scale_bits), scale_bits)
 
-    def _encode_public(self, value: Public, scale_bits: int) -> torch.Tensor:
+    def _encode_public(self, public: object, scale_bits: int) -> torch.Tensor:
+        value = _python_scalar(public)
         if isinstance(value, bool) or not isinstance(value, int | float | torch.Tensor):
             raise TypeError(
                 f"cannot combine a SharedTensor with {type(value).__name__}; use a number, a "
@@ -248,9 +278,13 @@ class SharedTensor:
                     f"{tuple(other.shape)} (use .expand to broadcast)"
                 )
             return self._beaver(other, torch.mul, "mul")
-        if isinstance(other, int) and not isinstance(other, bool):
-            return self._new(self.shares * other)  # exact, stays at the same scale
-        public = self._encode_public(other, self.session.precision_bits)
+        scalar = _python_scalar(other)
+        if isinstance(scalar, int) and not isinstance(scalar, bool):
+            return self._new(self.shares * scalar)  # exact, stays at the same scale
+        if isinstance(scalar, float) or (isinstance(scalar, torch.Tensor) and scalar.dim() == 0):
+            # a public scalar factor: refuse it if fixed point would round it too far (encoding.py)
+            check_public_constant(scalar, self.session.precision_bits, "the public factor")
+        public = self._encode_public(scalar, self.session.precision_bits)
         return self._public_product(lambda s: s * public, self.session.precision_bits)
 
     __rmul__ = __mul__
@@ -318,8 +352,7 @@ class SharedTensor:
 
     def truncate(self, bits: int) -> SharedTensor:
         """Divide by ``2^bits`` (drop fractional bits): error ≤ 1 ulp, see the module docstring."""
-        if isinstance(bits, bool) or not isinstance(bits, int):
-            raise TypeError(f"truncate takes an int number of bits, got {type(bits).__name__}")
+        bits = as_integer(bits, "truncate's number of bits")
         if not 0 < bits <= self.scale_bits:
             raise ValueError(
                 f"can truncate by 1 to scale_bits = {self.scale_bits} bits (the fractional bits "

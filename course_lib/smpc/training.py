@@ -18,10 +18,17 @@ from __future__ import annotations
 import torch
 
 from course_lib.smpc.comparison import relu
+from course_lib.smpc.encoding import check_public_constant
 from course_lib.smpc.session import Session
 from course_lib.smpc.tensor import SharedTensor
+from course_lib.validation import check_positive, check_positive_int
 
-__all__ = ["EncryptedLogisticRegression", "hard_sigmoid", "fit_plain_logistic_regression"]
+__all__ = [
+    "EncryptedLogisticRegression",
+    "check_steps",
+    "fit_plain_logistic_regression",
+    "hard_sigmoid",
+]
 
 
 def hard_sigmoid(z: torch.Tensor) -> torch.Tensor:
@@ -36,19 +43,34 @@ def _check_data(x_shape: tuple[int, ...], y_shape: tuple[int, ...], n_features: 
         raise ValueError(f"labels must have shape ({x_shape[0]}, 1), got {tuple(y_shape)}")
 
 
-def _check_hyperparameters(epochs: int, batch_size: int, lr: float) -> None:
-    if epochs <= 0 or batch_size <= 0:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
-    if lr <= 0:
-        raise ValueError(f"the learning rate must be positive, got {lr}")
+def _check_hyperparameters(epochs: int, batch_size: int, lr: float) -> tuple[int, int, float]:
+    return (
+        check_positive_int(epochs, "epochs"),
+        check_positive_int(batch_size, "batch_size"),
+        check_positive(lr, "the learning rate lr"),
+    )
+
+
+def check_steps(lr: float, n_rows: int, batch_size: int, precision_bits: int) -> None:
+    """Refuse a public step ``lr / B`` that fixed point cannot hold to within 1 %.
+
+    Checks the step of every batch size the epoch uses (``batch_size`` and the last, partial
+    batch) with :func:`~course_lib.smpc.encoding.check_public_constant`; ``ValueError`` names
+    ``lr``, the batch size and the relative rounding error.
+    """
+    for size in sorted({min(batch_size, n_rows), n_rows % batch_size} - {0}):
+        check_public_constant(
+            lr / size, precision_bits, f"the step lr / batch size = {lr:g} / {size}"
+        )
 
 
 class EncryptedLogisticRegression:
     """Logistic regression whose weights, data and gradients stay secret-shared."""
 
     def __init__(self, session: Session, n_features: int) -> None:
-        if n_features <= 0:
-            raise ValueError(f"n_features must be positive, got {n_features}")
+        if not isinstance(session, Session):
+            raise TypeError(f"session must be a course_lib.smpc.Session, got {type(session)}")
+        n_features = check_positive_int(n_features, "n_features")
         self.session = session
         self.n_features = n_features
         self.weight = session.share(torch.zeros(n_features, 1))
@@ -69,9 +91,18 @@ class EncryptedLogisticRegression:
         batch_size: int = 64,
         lr: float = 0.5,
     ) -> EncryptedLogisticRegression:
-        """Mini-batch gradient descent on shares, batches in order (shuffle the data beforehand)."""
+        """Mini-batch gradient descent on shares, batches in order (shuffle the data beforehand).
+
+        Each step is ``w ← w − (lr / B) · Xᵀ(p − y)`` with the *public* step ``lr / B`` encoded in
+        fixed point. The step is not re-encoded more finely: a step whose rounding to a multiple
+        of ``2^-precision_bits`` is off by more than 1 % (e.g. ``lr = 0.01`` with ``B = 2000``,
+        which rounds to 0 and would never train) is **refused** with ``ValueError`` naming lr,
+        the batch size and the relative error, before anything is computed (see
+        :func:`check_steps`).
+        """
         _check_data(tuple(x.shape), tuple(y.shape), self.n_features)
-        _check_hyperparameters(epochs, batch_size, lr)
+        epochs, batch_size, lr = _check_hyperparameters(epochs, batch_size, lr)
+        check_steps(lr, x.shape[0], batch_size, self.session.precision_bits)
         with self.session.log.operation("training"):
             for _ in range(epochs):
                 for start in range(0, x.shape[0], batch_size):
@@ -104,7 +135,7 @@ def fit_plain_logistic_regression(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same training on plaintext float64 (hard sigmoid, same batches): ``(weight, bias)``."""
     _check_data(tuple(x.shape), tuple(y.shape), x.shape[1])
-    _check_hyperparameters(epochs, batch_size, lr)
+    epochs, batch_size, lr = _check_hyperparameters(epochs, batch_size, lr)
     x, y = x.double(), y.double()
     weight, bias = (
         torch.zeros(x.shape[1], 1, dtype=torch.float64),

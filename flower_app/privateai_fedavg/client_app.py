@@ -10,20 +10,28 @@ by the ``FedAvg`` strategy, plain or DP-wrapped), and the legacy ``fitins`` form
 ``SecAggPlusWorkflow`` sends. For the latter, ``secaggplus_mod`` runs the SecAgg+ protocol
 around the training: key agreement, secret sharing of the masks, and a masked, quantised upload.
 When the server's ``DifferentialPrivacyClientSideFixedClipping`` sends a clipping norm (mode
-``secagg+dp``), ``fixedclipping_mod`` clips the update ``θ_new − θ`` to it between training and
-masking — the mod order of Flower's ``fl-dp-sa`` example.
+``secagg+dp``), ``clip_update_mod`` clips the update ``θ_new − θ`` to it between training and
+masking — the mod order of Flower's ``fl-dp-sa`` example (its ``fixedclipping_mod`` crashes on a
+zero update). Innermost, ``refuse_nonfinite_mod`` refuses to send a model holding NaN or ±inf,
+before any clipping or masking, in every mode (``guards.py``).
+
+The run-config keys ``fault``, ``fault-partition`` and ``fault-round`` make one node fail on
+purpose (``AppConfig``): that is how the tests and the README show what each mode does then.
 """
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
-from flwr.client.mod import fixedclipping_mod, secaggplus_mod
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
-from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
+from course_lib.validation import as_integer
+from privateai_fedavg.guards import clip_update_mod, refuse_nonfinite_mod
 from privateai_fedavg.task import AppConfig, make_model, node_partition, train_on_partition
 
 
@@ -35,24 +43,38 @@ def secaggplus_when_asked(msg: Message, context: Context, call_next):
     return call_next(msg, context)
 
 
-def fixedclipping_when_asked(msg: Message, context: Context, call_next):
-    """Flower's ``fixedclipping_mod``, for the runs whose server asks for client-side clipping
-    (its fit config carries the clipping norm)."""
-    config = msg.content.config_records.get("fitins.config")
-    if config is not None and KEY_CLIPPING_NORM in config:
-        return fixedclipping_mod(msg, context, call_next)
-    return call_next(msg, context)
+# the first mod is the outermost: a reply passes refuse_nonfinite_mod, then clipping, then masking
+app = ClientApp(mods=[secaggplus_when_asked, clip_update_mod, refuse_nonfinite_mod])
 
 
-app = ClientApp(mods=[secaggplus_when_asked, fixedclipping_when_asked])
+def node_settings(node_config: Mapping[str, object], config: AppConfig) -> tuple[int, int]:
+    """``(partition-id, num-partitions)`` from this SuperNode's ``--node-config``, checked:
+    integers, ``num-partitions == num-nodes`` of the run, ``0 <= partition-id < num-partitions``.
+    Raises ``KeyError``/``TypeError``/``ValueError`` naming the node-config key."""
+    values = []
+    for key in ("partition-id", "num-partitions"):
+        if key not in node_config:
+            raise KeyError(f'start the SuperNode with --node-config "{key}=..." (missing {key})')
+        values.append(as_integer(node_config[key], f"node-config key {key!r}"))
+    partition_id, num_partitions = values
+    if num_partitions != config.num_nodes:
+        raise ValueError(
+            f"node-config key 'num-partitions' is {num_partitions} but the run has num-nodes = "
+            f"{config.num_nodes}: the partitions would not match the server's"
+        )
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(
+            f"node-config key 'partition-id' must lie in 0..{num_partitions - 1}, "
+            f"got {partition_id}"
+        )
+    return partition_id, num_partitions
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train on this node's partition, starting from the global weights in ``msg``."""
     config = AppConfig.from_run_config(context.run_config)
-    partition_id = int(context.node_config["partition-id"])
-    data = node_partition(config, partition_id, int(context.node_config["num-partitions"]))
+    partition_id, num_partitions = node_settings(context.node_config, config)
     names = list(make_model(config).state_dict())
     legacy = "fitins.parameters" in msg.content.array_records
     if legacy:  # SecAgg+ (Flower's legacy fit format): parameters as a list of numpy arrays
@@ -63,10 +85,20 @@ def train(msg: Message, context: Context) -> Message:
     else:
         state = msg.content["arrays"].to_torch_state_dict()
         server_round = int(msg.content["config"]["server-round"])
-
+    faulty = (partition_id, server_round) == (config.fault_partition, config.fault_round)
+    fault = config.fault if faulty else "none"
+    if fault == "raise":
+        raise RuntimeError(f"fault injected: node {partition_id} fails in round {server_round}")
+    data = node_partition(config, partition_id, num_partitions)
     new_state, loss, acc = train_on_partition(
         config, state, data, server_round=server_round, partition_id=partition_id
     )
+    if fault == "zero":  # reply with the model it was sent: a zero update
+        new_state = {k: v.clone() for k, v in state.items()}
+    elif fault in ("nan", "inf"):
+        first = next(iter(new_state))
+        new_state[first] = new_state[first].clone()
+        new_state[first].view(-1)[0] = float(fault)
     metrics = {"train_loss": loss, "train_acc": acc, "num-examples": len(data)}
     if legacy:
         fitres = FitRes(

@@ -4,16 +4,18 @@
 
 - ``fedavg``: Flower's ``FedAvg`` strategy (message API), weighted by ``num-examples``;
 - ``dp-fixed-clipping``: the same strategy inside ``DifferentialPrivacyServerSideFixedClipping``
-  — central DP: the server clips each update to ``clipping-norm`` and adds Gaussian noise of std
+  (with the course's rule for failed nodes, ``guards.py``) — central DP: the server clips each
+  update to ``clipping-norm`` and adds Gaussian noise of std
   ``noise-multiplier · clipping-norm / num-nodes`` to the average;
 - ``secagg+``: Flower's ``SecAggPlusWorkflow`` inside its ``DefaultWorkflow`` (as Flower's
   ``flower-secure-aggregation`` example does): the server only learns the sum of the masked,
   quantised, weighted client models;
 - ``secagg+dp``: SecAgg+ as above, with the legacy ``FedAvg`` inside Flower's
-  ``DifferentialPrivacyClientSideFixedClipping`` (as Flower's ``fl-dp-sa`` example does): it
-  asks every client to clip its update to ``clipping-norm`` (``fixedclipping_mod`` on the
-  ClientApp) and adds Gaussian noise of std ``noise-multiplier · clipping-norm / num-nodes`` to
-  the unmasked average — the server never sees an unclipped or unmasked update.
+  ``DifferentialPrivacyClientSideFixedClipping`` (as Flower's ``fl-dp-sa`` example does, with
+  the course's rule for failed nodes, ``guards.py``): it asks every client to clip its update
+  to ``clipping-norm`` (``clip_update_mod`` on the ClientApp) and adds Gaussian noise of std
+  ``noise-multiplier · clipping-norm / num-nodes`` to the unmasked average — the server never
+  sees an unclipped or unmasked update.
 
 Both DP modes give each client's clipped update a sensitivity of ``clipping-norm / num-nodes``
 in the average — hence that noise std, and the course accountant's ε — only when every update
@@ -21,6 +23,11 @@ enters the average with weight ``1 / num-nodes``: Flower's DP wrappers assume so
 weights by ``num-examples``. So they hold only with equal partitions (an IID split whose
 ``train-samples`` is divisible by ``num-nodes``), and the app refuses DP modes unless the
 partitions are equal.
+
+**Nodes that fail.** In every mode a node whose reply is missing, an error, or holds NaN/±inf
+counts as a zero update, and the DP modes keep the denominator ``num-nodes`` (the course's
+DP-FedAvg), so the noise and the reported ε stay right: ``guards.py`` says why, and wraps
+Flower's strategies to do it.
 
 After each round the global model is evaluated on the course's test set; at the end the final
 weights and per-round numbers go to ``result-dir`` (when set) for the tests and lesson 10.
@@ -31,12 +38,15 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common import ndarrays_to_parameters
 from flwr.server import LegacyContext, ServerConfig
-from flwr.server import strategy as legacy_strategy
-from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg
 
+from privateai_fedavg.guards import (
+    FixedDenominatorClientSideClipping,
+    FixedDenominatorServerSideClipping,
+    ScreenedFedAvg,
+    ScreenedLegacyFedAvg,
+)
 from privateai_fedavg.task import AppConfig, RoundClock, initial_state, save_result
 
 app = ServerApp()
@@ -56,14 +66,15 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _run_message_api(grid: Grid, config: AppConfig, clock: RoundClock) -> None:
-    strategy = FedAvg(
+    strategy = ScreenedFedAvg(
+        report=clock.note_replies,
         fraction_train=1.0,
         fraction_evaluate=0.0,
         min_train_nodes=config.num_nodes,
         min_available_nodes=config.num_nodes,
     )
     if config.mode == "dp-fixed-clipping":
-        strategy = DifferentialPrivacyServerSideFixedClipping(
+        strategy = FixedDenominatorServerSideClipping(
             strategy,
             noise_multiplier=config.noise_multiplier,
             clipping_norm=config.clipping_norm,
@@ -92,7 +103,8 @@ def _run_secaggplus(grid: Grid, context: Context, config: AppConfig, clock: Roun
         loss, acc = clock.end_round(server_round, state)
         return loss, {"accuracy": acc}
 
-    strategy = legacy_strategy.FedAvg(
+    strategy = ScreenedLegacyFedAvg(
+        report=clock.note_replies,
         fraction_fit=1.0,
         fraction_evaluate=0.0,
         min_fit_clients=config.num_nodes,
@@ -102,7 +114,7 @@ def _run_secaggplus(grid: Grid, context: Context, config: AppConfig, clock: Roun
         evaluate_fn=evaluate,
     )
     if config.mode == "secagg+dp":
-        strategy = DifferentialPrivacyClientSideFixedClipping(
+        strategy = FixedDenominatorClientSideClipping(
             strategy,
             noise_multiplier=config.noise_multiplier,
             clipping_norm=config.clipping_norm,

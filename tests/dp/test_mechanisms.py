@@ -232,6 +232,15 @@ def test_debiased_estimate_is_unbiased(p_truth, fraction):
     assert abs(estimates.std().item() / std - 1) < Z / math.sqrt(2 * trials)
 
 
+def test_randomized_response_std_follows_the_one_integer_rule():
+    """Issue 23 §5: ``randomized_response_std(np.int64(100))`` was refused; bools are not counts."""
+    assert randomized_response_std(np.int64(100)) == randomized_response_std(100)
+    assert randomized_response_std(100) == pytest.approx(math.sqrt(0.75) / 10)  # √(1-p²)/(p√n)
+    for bad in (True, np.bool_(True), 100.0):
+        with pytest.raises(TypeError, match="n"):
+            randomized_response_std(bad)
+
+
 # -- exponential mechanism -------------------------------------------------------------------------
 
 
@@ -239,7 +248,12 @@ def test_exponential_mechanism_frequencies_match_its_probabilities():
     scores = [3.0, 1.0, 0.0, 2.5]
     probabilities = exponential_mechanism_probabilities(scores, 1.0, 1.0)
     rng = InsecureSeededRandom(12)
-    picks = np.array([exponential_mechanism(scores, 1.0, 1.0, rng=rng) for _ in range(10_000)])
+    picks = np.array(
+        [
+            exponential_mechanism(scores, 1.0, 1.0, candidates=range(4), rng=rng)
+            for _ in range(10_000)
+        ]
+    )
     observed = np.bincount(picks, minlength=4)
     assert stats.chisquare(observed, 10_000 * probabilities.numpy()).pvalue > ALPHA
 
@@ -375,7 +389,7 @@ def test_bad_epsilon_is_refused(epsilon):
     with pytest.raises(ValueError, match="epsilon"):
         gaussian_mechanism(1.0, 1.0, epsilon, 1e-5)
     with pytest.raises(ValueError, match="epsilon"):
-        exponential_mechanism([1.0, 2.0], 1.0, epsilon)
+        exponential_mechanism([1.0, 2.0], 1.0, epsilon, candidates=(0, 1))
     with pytest.raises(ValueError, match="epsilon"):
         truth_probability_for_epsilon(epsilon)
 
@@ -532,8 +546,8 @@ def test_the_floating_point_exponential_mechanism_is_not_exactly_epsilon_dp():
     assert exact[1] / exact[0] == pytest.approx(math.exp(0.5))  # the math is ε-DP ...
     assert _realised_last_probability(d) == 0.0  # ... the implementation never picks it on D
     assert _realised_last_probability(d_prime) == 2.0**-52  # ... but can on D': ratio ∞
-    assert exponential_mechanism(d, 1.0, 1.0, rng=_AllOnes()) == 0
-    assert exponential_mechanism(d_prime, 1.0, 1.0, rng=_AllOnes()) == 1
+    assert exponential_mechanism(d, 1.0, 1.0, candidates=(0, 1), rng=_AllOnes()) == 0
+    assert exponential_mechanism(d_prime, 1.0, 1.0, candidates=(0, 1), rng=_AllOnes()) == 1
 
 
 def test_exact_samplers_use_more_randomness_for_larger_outputs():
@@ -569,4 +583,4 @@ def test_mechanisms_answer_on_the_device_of_their_input(device):
     values = torch.tensor([1.0, 2.0], device=device)
     assert laplace_mechanism(values, 1.0, 1.0, rng=rng).device.type == device
     assert gaussian_mechanism(values, 1.0, 1.0, 1e-5, rng=rng).device.type == device
-    assert exponential_mechanism(values, 1.0, 1.0, rng=rng) in (0, 1)
+    assert exponential_mechanism(values, 1.0, 1.0, candidates=("a", "b"), rng=rng) in ("a", "b")

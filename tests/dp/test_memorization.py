@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,11 +47,31 @@ def test_exposure_rejects_impossible_ranks(rank, n):
         exposure_from_rank(rank, n)
 
 
-def test_rank_counts_strictly_more_likely_candidates():
+def test_rank_counts_ties_against_the_secret_as_carlini_et_al():
+    # rank = |{r' : score(r') <= score(r)}| (Carlini et al. 2019, Definition 3)
     scores = torch.tensor([3.0, 1.0, 2.0, 1.0])
-    assert [rank_of(scores, i) for i in range(4)] == [4, 1, 3, 1]
+    assert [rank_of(scores, i) for i in range(4)] == [4, 2, 3, 2]
+    assert rank_of(torch.full((7,), 2.5), 3) == 7
     with pytest.raises(ValueError, match="outside"):
         rank_of(scores, 4)
+    with pytest.raises(ValueError, match="NaN"):
+        rank_of(torch.tensor([1.0, float("nan")]), 0)
+    with pytest.raises(TypeError, match="index"):
+        rank_of(scores, True)
+    assert rank_of(scores, np.int64(1)) == 2
+
+
+def test_an_indifferent_model_exposes_no_secret():
+    """The attacker's case from issue 23: a model whose scores are all equal must not give a
+    never-seen secret the maximum exposure (it gave 9.97 of 9.97 bits when ties favoured it)."""
+    model = CharMLP(context=CONTEXT, hidden=8)
+    for parameter in model.parameters():
+        torch.nn.init.zeros_(parameter)  # uniform next-character distribution everywhere
+    scores = secret_log_perplexities(model, "the pin of zoe is ", 3)
+    assert torch.all(scores == scores[0])  # indifferent: every candidate ties
+    result = exposure(model, Canary("the pin of zoe is ", "123", 0))
+    assert result.rank == 1000
+    assert result.exposure == 0.0
 
 
 def test_corpus_is_real_normalised_english_and_deterministic():

@@ -218,3 +218,14 @@ def test_votes_and_noisy_max_work_on_the_device(device):
     assert votes.device.type == device and votes.sum().item() == 15
     assert gaussian_noisy_max(votes, 1.0, InsecureSeededRandom(0)).shape == (5,)
     assert gnmax_epsilon(votes, 4.0, 1e-5) > 0
+
+
+def test_partition_indices_follows_the_one_integer_rule():
+    """Issue 23 §5: ``partition_indices(100, np.int64(4))`` was refused while
+    ``check_positive_int`` accepts NumPy integers; bools are refused."""
+    parts = partition_indices(np.int64(100), np.int64(4), seed=np.int64(0))
+    assert [len(p) for p in parts] == [25, 25, 25, 25]
+    assert all(torch.equal(p, q) for p, q in zip(parts, partition_indices(100, 4), strict=True))
+    for bad in ({"num_parts": True}, {"num_examples": np.bool_(True)}, {"num_parts": 4.0}):
+        with pytest.raises(TypeError):
+            partition_indices(**{"num_examples": 100, "num_parts": 4, **bad})

@@ -1,7 +1,7 @@
 """Exercises of lessons 09–17 (federated learning, its privacy, SMPC) follow the convention of
-tests/exercises/test_foundations_dp.py: a task for an untouched stub, a nudge then a hint, "did you forget
-`return`?" for a function that returns nothing, the checker's inputs named in every ✗ message, and
-no lossy cast of the learner's answer before it is compared."""
+tests/exercises/test_foundations_dp.py: a task for an untouched stub, a nudge then a hint, "did you
+forget `return`?" for a function that returns nothing, the checker's inputs named in every ✗
+message, and no lossy cast of the learner's answer before it is compared."""
 
 from __future__ import annotations
 

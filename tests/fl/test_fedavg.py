@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -278,3 +279,26 @@ def test_local_training_and_averaging_follow_the_models_device(device):
     assert_states_close(averaged, state)
     moved = apply_delta(state, state_delta(state, state))
     assert all(t.device.type == device for t in moved.values())
+
+
+@pytest.mark.parametrize("bad", [True, np.bool_(False), "0.1", None])
+def test_a_bool_is_not_a_learning_rate_on_any_path(bad):
+    """Issue 23 §5: FedAvg accepted ``lr=True`` (a step of 1.0). One rule, every entry point."""
+    loader = DataLoader(toy_data(8), batch_size=4)
+    with pytest.raises(TypeError, match="lr"):
+        local_train(toy_model(), loader, lr=bad)
+    with pytest.raises(TypeError, match="lr"):
+        run_fedavg(toy_model, [toy_data()], toy_data(), rounds=1, lr=bad, progress=False)
+
+
+def test_numpy_integers_are_integers_for_fedavg():
+    """Issue 23 §5: NumPy integers pass wherever Python ints do (course_lib.validation)."""
+    clients = client_subsets(toy_data(), partition_iid(toy_data().tensors[1], np.int64(2)))
+    a = run_fedavg(
+        toy_model, clients, toy_data(), rounds=np.int64(1), clients_per_round=np.int32(2),
+        local_epochs=np.int64(1), progress=False,
+    )  # fmt: skip
+    b = run_fedavg(toy_model, clients, toy_data(), rounds=1, clients_per_round=2, progress=False)
+    assert_states_close(a.model.state_dict(), b.model.state_dict(), atol=0)
+    with pytest.raises(TypeError, match="rounds"):
+        run_fedavg(toy_model, clients, toy_data(), rounds=True, progress=False)

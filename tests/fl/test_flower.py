@@ -2,6 +2,10 @@
 
 The slow tests start real OS processes on 127.0.0.1 (a SuperLink, SuperNodes, the ClientApp and
 ServerApp processes Flower spawns) and check, after each, that none of them is left running.
+Every Deployment Engine run of the app shares one federation (the module fixture
+``deployment``), and each distinct configuration runs once; tests that only read a run's result
+share it. The app's rules for failing nodes are tested in process in ``test_flower_guards.py``;
+the runs here check them end to end.
 """
 
 import math
@@ -15,10 +19,12 @@ import pytest
 import torch
 
 from course_lib.fl.deployment import LocalFederation, flower_processes
-from course_lib.fl.dp_fedavg import dp_fedavg_epsilon, run_dp_fedavg
+from course_lib.fl.dp_fedavg import dp_aggregate, dp_fedavg_epsilon, run_dp_fedavg
+from course_lib.fl.fedavg import local_train
 from course_lib.fl.flower import (
     APP_DIR,
     AppConfig,
+    initial_state,
     load_result,
     make_model,
     node_partition,
@@ -27,7 +33,9 @@ from course_lib.fl.flower import (
     run_flower_app,
     server_test_set,
 )
+from course_lib.fl.seeding import client_round_seed
 from course_lib.randomness import InsecureSeededRandom
+from course_lib.training import make_loader
 
 ROUNDS = 1  # every round starts a fresh ClientApp process per node: keep CI short
 
@@ -78,6 +86,69 @@ def test_app_config_matches_pyproject_and_refuses_bad_values():
         assert AppConfig(mode=mode, num_nodes=4, train_samples=1000).mode == mode
     with pytest.raises(ValueError, match="hidden_units"):
         AppConfig(hidden_units=0)
+
+
+BAD_CONFIGS = [
+    # (override, error, the key the message must name)
+    (dict(secagg_clipping_range=-8.0), ValueError, "secagg-clipping-range"),
+    (dict(secagg_clipping_range=0.0), ValueError, "secagg-clipping-range"),
+    (dict(secagg_clipping_range=math.inf), ValueError, "secagg-clipping-range"),
+    (dict(secagg_quantization_range=0), ValueError, "secagg-quantization-range"),
+    (dict(secagg_quantization_range=2.0**22), TypeError, "secagg-quantization-range"),
+    (dict(secagg_quantization_range=2**31, num_nodes=3), ValueError, "secagg-quantization-range"),
+    (dict(num_nodes=0), ValueError, "num-nodes"),
+    (dict(num_nodes=2.0), TypeError, "num-nodes"),
+    (dict(num_server_rounds=-1), ValueError, "num-server-rounds"),
+    (dict(num_server_rounds=True), TypeError, "num-server-rounds"),
+    (dict(local_epochs=0), ValueError, "local-epochs"),
+    (dict(batch_size=0), ValueError, "batch-size"),
+    (dict(train_samples=0), ValueError, "train-samples"),
+    (dict(train_samples=2, num_nodes=3), ValueError, "train-samples"),
+    (dict(test_samples=-5), ValueError, "test-samples"),
+    (dict(seed=-1), ValueError, "'seed'"),
+    (dict(data_seed=1.5), TypeError, "data-seed"),
+    (dict(lr=0.0), ValueError, "'lr'"),
+    (dict(lr=math.nan), ValueError, "'lr'"),
+    (dict(lr=True), TypeError, "'lr'"),
+    (dict(alpha=-0.1), ValueError, "alpha"),
+    (dict(noise_multiplier=math.nan), ValueError, "noise-multiplier"),
+    (dict(noise_multiplier=-1.0), ValueError, "noise-multiplier"),
+    (dict(noise_multiplier=math.inf), ValueError, "noise-multiplier"),
+    (dict(clipping_norm=0.0), ValueError, "clipping-norm"),
+    (dict(clipping_norm=-1.0), ValueError, "clipping-norm"),
+    (dict(clipping_norm=math.inf), ValueError, "clipping-norm"),
+    (dict(delta=0.0), ValueError, "delta"),
+    (dict(delta=1.0), ValueError, "delta"),
+    (dict(partitioning="random"), ValueError, "partitioning"),
+    (dict(mode=3), TypeError, "mode"),
+    (dict(result_dir=None), TypeError, "result-dir"),
+    (dict(fault="crash"), ValueError, "fault"),
+    (dict(fault="nan", fault_partition=2), ValueError, "fault-partition"),
+    (dict(fault="raise", fault_round=3), ValueError, "fault-round"),
+    (dict(fault_round=0), ValueError, "fault-round"),
+]
+
+
+@pytest.mark.parametrize(("override", "error", "key"), BAD_CONFIGS)
+def test_every_config_key_is_checked_before_any_process_starts(monkeypatch, override, error, key):
+    """Each bad value is refused by AppConfig, naming its run-config key, and by the two ways
+    to start a run before any Flower process exists."""
+    with pytest.raises(error, match=key):
+        AppConfig(**override)
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("a Flower process was started")
+
+    monkeypatch.setattr(LocalFederation, "__enter__", no_processes)
+    monkeypatch.setattr(LocalFederation, "_start", no_processes)
+    arguments = dict(override)
+    num_nodes = arguments.pop("num_nodes", 2)
+    with pytest.raises(error, match=key):
+        run_flower_app("deployment", num_nodes=num_nodes, **arguments)
+    federation = LocalFederation(2, echo=None)
+    federation.flwr_home = "/nonexistent"  # as if started: run() must refuse before `flwr run`
+    with pytest.raises(error, match=key):
+        federation.run(APP_DIR, {k.replace("_", "-"): v for k, v in override.items()})
 
 
 def test_the_model_has_the_configured_width():
@@ -146,52 +217,6 @@ def test_a_failure_inside_the_federation_still_stops_every_process():
     assert not home.exists()
 
 
-def test_deployment_engine_matches_course_fedavg_fedavg_dp_and_secaggplus(tmp_path):
-    """One SuperLink + 3 SuperNodes (SecAgg+ needs 3), three runs of the app: plain FedAvg, DP
-    fixed clipping (no noise: clipping only, so the result is deterministic) and SecAgg+.
-    3,000 images: 1,000 per node, so FedAvg's weights are the DP-FedAvg's equal weights."""
-    common = dict(num_server_rounds=ROUNDS, num_nodes=3, train_samples=3000)
-    config = AppConfig(**common)
-    reference = reference_fedavg(config, 3)
-    dp_config = AppConfig(**common, mode="dp-fixed-clipping", clipping_norm=0.5)
-    secagg_config = AppConfig(**common, mode="secagg+")
-
-    with LocalFederation(3, echo=None) as federation:
-        home, pids = federation.flwr_home, federation.pids
-        results = {}
-        for cfg in (config, dp_config, secagg_config):
-            out = tmp_path / cfg.mode
-            federation.run(APP_DIR, {**cfg.to_run_config(), "result-dir": str(out)}, timeout=900)
-            results[cfg.mode] = load_result(out)
-    assert flower_processes(home) == []
-    assert not any(_alive(pid) for pid in pids)
-
-    # 1. plain FedAvg: Flower averages the same local models in float32
-    plain = results["fedavg"]
-    _assert_close_states(plain.state, reference.model.state_dict(), atol=1e-6)
-    assert plain.test_acc == reference.test_acc
-    assert len(plain.round_seconds) == ROUNDS and all(s > 0 for s in plain.round_seconds)
-
-    # 2. Flower's server-side fixed clipping = the course's DP-FedAvg with q = 1, sigma = 0
-    parts = [node_partition(config, i, 3) for i in range(3)]
-    course_dp = run_dp_fedavg(
-        make_model, parts, server_test_set(config), rounds=ROUNDS, sample_rate=1.0,
-        noise_multiplier=0.0, clip_norm=0.5, delta=1e-3, lr=config.lr,
-        batch_size=config.batch_size, seed=config.seed, rng=InsecureSeededRandom(0),
-        progress=False,
-    )  # fmt: skip
-    _assert_close_states(results["dp-fixed-clipping"].state, course_dp.model.state_dict(), 1e-6)
-    # clipping really happened: the clipped run differs from plain FedAvg
-    assert any(
-        not torch.allclose(results["dp-fixed-clipping"].state[k], plain.state[k], atol=1e-4)
-        for k in plain.state
-    )
-
-    # 3. SecAgg+ sums quantised models: plain FedAvg up to the quantisation step per client
-    step = 2 * secagg_config.secagg_clipping_range / (secagg_config.secagg_quantization_range - 1)
-    _assert_close_states(results["secagg+"].state, plain.state, atol=3 * step + 1e-6)
-
-
 def test_simulation_runtime_matches_course_fedavg():
     config = AppConfig(num_server_rounds=ROUNDS)
     reference = reference_fedavg(config, 2)
@@ -232,47 +257,194 @@ def test_a_killed_parent_takes_its_federation_with_it(tmp_path):
     assert left == []
 
 
-# -- Flower's SecAgg+ with Flower's DP (client-side fixed clipping): one Deployment Engine run ---
+# -- the Deployment Engine: one federation for every run of the app -------------------------
 
+COMMON = dict(num_server_rounds=ROUNDS, num_nodes=3, train_samples=3000)
+FEDAVG = AppConfig(**COMMON)
+SECAGG = AppConfig(**COMMON, mode="secagg+")
+#: two rounds of server-side clipping (no noise: the result is deterministic); in round 2 node
+#: 2's ClientApp raises
+DP_CLIP = AppConfig(
+    **{**COMMON, "num_server_rounds": 2}, mode="dp-fixed-clipping", clipping_norm=0.5,
+    fault="raise", fault_partition=2, fault_round=2,
+)  # fmt: skip
+#: two rounds of SecAgg+ with DP; in round 2 node 2's trained model holds a NaN (σ low enough
+#: that a wrong denominator would show in the noise's std)
 SECAGG_DP = AppConfig(
-    num_server_rounds=1, num_nodes=3, train_samples=1500, hidden_units=32,
-    mode="secagg+dp", clipping_norm=0.1, noise_multiplier=0.012,
+    num_server_rounds=2, num_nodes=3, train_samples=1500, hidden_units=32,
+    mode="secagg+dp", clipping_norm=0.1, noise_multiplier=0.006,
+    fault="nan", fault_partition=2, fault_round=2,
 )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def secagg_dp_run(tmp_path_factory):
-    """One round of the app's ``secagg+dp`` mode on the Deployment Engine (3 SuperNodes; no Ray,
-    whose start-up a busy machine can miss), with the run's log."""
+def deployment(tmp_path_factory):
+    """One SuperLink + 3 SuperNodes (SecAgg+ needs 3) for every Deployment Engine run of this
+    module: ``run(config)`` runs the app once per distinct ``config`` (later calls reuse the
+    result) and returns ``(FlowerResult, the run's streamed log lines)``. On teardown no Flower
+    process may be left and the federation's folder must be gone."""
     log: list[str] = []
-    out = tmp_path_factory.mktemp("secagg-dp")
+    done: dict[AppConfig, tuple] = {}
     with LocalFederation(3, echo=log.append) as federation:
-        home = federation.flwr_home
-        federation.run(APP_DIR, {**SECAGG_DP.to_run_config(), "result-dir": str(out)}, timeout=900)
+        home, pids = federation.flwr_home, federation.pids
+
+        def run(config: AppConfig):
+            if config not in done:
+                out = tmp_path_factory.mktemp(config.mode.replace("+", "plus"))
+                first = len(log)
+                federation.run(
+                    APP_DIR, {**config.to_run_config(), "result-dir": str(out)}, timeout=900
+                )
+                done[config] = (load_result(out), log[first:])
+            return done[config]
+
+        yield run
     assert flower_processes(home) == []
-    return load_result(out), log
+    assert not any(_alive(pid) for pid in pids)
+    assert not home.exists()
 
 
-def test_flower_secaggplus_with_client_side_clipping_adds_the_course_dp_noise(secagg_dp_run):
-    """After one round, Flower's model minus the course's noise-free DP-FedAvg model (same
+def _course_dp_round(
+    config: AppConfig, theta: dict[str, torch.Tensor], round_index: int, failed: tuple = ()
+) -> dict[str, torch.Tensor]:
+    """One noise-free round (``round_index`` from 0) of the course's DP-FedAvg (``dp_aggregate``,
+    ``q = 1``) from the global model ``theta`` on the app's partitions, the nodes in ``failed``
+    dropped (a NaN update: dp_aggregate leaves it out and keeps the denominator K)."""
+    updates = []
+    for c in range(config.num_nodes):
+        if c in failed:
+            updates.append({k: torch.full_like(v, math.nan) for k, v in theta.items()})
+            continue
+        model = make_model(config)
+        model.load_state_dict(theta)
+        loader = make_loader(
+            node_partition(config, c, config.num_nodes), config.batch_size, shuffle=True,
+            seed=client_round_seed(config.seed, round_index, c),
+        )  # fmt: skip
+        state = local_train(model, loader, epochs=config.local_epochs, lr=config.lr)
+        updates.append({k: state[k] - theta[k] for k in theta})
+    average, norms = dp_aggregate(
+        updates, template=theta, clip_norm=config.clipping_norm, noise_multiplier=0.0,
+        expected_clients=config.num_nodes, rng=InsecureSeededRandom(0),
+    )  # fmt: skip
+    assert sum(math.isnan(n) for n in norms) == len(failed)
+    return {k: theta[k] + average[k] for k in theta}
+
+
+def _noise(state, reference) -> torch.Tensor:
+    return torch.cat([(state[k] - v).flatten().double() for k, v in reference.items()])
+
+
+def test_deployment_engine_fedavg_matches_course_fedavg(deployment):
+    """Plain FedAvg on 3 SuperNodes, 1,000 images each: Flower averages the same local models
+    in float32."""
+    plain, _ = deployment(FEDAVG)
+    reference = reference_fedavg(FEDAVG, 3)
+    _assert_close_states(plain.state, reference.model.state_dict(), atol=1e-6)
+    assert plain.test_acc == reference.test_acc
+    assert len(plain.round_seconds) == ROUNDS and all(s > 0 for s in plain.round_seconds)
+    assert plain.aggregated == [3] * ROUNDS and plain.nonfinite == [0] * ROUNDS
+    assert plain.epsilon == []  # no DP, no ε
+
+
+def test_deployment_engine_server_side_clipping_matches_course_dp_fedavg(deployment):
+    """Round 1 of Flower's server-side fixed clipping (no noise: clipping only) = the course's
+    DP-FedAvg with q = 1, σ = 0; with equal partitions (1,000 images per node) FedAvg's weights
+    are the DP-FedAvg's equal weights."""
+    result, _ = deployment(DP_CLIP)
+    plain, _ = deployment(FEDAVG)
+    parts = [node_partition(FEDAVG, i, 3) for i in range(3)]
+    course_dp = run_dp_fedavg(
+        make_model, parts, server_test_set(FEDAVG), rounds=ROUNDS, sample_rate=1.0,
+        noise_multiplier=0.0, clip_norm=0.5, delta=1e-3, lr=FEDAVG.lr,
+        batch_size=FEDAVG.batch_size, seed=FEDAVG.seed, rng=InsecureSeededRandom(0),
+        progress=False,
+    )  # fmt: skip
+    round_1 = result.round_states[ROUNDS - 1]
+    _assert_close_states(round_1, course_dp.model.state_dict(), 1e-6)
+    # clipping really happened: the clipped run differs from plain FedAvg
+    assert any(not torch.allclose(round_1[k], plain.state[k], atol=1e-4) for k in plain.state)
+    # the test's one-round helper is that same course DP-FedAvg step
+    own = _course_dp_round(DP_CLIP, initial_state(DP_CLIP), 0)
+    _assert_close_states(own, course_dp.model.state_dict(), atol=1e-6)
+    assert result.epsilon == [math.inf, math.inf]  # σ = 0: no privacy, and the app says so
+
+
+def test_deployment_engine_secaggplus_is_fedavg_up_to_quantisation(deployment):
+    """SecAgg+ sums quantised models: plain FedAvg up to the quantisation step per client."""
+    result, _ = deployment(SECAGG)
+    plain, _ = deployment(FEDAVG)
+    step = 2 * SECAGG.secagg_clipping_range / (SECAGG.secagg_quantization_range - 1)
+    _assert_close_states(result.state, plain.state, atol=3 * step + 1e-6)
+
+
+def test_a_failing_node_counts_as_a_zero_update_under_server_side_clipping(deployment):
+    """Node 2's ClientApp raises in round 2. The app releases θ + (clip Δ_0 + clip Δ_1)/3 — the
+    course's dp_aggregate with node 2 dropped, so one client still moves the release by at most
+    C/3, the sensitivity the noise σC/3 and the reported ε assume. Flower's own wrapper would
+    have released nothing (an error reply); averaging the 2 replies would give each 1/2."""
+    result, log = deployment(DP_CLIP)
+    assert result.aggregated == [3, 2] and result.nonfinite == [0, 0]
+    assert any("fault injected: node 2 fails in round 2" in line for line in log)
+    theta = result.round_states[0]
+    expected = _course_dp_round(DP_CLIP, theta, 1, failed=(2,))
+    _assert_close_states(result.round_states[1], expected, atol=1e-6)
+    # the mean over the replies that arrived (denominator 2) is another model altogether
+    mean_of_two = {k: theta[k] + (expected[k] - theta[k]) * 3 / 2 for k in theta}
+    gap = max((mean_of_two[k] - result.state[k]).abs().max().item() for k in theta)
+    assert gap > 1e-3
+
+
+def test_a_nan_node_under_secaggplus_dp_is_refused_and_the_noise_stays_sigma_c_over_k(deployment):
+    """Node 2's trained model holds a NaN in round 2: its ClientApp refuses to send it (before
+    clipping and masking), SecAgg+ drops the node and rebuilds its masks, and the server rescales
+    the mean of the 2 models to the fixed denominator 3. So round 2's release minus the course's
+    noise-free step from round 1's model (node 2 dropped) is the noise alone, std σC/3 — with
+    denominator 2 it would also hold (1/2 − 1/3)·Σ clip Δ, inflating its std as checked below."""
+    config = SECAGG_DP
+    result, log = deployment(config)
+    assert result.aggregated == [3, 2] and result.nonfinite == [0, 1]
+    assert any("non-finite update refused" in line for line in log)
+    assert all(bool(torch.isfinite(v).all()) for v in result.state.values())
+    expected_std = config.noise_multiplier * config.clipping_norm / config.num_nodes
+    theta = result.round_states[0]
+    clip_only = _course_dp_round(config, theta, 1, failed=(2,))
+    noise = _noise(result.round_states[1], clip_only)
+    assert noise.std().item() == pytest.approx(expected_std, rel=0.03)  # ±7 standard errors
+    assert abs(noise.mean().item()) < 5 * expected_std / math.sqrt(noise.numel())
+    wrong = torch.cat([((clip_only[k] - theta[k]) * 0.5).flatten().double() for k in theta])
+    inflated = math.sqrt(expected_std**2 + wrong.pow(2).mean().item())  # (3/2 − 1)·(step)
+    assert inflated > 1.1 * expected_std
+    assert result.epsilon == [
+        dp_fedavg_epsilon(config.noise_multiplier, 1.0, r, config.delta) for r in (1, 2)
+    ]
+    assert result.delta == config.delta
+
+
+def test_flower_secaggplus_with_client_side_clipping_adds_the_course_dp_noise(deployment):
+    """After round 1, Flower's model minus the course's noise-free DP-FedAvg model (same
     clipping, same partitions, σ = 0) is the noise Flower added: zero-mean Gaussian of std
     σ·C/K per weight — the DP-FedAvg mechanism the course accountant assumes (q = 1). Had the
     clients not clipped, the difference would hold the clipping's effect, far larger than that."""
-    result, log = secagg_dp_run
+    result, log = deployment(SECAGG_DP)
     expected_std = SECAGG_DP.noise_multiplier * SECAGG_DP.clipping_norm / SECAGG_DP.num_nodes
     logged = [
         float(m) for m in re.findall(r"central DP noise with ([0-9.]+) stdev added", "".join(log))
     ]
-    assert logged == [pytest.approx(expected_std, abs=5e-5)]  # logged to 4 decimals, once
+    assert logged == [pytest.approx(expected_std, abs=5e-5)] * 2  # to 4 decimals, once a round
 
+    one_round = AppConfig(
+        **{**SECAGG_DP.__dict__, "num_server_rounds": 1, "fault": "none", "fault_round": 1}
+    )
     clip_only = reference_dp_fedavg(
-        AppConfig(**{**SECAGG_DP.__dict__, "noise_multiplier": 0.0}), 3, delta=1e-3,
+        AppConfig(**{**one_round.__dict__, "noise_multiplier": 0.0}), 3, delta=1e-3,
         rng=InsecureSeededRandom(0),
     )  # fmt: skip
     assert clip_only.clipped_fraction == [1.0]  # every update was clipped: clipping matters here
     noise = torch.cat(
-        [(result.state[k] - v).flatten().double() for k, v in clip_only.model.state_dict().items()]
-    )
+        [(result.round_states[0][k] - v).flatten().double()
+         for k, v in clip_only.model.state_dict().items()]
+    )  # fmt: skip
     n = noise.numel()
     assert noise.std().item() == pytest.approx(expected_std, rel=0.03)  # ±7 standard errors
     assert abs(noise.mean().item()) < 5 * expected_std / math.sqrt(n)
@@ -281,9 +453,9 @@ def test_flower_secaggplus_with_client_side_clipping_adds_the_course_dp_noise(se
         0.0455, abs=0.006
     )
     # without clipping the difference would carry this too (rms per weight), inflating its std
-    unclipped = reference_fedavg(SECAGG_DP, 3).model.state_dict()
+    unclipped = reference_fedavg(one_round, 3).model.state_dict()
     clipping_effect = torch.cat(
         [(unclipped[k] - v).flatten().double() for k, v in clip_only.model.state_dict().items()]
     )
     assert clipping_effect.pow(2).mean().sqrt().item() > expected_std
-    assert result.mode == "secagg+dp" and len(result.test_acc) == 1
+    assert result.mode == "secagg+dp" and len(result.test_acc) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -200,3 +201,32 @@ def test_the_attack_runs_on_the_models_device(mnist, device):
     assert float(psnr(result.images, x)[0]) == pytest.approx(psnr(result.images[0], x[0]))
     assert match_reconstructions(result.images, x).device.type == device
     assert 0 < ssim(result.images[0], x[0]) <= 1
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True)])
+@pytest.mark.parametrize(
+    "name", ["num_images", "iterations", "record_every", "seed", "tolerance", "lr"]
+)
+def test_bools_are_refused_before_the_attack_starts(mnist, flag, name):
+    model = LeNetSigmoid(seed=0)
+    grad = client_gradient(model, mnist.images[:1], mnist.labels[:1])
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(TypeError, match=name):
+        invert_gradient(model, grad, **{name: flag})
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_numpy_integers_are_taken(mnist):
+    model = LeNetSigmoid(seed=0)
+    grad = client_gradient(model, mnist.images[:1], mnist.labels[:1])
+    kwargs = {"iterations": 2, "record_every": 1, "seed": 3}
+    result = invert_gradient(
+        model,
+        grad,
+        num_images=np.int64(1),
+        tolerance=np.float64(0.0),
+        **{k: np.int64(v) for k, v in kwargs.items()},
+    )
+    reference = invert_gradient(model, grad, num_images=1, tolerance=0.0, **kwargs)
+    assert torch.equal(result.images, reference.images)
+    assert result.losses == reference.losses

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -340,3 +341,76 @@ def test_the_largest_allowed_values_sum_without_wrapping_around():
     assert torch.equal(secure_sum([-largest] * 3, rng=InsecureSeededRandom(0)).total, -3 * largest)
     with pytest.raises(ValueError, match="outside the range"):
         secure_sum([torch.full((4,), limit, dtype=torch.float64)] * 3)
+
+
+# --- one rule for integers and numbers (course_lib.validation): NumPy integers are integers, bools
+# are not numbers; a refusal comes before any randomness is drawn.
+
+BOOLS = [True, np.bool_(True)]
+
+
+@pytest.mark.parametrize("flag", BOOLS)
+def test_shamir_refuses_bools_before_drawing_randomness(flag):
+    for kwargs in (
+        {"secret": flag, "threshold": 2, "num_shares": 3},
+        {"secret": 5, "threshold": flag, "num_shares": 3},
+        {"secret": 5, "threshold": 2, "num_shares": flag},
+    ):
+        rng = InsecureSeededRandom(0)
+        secret = kwargs.pop("secret")
+        with pytest.raises(TypeError, match="secret|threshold|num_shares"):
+            shamir_split(secret, rng=rng, **kwargs)
+        assert rng.bytes(8) == InsecureSeededRandom(0).bytes(8)
+
+
+def test_shamir_takes_numpy_integers_as_python_ints():
+    shares = shamir_split(
+        np.int64(2**62 + 7),
+        threshold=np.int64(2),
+        num_shares=np.int32(3),
+        rng=InsecureSeededRandom(0),
+    )
+    assert len(shares) == 3
+    assert all(type(s.y) is int for s in shares)  # no int64 overflow in the field arithmetic
+    assert shamir_reconstruct(shares[1:]) == 2**62 + 7
+
+
+@pytest.mark.parametrize("flag", BOOLS)
+def test_encode_fixed_point_refuses_bools(flag):
+    with pytest.raises(TypeError, match="frac_bits"):
+        encode_fixed_point(torch.tensor([1.0]), flag)
+    with pytest.raises(TypeError, match="max_abs"):
+        encode_fixed_point(torch.tensor([1.0]), 16, max_abs=flag)
+    encoded = encode_fixed_point(torch.tensor([1.5]), np.int64(4), max_abs=np.float32(2.0))
+    assert encoded.tolist() == [24]
+
+
+@pytest.mark.parametrize("flag", BOOLS)
+def test_secure_sum_and_fedavg_refuse_bools_before_drawing_randomness(flag):
+    updates = _updates(3)
+    for kwargs in ({"threshold": flag}, {"frac_bits": flag}):
+        rng = InsecureSeededRandom(0)
+        with pytest.raises(TypeError, match="threshold|frac_bits"):
+            secure_sum(updates, rng=rng, **kwargs)
+        assert rng.bytes(8) == InsecureSeededRandom(0).bytes(8)
+    states = [{"w": u} for u in updates]
+    rng = InsecureSeededRandom(0)
+    with pytest.raises(TypeError, match="client 1's weight"):
+        secure_fedavg(states, [1, flag, 1], rng=rng)
+    assert rng.bytes(8) == InsecureSeededRandom(0).bytes(8)
+
+
+def test_secure_sum_and_fedavg_take_numpy_integers():
+    updates = [torch.tensor([1.0, 2.0]), torch.tensor([0.5, -1.0]), torch.tensor([2.0, 0.0])]
+    result = secure_sum(
+        updates, threshold=np.int64(2), frac_bits=np.int64(16), rng=InsecureSeededRandom(0)
+    )
+    assert result.total.tolist() == [3.5, 1.0]
+    states = [{"w": u} for u in updates]
+    mean = secure_fedavg(
+        states,
+        [np.int64(1), np.int64(1), np.int64(2)],
+        threshold=np.int64(2),
+        rng=InsecureSeededRandom(0),
+    )
+    assert torch.allclose(mean["w"], torch.tensor([5.5 / 4, 1.0 / 4]), atol=1e-4)

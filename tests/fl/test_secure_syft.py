@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
@@ -458,3 +459,58 @@ def test_extra_files_must_match_the_owners(federation) -> None:
         sb.publish_shards(
             federation, "x", images, labels, parts, mock_extras=[{"../up": "1"}, {}, {}]
         )
+
+
+# -- one rule for integers (course_lib.validation): NumPy integers are integers, bools are not ----
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True)])
+def test_consortium_refuses_a_bool_frac_bits_and_takes_a_numpy_integer(flag) -> None:
+    with pytest.raises(TypeError, match="frac_bits"):
+        ss.Consortium(public_keys=ROSTER, dataset="ward", frac_bits=flag)
+    terms = ss.Consortium(public_keys=ROSTER, dataset="ward", frac_bits=np.int64(20))
+    assert terms.frac_bits == 20 and type(terms.frac_bits) is int
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True)])
+@pytest.mark.parametrize("name", ["round_index", "frac_bits"])
+def test_mask_update_refuses_bools(flag, name) -> None:
+    kwargs = {"round_index": 1, name: flag}
+    with pytest.raises(TypeError, match=name):
+        ss.mask_update(torch.zeros(3), SECRETS[0], ROSTER, **kwargs)
+
+
+def test_mask_update_takes_numpy_integers() -> None:
+    update = torch.tensor([0.25, -1.0, 2.0])
+    a = ss.mask_update(update, SECRETS[0], ROSTER, round_index=np.int64(1), frac_bits=np.int64(24))
+    assert torch.equal(a, ss.mask_update(update, SECRETS[0], ROSTER, round_index=1))
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True)])
+@pytest.mark.parametrize("name", ["epochs", "round_index", "frac_bits", "noise_seed", "lr"])
+def test_write_secure_job_refuses_bools_before_writing(tmp_path, flag, name) -> None:
+    kwargs = {"round_index": 1, "epochs": 1, "lr": 0.5, name: flag}
+    with pytest.raises(TypeError, match=name):
+        ss.write_secure_job(
+            tmp_path / "job", MLP(), dataset="ward", public_keys=ROSTER, policy=POLICY, **kwargs
+        )
+    assert not (tmp_path / "job").exists()
+
+
+def test_write_secure_job_writes_numpy_numbers_as_json_numbers(tmp_path) -> None:
+    job = ss.write_secure_job(
+        tmp_path / "job",
+        MLP(),
+        dataset="ward",
+        round_index=np.int64(3),
+        public_keys=ROSTER,
+        policy=POLICY,
+        epochs=np.int64(2),
+        lr=np.float32(0.5),
+        momentum=np.float64(0.9),
+        frac_bits=np.int32(24),
+        noise_seed=np.int64(7),
+    )
+    params = json.loads((job / "params.json").read_text())
+    assert (params["round"], params["epochs"], params["frac_bits"]) == (3, 2, 24)
+    assert (params["lr"], params["momentum"], params["noise_seed"]) == (0.5, 0.9, 7)

@@ -140,3 +140,13 @@ def test_split_learning_and_its_attacks_follow_the_models_device(device):
     assert decode(acts).device.type == device
     clusters = cluster_gradients(torch.randn(6, 4, device=device), 2)
     assert cluster_accuracy(clusters, y.to(device)) > 0
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True)])
+def test_split_sequential_refuses_a_bool_cut_and_takes_a_numpy_integer(flag):
+    full = _model()
+    with pytest.raises(TypeError, match="cut"):
+        split_sequential(full, flag)  # True == 1 would silently cut after the first layer
+    client, server = split_sequential(full, np.int64(2))
+    assert len(client) == 2 and len(server) == len(full) - 2
+    assert client[0] is full[0] and server[0] is full[2]

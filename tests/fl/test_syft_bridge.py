@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -292,3 +293,37 @@ def test_the_training_job_trains_like_local_train(tmp_path):
     got = sb.decode_state(weights)
     for name in want:
         torch.testing.assert_close(got[name], want[name])
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True), 2.0])
+def test_create_federation_refuses_a_num_owners_that_is_not_an_integer(flag, tmp_path):
+    with pytest.raises(TypeError, match="num_owners"):
+        sb.create_federation(flag, root=tmp_path / "fed")
+    assert not (tmp_path / "fed").exists()  # refused before any folder is made
+
+
+def test_create_federation_takes_a_numpy_integer(tmp_path):
+    with pytest.raises(ValueError, match="at least one data owner"):
+        sb.create_federation(np.int64(0))
+    fed = sb.create_federation(np.int64(1), root=tmp_path / "fed")
+    try:
+        assert fed.owner_emails == [sb.owner_email(0)]
+    finally:
+        fed.close()
+
+
+@pytest.mark.parametrize("flag", [True, np.bool_(True), 1.0])
+def test_an_owner_is_not_picked_by_a_bool_or_a_float(federation, flag, tmp_path):
+    with pytest.raises(TypeError, match="owner"):
+        federation.owner(flag)  # True would silently be owner 1
+    with pytest.raises(TypeError, match="owner"):
+        federation.publish(flag, "never", mock_dir=tmp_path, private_dir=tmp_path)
+    names = {d.name for d in federation.scientist.datasets.get_all()}
+    assert "never" not in names
+
+
+def test_an_owner_is_picked_by_a_numpy_integer(federation):
+    assert federation.owner(np.int64(1)) is federation.owner(1) is federation.owners[1]
+    assert federation.owner(np.int32(-1)) is federation.owners[-1]
+    with pytest.raises(IndexError, match="position 2"):
+        federation.owner(np.int64(2))

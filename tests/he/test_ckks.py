@@ -2,6 +2,7 @@
 
 import copy
 
+import numpy as np
 import pytest
 import tenseal as ts
 import torch
@@ -150,3 +151,23 @@ def test_pixels_outside_0_1_are_refused(model, context):
     server = EncryptedMLP(model, slot_count(context))
     with pytest.raises(ValueError, match=r"pixels must lie in \[0, 1\]"):
         server.encrypt(context, torch.full((1, 28, 28), 2.0))
+
+
+def test_parameters_follow_the_one_integer_rule():
+    """Issue 23 §5: NumPy integers are integers, bools are not (course_lib.validation)."""
+    from course_lib.he.ckks import check_parameters
+
+    checked = check_parameters(np.int64(8192), (np.int64(40), 21, 21, 40), np.int32(21))
+    assert checked == (8192, [40, 21, 21, 40], 21)
+    assert all(type(v) is int for v in (checked[0], *checked[1], checked[2]))
+    for kwargs in (
+        {"poly_modulus_degree": True},
+        {"scale_bits": np.bool_(True)},
+        {"coeff_mod_bit_sizes": (40, True, 21, 40)},
+        {"coeff_mod_bit_sizes": "40,21,21,40"},
+        {"scale_bits": 21.0},
+    ):
+        arguments = {"poly_modulus_degree": 8192, "coeff_mod_bit_sizes": (40, 21, 21, 40)}
+        arguments["scale_bits"] = 21
+        with pytest.raises(TypeError, match=next(iter(kwargs))):
+            check_parameters(**{**arguments, **kwargs})

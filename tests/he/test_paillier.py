@@ -4,6 +4,7 @@ Keys here are 512 bits so the suite stays fast: these tests check correctness of
 packing and homomorphic sum, not the strength of the key (use >= 2048 bits for real data).
 """
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -162,3 +163,15 @@ def test_bad_key_sizes_and_encodings():
         generate_keypair(128)
     with pytest.raises(ValueError, match="at most 62"):
         FixedPointEncoding(frac_bits=40, int_bits=30)
+
+
+def test_integers_follow_the_one_rule():
+    """Issue 23 §5: NumPy integers are integers, bools are not (course_lib.validation)."""
+    encoding = FixedPointEncoding(frac_bits=np.int64(20), int_bits=np.int32(6))
+    assert (encoding.frac_bits, encoding.int_bits) == (20, 6)
+    assert type(encoding.frac_bits) is int
+    for bad in (True, np.bool_(True), 20.0):
+        with pytest.raises(TypeError, match="frac_bits"):
+            FixedPointEncoding(frac_bits=bad)
+        with pytest.raises(TypeError, match="key_bits"):
+            generate_keypair(bad)

@@ -213,6 +213,7 @@ def test_each_servers_shares_of_table_and_query_are_uniform() -> None:
 BAD_TABLES = [
     ([1, 2.0], [1, 2], TypeError, "must be integers"),
     ([1, True], [1, 2], TypeError, "must be integers"),
+    ([1, np.bool_(True)], [1, 2], TypeError, "must be integers"),  # the one rule: bools are not
     (torch.tensor([1.0, 2.0]), [1, 2], TypeError, "dtype torch.float32"),
     ("12", [1, 2], TypeError, "a list of ints, or an integer torch tensor or NumPy array"),
     (np.array([1.0, 2.0]), [1, 2], TypeError, "NumPy array of dtype float64"),

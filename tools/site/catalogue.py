@@ -138,8 +138,8 @@ def _expand(ranges: str) -> tuple[str, ...]:
     """``"00–03, 09–14"`` → ``("00", "01", "02", "03", "09", ..., "14")``."""
     numbers: list[str] = []
     for piece in ranges.split(","):
-        first, _, last = piece.strip().replace("-", "–").partition("–")
-        first, last = int(first), int(last or first)
+        start, _, end = piece.strip().replace("-", "–").partition("–")
+        first, last = int(start), int(end or start)
         if last < first:
             raise ValueError(f"the README's path range {piece.strip()!r} runs backwards")
         numbers += [f"{n:02d}" for n in range(first, last + 1)]

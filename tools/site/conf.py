@@ -12,6 +12,10 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sphinx.application import Sphinx
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # so `sphinx-build -c tools/site …` finds the course's tools too
@@ -50,7 +54,7 @@ myst_heading_anchors = 3
 # (tools/site/pages.py turns the saved progress widgets into plain HTML bars).
 nb_execution_mode = "off"
 nb_merge_streams = True
-nb_ipywidgets_js = {}
+nb_ipywidgets_js: dict[str, dict[str, str]] = {}  # script URL → its attributes (MyST-NB's type)
 
 # MathJax 2 from the local copy; Sphinx writes \(…\) and \[…\] into elements of class "math".
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
@@ -87,7 +91,7 @@ html_theme_options = {
 }
 
 
-def _copy_mathjax(app, exception) -> None:  # type: ignore[no-untyped-def]
+def _copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     """Put the MathJax copy into the built site (Sphinx's build-finished event)."""
     if exception is None and app.builder.format == "html":
         shutil.copytree(
@@ -98,5 +102,5 @@ def _copy_mathjax(app, exception) -> None:  # type: ignore[no-untyped-def]
         )
 
 
-def setup(app) -> None:  # type: ignore[no-untyped-def]
+def setup(app: Sphinx) -> None:
     app.connect("build-finished", _copy_mathjax)

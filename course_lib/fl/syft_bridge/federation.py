@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from course_lib.paths import offline
+from course_lib.validation import as_integer
 
 if TYPE_CHECKING:  # syft is an optional extra (`pip install course_lib[fl]`)
     from syft_job.job import JobInfo
@@ -132,13 +133,16 @@ class Federation:
         return [o.email for o in self.owners]
 
     def owner(self, email_or_index: str | int) -> SyftRDSClient:
-        """An owner's client, by email or position."""
-        if isinstance(email_or_index, int):
-            return self.owners[email_or_index]
-        for o in self.owners:
-            if o.email == email_or_index:
-                return o
-        raise ValueError(f"no data owner {email_or_index!r}; owners are {self.owner_emails}")
+        """An owner's client, by email or position (a Python or NumPy integer; not a bool)."""
+        if isinstance(email_or_index, str):
+            for o in self.owners:
+                if o.email == email_or_index:
+                    return o
+            raise ValueError(f"no data owner {email_or_index!r}; owners are {self.owner_emails}")
+        index = as_integer(email_or_index, "the owner (an email or a position)")
+        if not -len(self.owners) <= index < len(self.owners):
+            raise IndexError(f"no data owner at position {index}; there are {len(self.owners)}")
+        return self.owners[index]
 
     def _need_scientist(self) -> SyftRDSClient:
         if self.scientist is None:
@@ -159,7 +163,8 @@ class Federation:
     ):
         """``owner`` publishes dataset ``name``: the mock files are shared with the scientist, the
         private files stay in the owner's own folder (:meth:`SyftRDSClient.create_dataset`)."""
-        client = owner if not isinstance(owner, str | int) else self.owner(owner)
+        # a client is used as it is; anything else (an email, a position) is looked up, and refused
+        client = owner if hasattr(owner, "create_dataset") else self.owner(owner)
         users = [self.scientist.email] if self.scientist is not None else []
         with _maybe_quiet(self.quiet):
             return client.create_dataset(
@@ -297,8 +302,9 @@ def create_federation(
         )
     if mode != "mock":
         raise ValueError(f"mode must be 'mock' or 'real', got {mode!r}")
-    if isinstance(num_owners, bool) or not isinstance(num_owners, int) or num_owners < 1:
-        raise ValueError(f"a federation needs at least one data owner, got {num_owners!r}")
+    num_owners = as_integer(num_owners, "num_owners")
+    if num_owners < 1:
+        raise ValueError(f"a federation needs at least one data owner, got num_owners={num_owners}")
     emails = (
         list(owner_emails)
         if owner_emails is not None
@@ -309,8 +315,12 @@ def create_federation(
 
     from syft.sync.connections.drive.mock_drive_service import MockDriveBackingStore
 
-    tmp = tempfile.TemporaryDirectory(prefix="syft_federation_") if root is None else None
-    base = Path(tmp.name if tmp is not None else root)
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if root is None:
+        tmp = tempfile.TemporaryDirectory(prefix="syft_federation_")
+        base = Path(tmp.name)
+    else:
+        base = Path(root)
     store = MockDriveBackingStore()  # the one shared "Google Drive"
     with _maybe_quiet(quiet):
         owners = [_mock_party(store, e, base / e.split("@")[0], owner=True) for e in emails]
