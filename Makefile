@@ -30,7 +30,7 @@ PYTEST := $(RUN) $(BIN)/python -m pytest $(if $(filter-out 1,$(JOBS)),-n $(JOBS)
 # Runs a step and prints its wall time: $(call timed,NAME,COMMAND)
 timed   = start=$$(date +%s); $(2); status=$$?; echo "== $(1): $$(( $$(date +%s) - start )) s"; exit $$status
 
-.PHONY: install lab lab-solutions test test-fast typecheck execute student grade publish-student site site-instructor lint clean federation gpu-check
+.PHONY: install lab lab-solutions test test-fast test-py313 typecheck execute student grade publish-student site site-instructor lint clean federation gpu-check
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || \
@@ -70,6 +70,22 @@ test-fast: install
 	$(call timed,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check $(FORMATTED))
 	$(call timed,typecheck,$(BIN)/mypy)
 	$(call timed,pytest,$(PYTEST) -q -m "not notebook and not processes and not slow" tests course_lib)
+
+## Python 3.13 (Colab's default) with Colab's own IPython 7.34.0 / ipykernel 6.17.1: the unit tests
+## of make test-fast and lessons 00 01 05 08 15 18, in a venv of its own outside the clone, built once
+## (about 16 min and 6.5 GB: PyPI's torch for Linux brings CUDA) and then reused. .ci/run runs it
+## when that venv exists.
+PY313      ?= $(firstword $(wildcard /usr/bin/python3.13 /usr/local/bin/python3.13 $(HOME)/.pyenv/versions/3.13*/bin/python3.13))
+PY313_VENV ?= /var/cache/private-ai/py313
+PY313_LESSONS := 00_welcome 01_tensors 05_local_dp_randomized_response 08_dp_sgd 15_secret_sharing 18_homomorphic_encryption
+test-py313:
+	@test -n "$(PY313)" || { echo "test-py313: no python3.13 found (set PY313=...)"; exit 1; }
+	test -x $(PY313_VENV)/bin/python || $(PY313) -m venv $(PY313_VENV)
+	grep -v '^ipykernel' requirements.txt > $(PY313_VENV)/requirements-colab.txt
+	$(PY313_VENV)/bin/python -m pip install -q -r $(PY313_VENV)/requirements-colab.txt ipython==7.34.0 ipykernel==6.17.1
+	$(PY313_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(call timed,py313-lessons,$(RUN) $(PY313_VENV)/bin/python -m pytest -n $(JOBS) --dist loadgroup -q $(PY313_LESSONS:%=notebooks/%.ipynb))
+	$(call timed,py313-unit,$(RUN) $(PY313_VENV)/bin/python -m pytest -n $(JOBS) --dist loadgroup -q -m "not notebook and not processes and not slow" tests course_lib)
 
 ## Static types of course_lib and tools (settings: pyproject.toml [tool.mypy]).
 typecheck: install

@@ -9,9 +9,13 @@ test files and notebooks need no marks of their own:
   Chromium) and ``slow`` (over 10 s on one core of a 2-core machine, measured with
   ``--durations``). ``tests/test_markers.py`` checks that every name listed here exists, so a
   rename cannot silently drop a marker.
-* under ``--dist loadgroup`` each group runs on one worker, in collection order: a notebook's
-  cells share one kernel, a file's module-scoped fixtures are built once, and the files whose tests
-  start process trees run one at a time, so they neither race for ports nor fight for the cores.
+* under ``-n N --dist loadgroup`` each group (:func:`xdist_group`) runs on one worker, in
+  collection order: a notebook's cells share one kernel, a file's module-scoped fixtures are built
+  once, and the files whose tests start process trees run one at a time, so they neither race for
+  ports nor fight for the cores. The groups are computed here from each test's node id
+  (:func:`pytest_xdist_make_scheduler`), not with ``xdist_group`` marks: pytest-xdist 3.8 groups
+  marked tests by rewriting ``item._nodeid``, which pytest 9.2 no longer reads, so its marks
+  silently stopped grouping (a lesson's cells then ran in two kernels).
 """
 
 from __future__ import annotations
@@ -37,7 +41,12 @@ PROCESS_TESTS: dict[str, frozenset[str] | None] = {
     "tests/tools/test_student_edition_sync.py": frozenset(
         {"test_rerunning_make_student_keeps_the_learners_edits"}
     ),
-    "tests/test_markers.py": frozenset({"test_the_fast_loop_leaves_out_what_is_marked"}),
+    "tests/test_markers.py": frozenset(
+        {
+            "test_the_fast_loop_leaves_out_what_is_marked",
+            "test_two_workers_run_a_lesson_in_one_kernel",
+        }
+    ),
 }
 
 #: File -> names of its tests that take over 10 s on one core (``None``: every test of the file),
@@ -90,18 +99,37 @@ def xdist_group(path: str, name: str) -> str | None:
     return path  # a file's tests together: module-scoped fixtures are built once
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    with_xdist = config.pluginmanager.hasplugin("xdist")
-    for item in items:
-        path = item.path.relative_to(config.rootpath).as_posix()
-        name = getattr(item, "originalname", item.name)
-        if path.endswith(".ipynb") or path in NOTEBOOK_FILES:
-            item.add_marker(pytest.mark.notebook)
-        if _listed(PROCESS_TESTS, path, name):
-            item.add_marker(pytest.mark.processes)
-        if _listed(SLOW_TESTS, path, name):
-            item.add_marker(pytest.mark.slow)
-        group = xdist_group(path, name)
-        if with_xdist and group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+def _group_of(nodeid: str) -> str:
+    """The xdist work unit of a node id (``path::name[params]``): its group, or the id itself."""
+    path, _, rest = nodeid.partition("::")
+    name = rest.split("::")[-1].split("[")[0]
+    group = xdist_group(path, name)
+    return nodeid if group is None else group
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own; absent without xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """Under ``--dist loadgroup``: xdist's scope scheduling, with :func:`xdist_group`'s groups as
+    the scopes (each scope runs whole, in collection order, on one worker)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Marks each test as it is collected, before ``-m`` deselects."""
+    config = item.config
+    path = item.path.relative_to(config.rootpath).as_posix()
+    name = getattr(item, "originalname", item.name)
+    if path.endswith(".ipynb") or path in NOTEBOOK_FILES:
+        item.add_marker(pytest.mark.notebook)
+    if _listed(PROCESS_TESTS, path, name):
+        item.add_marker(pytest.mark.processes)
+    if _listed(SLOW_TESTS, path, name):
+        item.add_marker(pytest.mark.slow)

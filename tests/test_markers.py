@@ -75,6 +75,35 @@ def test_groups() -> None:
     assert group("tests/dp/test_accounting.py", "test_x") == "tests/dp/test_accounting.py"
 
 
+def test_node_ids_map_to_their_groups() -> None:
+    """The scheduler's scopes: a lesson's cells together, each student-edition run alone, the
+    process-tree files in one scope, any other file's tests together."""
+    group = sorting._group_of
+    assert group("notebooks/08_dp_sgd.ipynb::Cell 3") == "notebooks/08_dp_sgd.ipynb"
+    student = "tests/lessons/test_student_edition.py::test_untouched_student_notebook[08_dp_sgd]"
+    assert group(student) == student
+    assert group("tests/fl/test_flower.py::test_x[a-b]") == "processes"
+    assert group("tests/smpc/test_across_hosts.py::test_y") == "processes"
+    assert group("tests/dp/test_accounting.py::test_z[1]") == "tests/dp/test_accounting.py"
+
+
+def test_two_workers_run_a_lesson_in_one_kernel() -> None:
+    """Under ``make test``'s options, every cell of a lesson runs on the same xdist worker (one
+    kernel, in order) — with cells on two workers, the second kernel lacks the first's names."""
+    command = [
+        sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+        "notebooks/00_welcome.ipynb", "tests/test_randomness.py",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    workers = {
+        line.split()[0]
+        for line in result.stdout.splitlines()
+        if line.startswith("[gw") and "00_welcome" in line and "PASSED" in line
+    }
+    assert len(workers) == 1, workers
+
+
 def test_the_markers_are_registered() -> None:
     """``--strict-markers`` refuses an unregistered name; the three conftest.py adds are there."""
     text = (REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8")

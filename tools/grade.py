@@ -43,7 +43,13 @@ from tools.grading.lesson import (
     lesson_notebook,
     reference_solutions,
 )
-from tools.grading.sandbox import Sandbox, SandboxUnavailable, require_bwrap
+from tools.grading.sandbox import (
+    Sandbox,
+    SandboxUnavailable,
+    UnsafeFile,
+    read_scratch_file,
+    require_bwrap,
+)
 
 __all__ = ["Grade", "find_submissions", "grade_all", "main"]
 
@@ -94,10 +100,14 @@ def find_submissions(folder: Path) -> dict[str, Path]:
 def _events(path: Path) -> list[dict[str, Any]]:
     """The runner's events, written inside the sandbox: a line that is not a JSON object is
     skipped (the submission could have written it; it concerns that submission only)."""
-    if not path.is_file() or path.is_symlink() or path.stat().st_size > 2**24:
+    try:
+        raw = read_scratch_file(path.parent, path.name, 2**24)
+    except UnsafeFile:
+        return []
+    if raw is None:
         return []
     events = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in raw.decode("utf-8", errors="replace").splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
             if isinstance(event, dict):

@@ -465,14 +465,13 @@ def make_tls_files(
     files = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
     files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files["key"].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    files["key"].chmod(0o600)
+    files["key"].unlink(missing_ok=True)  # O_EXCL below: created fresh, owner-only from the start
+    descriptor = os.open(files["key"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as key_file:
+        key_file.write(pem)
     return files
 
 

@@ -61,7 +61,7 @@ import functools
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,8 @@ _PARTITIONINGS = ("iid", "dirichlet", "shards")
 FAULTS = ("none", "raise", "nan", "inf", "zero")
 #: Flower's SecAgg+ adds the masked, quantised vectors modulo 2**32 (``modulus_range``).
 _SECAGG_MODULUS = 2**32
+#: The fewest quantisation levels ``secagg-quantization-range`` may give (2**8: 8-bit weights).
+_MIN_QUANTIZATION_RANGE = 2**8
 
 
 @dataclass(frozen=True)
@@ -208,8 +210,15 @@ class AppConfig:
             object.__setattr__(self, name, value)
         self._check_together(key)
 
-    def _check_together(self, key) -> None:
+    def _check_together(self, key: Callable[[str], str]) -> None:
         """The rules that tie several keys together."""
+        if self.secagg_quantization_range < _MIN_QUANTIZATION_RANGE:
+            raise ValueError(
+                f"{key('secagg_quantization_range')} must be at least 2**8 = "
+                f"{_MIN_QUANTIZATION_RANGE} levels: SecAgg+ rounds every weight to one of them "
+                f"over [-r, r], so fewer levels lose the model; got "
+                f"{self.secagg_quantization_range}"
+            )
         if self.mode.startswith("secagg+") and self.num_nodes < 3:
             raise ValueError(
                 "Flower's SecAgg+ shares every mask among more than 2 nodes: use num_nodes >= 3 "
@@ -408,7 +417,8 @@ class FlowerResult:
     holds whatever nodes fail, because a missing or dropped reply counts as a zero update under
     the fixed denominator ``num_nodes`` (``flower_app/privateai_fedavg/guards.py``); empty in the
     other modes. ``aggregated[r]``: replies averaged in round ``r + 1``; ``nonfinite[r]``: how
-    many held NaN/±inf (dropped by the server, or refused by their node). Those two are computed
+    many were refused: NaN/±inf or, in the message-API modes, keys, shapes or dtypes unlike the
+    global model's (dropped by the server), or refused by their node. Those two are computed
     from the nodes' replies without noise: outside ε, not for publication.
     """
 
@@ -439,7 +449,7 @@ class RoundClock:
 
     def note_replies(self, server_round: int, aggregated: int, nonfinite: int) -> None:
         """Record that round ``server_round`` averaged ``aggregated`` replies and left out
-        ``nonfinite`` that held NaN/±inf (the strategies in ``guards.py`` call it)."""
+        ``nonfinite`` refused for NaN/±inf or a malformed content (``guards.py`` calls it)."""
         self._replies[server_round] = (aggregated, nonfinite)
 
     def end_round(

@@ -1,9 +1,10 @@
 """privateai_fedavg: what the app does with a node that fails, or replies NaN, ±inf or nothing new.
 
-**The rule (every mode): a reply that does not arrive, arrives as an error, or holds a NaN or
-±inf counts as a zero update; the average keeps the fixed denominator K = num-nodes.** That is the
-course's DP-FedAvg (``course_lib.fl.dp_fedavg.dp_aggregate``: McMahan et al., ICLR 2018, divide
-by the *expected* number of clients), and it keeps DP's books right whatever fails:
+**The rule (every mode): a reply that does not arrive, arrives as an error, holds a NaN or
+±inf, or (message API) is malformed counts as a zero update; the average keeps the fixed
+denominator K = num-nodes.** That is the course's DP-FedAvg
+(``course_lib.fl.dp_fedavg.dp_aggregate``: McMahan et al., ICLR 2018, divide by the *expected*
+number of clients), and it keeps DP's books right whatever fails:
 
     released = θ + (Σ_{k ∈ R} clip_C(θ_k − θ) + N(0, (σC)² I)) / K      (R: the usable replies)
 
@@ -26,9 +27,12 @@ Where each part runs:
   ``[−secagg-clipping-range, secagg-clipping-range]``.
 - **ClientApp** (:func:`clip_update_mod`, ``secagg+dp``): clips ``θ_k − θ`` to ``C`` with the
   course's ``clip_update`` (Flower's factor ``min(1, C/‖Δ‖)``; Flower's ``fixedclipping_mod``
-  divides by a zero norm and crashes on a zero update), between training and masking.
+  divides by a zero norm and crashes on a zero update), between training and masking. A
+  training message without a clipping norm is refused there: no update leaves unclipped.
 - **ServerApp**, message API (``fedavg``, ``dp-fixed-clipping``): :func:`screen_replies` drops
-  errors and non-finite replies (a client without the mod) before anything else;
+  errors, non-finite replies (a client without the mod) and malformed ones (keys, shapes or
+  dtypes unlike the global model's: :func:`malformed_reason`) before anything else, counting
+  them as refused — zero updates, never an exception or a broadcast;
   :class:`ScreenedFedAvg` averages the rest (plain FedAvg has no denominator to keep), and
   :class:`FixedDenominatorServerSideClipping` applies the rule above with server-side clipping.
 - **ServerApp**, SecAgg+ (``secagg+``, ``secagg+dp``): SecAgg+ drops failed nodes itself
@@ -43,6 +47,7 @@ the course's ``DPFedHistory.participants`` it is computed without noise and lies
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from logging import INFO
 
@@ -50,6 +55,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord
 from flwr.common import (
+    Error,
     FitRes,
     MessageType,
     NDArrays,
@@ -73,8 +79,13 @@ from course_lib.fl.flower import AppConfig
 
 #: The start of the error a ClientApp raises instead of sending a non-finite model.
 NONFINITE_REFUSAL = "non-finite update refused"
+#: The start of the error a ClientApp raises when its run needs client-side clipping and the
+#: server sent no clipping norm.
+CLIPPING_REFUSAL = "unclipped update refused"
+#: The modes in which each client clips its own update (the server never sees it unmasked).
+CLIENT_CLIPPING_MODES = ("secagg+dp",)
 #: ``report(server_round, aggregated, nonfinite)``: replies averaged, and how many were dropped
-#: (or refused by their node) for holding NaN/±inf.
+#: (or refused by their node) for holding NaN/±inf or, server-side, a malformed content.
 Report = Callable[[int, int, int], None]
 
 
@@ -95,13 +106,16 @@ def _is_refusal(error: object) -> bool:
 
 def distinct_failures(failures: Iterable[object]) -> list[object]:
     """``failures`` with each node's error once. Flower's ``SecAggPlusWorkflow`` (stage 2) appends
-    the error of a node whose masked upload failed twice — ``Exception(msg.error)`` for the sum
-    and again for the legacy results — so the wrapped error object identifies the node's reply."""
+    ``Exception(msg.error)`` for a node whose masked upload failed twice (for the sum and again
+    for the legacy results), both wrapping the *same* ``flwr.common.Error`` object: that object,
+    one per reply message, identifies the node's reply (the failures carry no node id). Anything
+    else (an exception wrapping a string, a ``(proxy, FitRes)`` pair) counts once per entry: two
+    nodes failing with equal, possibly interned, strings are two failures."""
     seen: set[int] = set()
     distinct = []
     for failure in failures:
-        wrapped = isinstance(failure, Exception) and failure.args
-        key = id(failure.args[0]) if wrapped else id(failure)
+        error = failure.args[0] if isinstance(failure, BaseException) and failure.args else None
+        key = id(error) if isinstance(error, Error) else id(failure)
         if key not in seen:
             seen.add(key)
             distinct.append(failure)
@@ -150,12 +164,26 @@ def refuse_nonfinite_mod(msg: Message, context: Context, call_next) -> Message:
 def clip_update_mod(msg: Message, context: Context, call_next) -> Message:
     """Client-side fixed clipping for runs whose server sends a clipping norm (``secagg+dp``).
 
+    In a mode that needs client clipping (:data:`CLIENT_CLIPPING_MODES`) a training message
+    without a clipping norm is refused (``ValueError`` starting with :data:`CLIPPING_REFUSAL`):
+    passing the update unclipped would break the noise calibration. Other modes pass through.
+
     Clips the update ``θ_k − θ`` to L2 norm ``C`` with :func:`course_lib.fl.dp_fedavg.clip_update`
     (factor ``min(1, C/‖Δ‖)``, as Flower's ``fixedclipping_mod``; a zero update passes as it is).
     Must run inside :func:`refuse_nonfinite_mod`'s check, i.e. listed after it.
     """
     config = msg.content.config_records.get("fitins.config")
     if config is None or KEY_CLIPPING_NORM not in config:
+        if msg.metadata.message_type == MessageType.TRAIN and "fitins.parameters" in (
+            msg.content.array_records
+        ):
+            mode = AppConfig.from_run_config(context.run_config).mode
+            if mode in CLIENT_CLIPPING_MODES:
+                raise ValueError(
+                    f"{CLIPPING_REFUSAL}: mode {mode!r} needs every update clipped on this node, "
+                    f"but the server sent no clipping norm ({KEY_CLIPPING_NORM!r} missing from "
+                    "fitins.config); this node sends nothing this round"
+                )
         return call_next(msg, context)
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
     clipping_norm = float(fitins.config[KEY_CLIPPING_NORM])
@@ -181,22 +209,79 @@ def clip_update_mod(msg: Message, context: Context, call_next) -> Message:
 # -- ServerApp: message API -----------------------------------------------------------------------
 
 
-def screen_replies(server_round: int, replies: Iterable[Message]) -> tuple[list[Message], int]:
-    """The replies that arrived without error and hold only finite arrays, and how many were
-    dropped (or refused by their node) for holding NaN/±inf. Logs every reply left out."""
-    usable, nonfinite = [], 0
+def malformed_reason(
+    message: Message, current: ArrayRecord, weighted_by_key: str = "num-examples"
+) -> str | None:
+    """Why ``message``'s content is not a model of the current global model's form, or ``None``.
+
+    A usable reply holds exactly one ``ArrayRecord`` with the same keys as ``current`` and, under
+    each key, an array of the same shape and dtype (as deserialised, not as the reply declares
+    it), and exactly one ``MetricRecord`` whose ``weighted_by_key`` is a finite number > 0.
+    Anything else would raise inside the average (a missing key) or broadcast silently
+    (a shape-``(1,)`` array in ``θ_k − θ``), so the server drops it instead.
+    """
+    content = message.content
+    if len(content.array_records) != 1:
+        return f"{len(content.array_records)} ArrayRecords, expected 1"
+    record = next(iter(content.array_records.values()))
+    if set(record) != set(current):
+        missing = sorted(set(current) - set(record))
+        extra = sorted(set(record) - set(current))
+        return f"array keys differ from the global model's (missing {missing}, extra {extra})"
+    try:
+        arrays = {k: record[k].numpy() for k in record}
+    except Exception as error:  # noqa: BLE001 - any undecodable array is a malformed reply
+        return f"an array could not be decoded ({type(error).__name__}: {error})"
+    for k, reference in current.items():
+        array, expected = arrays[k], reference.numpy()
+        if array.shape != expected.shape or array.dtype != expected.dtype:
+            return (
+                f"array {k!r} is {array.dtype}{list(array.shape)}, the global model's is "
+                f"{expected.dtype}{list(expected.shape)}"
+            )
+    if len(content.metric_records) != 1:
+        return f"{len(content.metric_records)} MetricRecords, expected 1"
+    metrics = next(iter(content.metric_records.values()))
+    weight = metrics.get(weighted_by_key)
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        return f"metric {weighted_by_key!r} is {weight!r}, not a number"
+    if not (math.isfinite(weight) and weight > 0):
+        return f"metric {weighted_by_key!r} is {weight!r}, not a finite number > 0"
+    return None
+
+
+def screen_replies(
+    server_round: int,
+    replies: Iterable[Message],
+    current: ArrayRecord,
+    weighted_by_key: str = "num-examples",
+) -> tuple[list[Message], int]:
+    """The replies that arrived without error, have the form of the global model ``current``
+    (:func:`malformed_reason`) and hold only finite arrays, and how many were refused: dropped
+    for NaN/±inf or a malformed content, or refused by their node. Logs every reply left out.
+
+    A refused reply is a zero update, as a failed node (module docstring): it never raises, so
+    whether a model is released does not depend on any one node."""
+    usable, refused = [], 0
     for reply in replies:
+        node = reply.metadata.src_node_id
         if reply.has_error():
-            nonfinite += _is_refusal(reply.error.reason)
-            log(INFO, "round %s: node %s failed, left out: %s", server_round,
-                reply.metadata.src_node_id, reply.error.reason)  # fmt: skip
+            refused += _is_refusal(reply.error.reason)
+            log(INFO, "round %s: node %s failed, left out: %s", server_round, node,
+                reply.error.reason)  # fmt: skip
+            continue
+        reason = malformed_reason(reply, current, weighted_by_key)
+        if reason is not None:
+            refused += 1
+            log(INFO, "round %s: node %s sent a malformed reply, dropped: %s", server_round,
+                node, reason)  # fmt: skip
         elif first_nonfinite(_reply_arrays(reply)) is not None:
-            nonfinite += 1
+            refused += 1
             log(INFO, "round %s: node %s sent NaN/inf, dropped before clipping", server_round,
-                reply.metadata.src_node_id)  # fmt: skip
+                node)  # fmt: skip
         else:
             usable.append(reply)
-    return usable, nonfinite
+    return usable, refused
 
 
 class ScreenedFedAvg(FedAvg):
@@ -206,11 +291,23 @@ class ScreenedFedAvg(FedAvg):
     def __init__(self, *, report: Report, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.report = report
+        #: the global model sent this round (``configure_train``); replies must have its form
+        self.current_arrays: ArrayRecord | None = None
+
+    def configure_train(  # noqa: D102
+        self, server_round: int, arrays: ArrayRecord, config, grid
+    ) -> Iterable[Message]:
+        self.current_arrays = arrays
+        return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        usable, nonfinite = screen_replies(server_round, replies)
+        if self.current_arrays is None:
+            raise RuntimeError("aggregate_train before configure_train: no global model to check")
+        usable, nonfinite = screen_replies(
+            server_round, replies, self.current_arrays, self.weighted_by_key
+        )
         self.report(server_round, len(usable), nonfinite)
         if not usable:
             return None, None
@@ -233,7 +330,9 @@ class FixedDenominatorServerSideClipping(DifferentialPrivacyServerSideFixedClipp
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        usable, nonfinite = screen_replies(server_round, replies)
+        usable, nonfinite = screen_replies(
+            server_round, replies, self.current_arrays, self.strategy.weighted_by_key
+        )
         self.report(server_round, len(usable), nonfinite)
         current = self.current_arrays.to_torch_state_dict()
         total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in current.items()}

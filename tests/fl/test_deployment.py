@@ -284,3 +284,22 @@ def test_the_test_certificates_pass_python_313s_strict_verification(tmp_path: Pa
         ):
             assert tls.recv(2) == b"ok"
         server.join(timeout=10)
+
+
+def test_the_private_key_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
+    """The key file is created with mode 0600 (not written under the umask and narrowed after),
+    and a file an attacker planted at its path (here a symlink) is replaced, not written through."""
+    from course_lib.fl.deployment import make_tls_files
+
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    planted = tmp_path / "planted"
+    planted.write_text("attacker's")
+    (folder / "server.key").symlink_to(planted)
+    old = os.umask(0)
+    try:
+        files = make_tls_files(folder, hosts=("127.0.0.1",))
+    finally:
+        os.umask(old)
+    assert files["key"].stat().st_mode & 0o777 == 0o600
+    assert not files["key"].is_symlink() and planted.read_text() == "attacker's"

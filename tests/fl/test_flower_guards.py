@@ -29,7 +29,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, 
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
 from flwr.supercore.task_identity import TaskIdentity
 
-from course_lib.fl.dp_fedavg import clip_update, dp_aggregate
+from course_lib.fl.dp_fedavg import clip_update, dp_aggregate, dp_fedavg_epsilon
 from course_lib.fl.flower import APP_DIR, AppConfig, node_partition
 from course_lib.randomness import InsecureSeededRandom
 
@@ -217,6 +217,9 @@ def test_fedavg_mode_averages_the_finite_replies_only():
     poisoned = {k: torch.full_like(v, math.nan) for k, v in theta.items()}
     counts = []
     strategy = guards.ScreenedFedAvg(report=lambda *c: counts.append(c))
+    with pytest.raises(RuntimeError, match="configure_train"):  # no global model to check against
+        strategy.aggregate_train(1, [_reply(0, states[0])])
+    strategy.current_arrays = ArrayRecord(theta)  # what configure_train records
     replies = [_reply(0, states[0]), _reply(1, poisoned), _reply(2, states[2]),
                _failure(3, "crash")]  # fmt: skip
     arrays, _ = strategy.aggregate_train(1, replies)
@@ -225,6 +228,83 @@ def test_fedavg_mode_averages_the_finite_replies_only():
         torch.testing.assert_close(arrays.to_torch_state_dict()[k], mean[k])
     assert counts == [(1, 2, 1)]
     assert strategy.aggregate_train(2, [_reply(1, poisoned)]) == (None, None)  # model stays
+
+
+def _malformed_states(theta, state):
+    """Node 2's hostile replies: ``state`` with a key missing, a key added, a shape changed (to
+    shapes that broadcast in ``θ_k − θ``: ``(1,)`` and ``(1, 5)``, and to one that does not) or
+    a dtype changed."""
+    missing = {k: v for k, v in state.items() if k != "b"}
+    extra = {**state, "c": torch.zeros(3)}
+    return {
+        "missing key": missing,
+        "extra key": extra,
+        "shape (1,)": {**state, "b": state["b"][:1] * 1e3},
+        "shape (1, 5)": {**state, "w": state["w"][:1] * 1e3},
+        "shape (5, 20)": {**state, "w": state["w"].T.contiguous()},
+        "dtype float64": {k: v.double() for k, v in state.items()},
+        "dtype float16": {**state, "b": state["b"].half()},
+    }
+
+
+def test_malformed_replies_count_as_zero_updates_in_both_message_api_modes():
+    """A node (hostile, or running other code) replies with keys, shapes or dtypes unlike the
+    global model's: the server drops it and counts it, as a NaN reply — no KeyError aborting the
+    round, no shape-(1,) array broadcast into the average. The release is the course's with that
+    node's update left out (K kept), so adding it moves the release by 0 ≤ C/K."""
+    theta = _global_state()
+    states = _client_states(theta, scales=(0.3, 2.0, 50.0))
+    without = [_reply(0, states[0]), _reply(1, states[1])]
+    updates = [{k: s[k] - theta[k] for k in theta} for s in states[:2]]
+    nan_update = {k: torch.full_like(v, math.nan) for k, v in theta.items()}
+    course, _ = _course_release(theta, [*updates, nan_update])
+    released_without, _ = _release(without, theta)
+    for name, bad in _malformed_states(theta, states[2]).items():
+        released, counts = _release([*without, _reply(2, bad)], theta)
+        assert counts == [(1, 2, 1)], name  # 2 averaged, 1 refused
+        for k in theta:
+            torch.testing.assert_close(released[k], course[k], atol=1e-7, rtol=0, msg=name)
+        assert _distance(released, released_without) <= C / K
+        assert _distance(released, released_without) == 0.0, name
+        fedavg_counts: list[tuple] = []
+        strategy = guards.ScreenedFedAvg(report=lambda *c, f=fedavg_counts: f.append(c))
+        strategy.current_arrays = ArrayRecord(theta)
+        arrays, _ = strategy.aggregate_train(1, [*without, _reply(2, bad)])
+        for k in theta:
+            torch.testing.assert_close(
+                arrays.to_torch_state_dict()[k], (states[0][k] + states[1][k]) / 2, msg=name
+            )
+        assert fedavg_counts == [(1, 2, 1)], name
+
+
+def test_replies_without_a_positive_weight_or_with_extra_records_are_dropped():
+    theta = _global_state()
+    states = _client_states(theta)
+    arrays = ArrayRecord(states[2])
+    hostile = {
+        "no num-examples": RecordDict({"arrays": arrays, "metrics": MetricRecord({"loss": 1.0})}),
+        "num-examples 0": RecordDict(
+            {"arrays": arrays, "metrics": MetricRecord({"num-examples": 0})}
+        ),
+        "num-examples nan": RecordDict(
+            {"arrays": arrays, "metrics": MetricRecord({"num-examples": math.nan})}
+        ),
+        "two ArrayRecords": RecordDict(
+            {
+                "arrays": arrays,
+                "more": ArrayRecord(states[2]),
+                "metrics": MetricRecord({"num-examples": 100}),
+            }
+        ),  # fmt: skip
+        "no MetricRecord": RecordDict({"arrays": arrays}),
+    }
+    current = ArrayRecord(theta)
+    for name, content in hostile.items():
+        reply = Message(content=content, reply_to=_instruction(2))
+        assert guards.malformed_reason(reply, current) is not None, name
+        released, counts = _release([_reply(0, states[0]), _reply(1, states[1]), reply], theta)
+        assert counts == [(1, 2, 1)], name
+    assert guards.malformed_reason(_reply(0, states[0]), current) is None
 
 
 # -- SecAgg+ with client-side clipping (mode secagg+dp): the server only sees the mean ------------
@@ -265,8 +345,29 @@ def test_secaggplus_mean_of_n_replies_is_rescaled_to_the_fixed_denominator():
         np.testing.assert_array_equal(r, t)
     assert counts[-1] == (2, 0, 3)
     crashed = Exception(Error(code=0, reason="RuntimeError: fault injected"))
+    # two nodes failing with equal reasons are two failures (distinct Error objects)
+    twins = [Exception(Error(code=0, reason=f"{guards.NONFINITE_REFUSAL}: array 0")) for _ in "ab"]
+    strategy.aggregate_fit(4, results, twins * 2)
+    assert counts[-1] == (4, 2, 2)
     strategy.aggregate_fit(3, results, [crashed, crashed])  # an error, not a NaN: not counted
     assert counts[-1] == (3, 2, 0)
+
+
+def test_distinct_failures_tell_nodes_apart_by_their_reply_not_by_an_equal_string():
+    """Failures carry no node id; Flower's SecAgg+ wraps each failed reply's own Error object
+    (twice in stage 2). Equal strings, which Python may intern to one object, are not one node."""
+    reason = guards.NONFINITE_REFUSAL + ": array 0"
+    same_string = [Exception(reason), Exception(reason)]  # two nodes, the same (interned) str
+    assert same_string[0].args[0] is same_string[1].args[0]
+    assert guards.distinct_failures(same_string) == same_string
+    assert guards.count_refusals(same_string) == 2
+    one_error = Error(code=0, reason=reason)
+    twice = [Exception(one_error), Exception(one_error)]  # one node, appended twice
+    assert guards.distinct_failures(twice) == twice[:1]
+    assert guards.count_refusals(twice) == 1
+    two_errors = [Exception(Error(code=0, reason=reason)) for _ in range(2)]  # equal, 2 nodes
+    assert guards.count_refusals(two_errors * 2) == 2
+    assert guards.count_refusals([*twice, *two_errors, *same_string]) == 5
 
 
 # -- ClientApp mods -------------------------------------------------------------------------------
@@ -354,6 +455,53 @@ def test_client_side_clipping_matches_the_course_and_passes_a_zero_update():
     reply = guards.clip_update_mod(msg, context, lambda m, c: _legacy_reply(m, untouched))
     sent = parameters_to_ndarrays(compat.recorddict_to_fitres(reply.content, True).parameters)
     np.testing.assert_array_equal(sent[0], untouched[0])
+
+
+def test_client_clipping_mode_refuses_to_send_an_unclipped_update():
+    """secagg+dp: a server that sends no clipping norm (misconfigured, or hostile) gets no
+    unclipped update — the node refuses before training; other modes pass the message on."""
+    theta = [np.zeros(3, dtype=np.float32)]
+    trained = []
+
+    def train(m, c):
+        trained.append(m)
+        return _legacy_reply(m, [theta[0] + 3.0])
+
+    context = _context(mode="secagg+dp", num_nodes=3, train_samples=300, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match=guards.CLIPPING_REFUSAL) as refused:
+        guards.clip_update_mod(_legacy_instruction(theta), context, train)
+    assert KEY_CLIPPING_NORM in str(refused.value) and "secagg+dp" in str(refused.value)
+    assert trained == []  # refused before any training
+    reply = guards.clip_update_mod(_legacy_instruction(theta, clipping_norm=C), context, train)
+    sent = parameters_to_ndarrays(compat.recorddict_to_fitres(reply.content, True).parameters)
+    assert float(np.linalg.norm(sent[0] - theta[0])) == pytest.approx(C, rel=1e-6)
+    plain = _context(mode="secagg+", num_nodes=3, train_samples=300)
+    reply = guards.clip_update_mod(_legacy_instruction(theta), plain, train)
+    sent = parameters_to_ndarrays(compat.recorddict_to_fitres(reply.content, True).parameters)
+    np.testing.assert_array_equal(sent[0], theta[0] + 3.0)  # no DP: nothing to clip
+
+
+def test_secagg_quantization_range_has_a_floor():
+    with pytest.raises(ValueError, match=r"secagg-quantization-range.*2\*\*8 = 256.*got 2\b"):
+        AppConfig(secagg_quantization_range=2)
+    with pytest.raises(ValueError, match="secagg-quantization-range"):
+        AppConfig(secagg_quantization_range=255)
+    assert AppConfig(secagg_quantization_range=256).secagg_quantization_range == 256
+
+
+def test_the_quoted_epsilons_are_the_accountants():
+    """guards.py and flower_app/README.md quote ε ≈ 32.6 (Flower's wrappers, 3 nodes, one failed:
+    influence C/2 under noise σC/3, i.e. noise multiplier 2σ/3) against 19.1 (fixed K), ten
+    rounds at σ = 1, δ = 1e-5, q = 1."""
+    sigma, rounds, delta = 1.0, 10, 1e-5
+    fixed_k = dp_fedavg_epsilon(sigma, 1.0, rounds, delta)
+    flower = dp_fedavg_epsilon(sigma * (C / K) / (C / 2), 1.0, rounds, delta)  # std / influence
+    assert f"{fixed_k:.1f}" == "19.1" and f"{flower:.1f}" == "32.6"
+    readme = (APP_DIR / "README.md").read_text()
+    for text in (guards.__doc__, readme):
+        flat = " ".join(text.split())
+        assert f"ε ≈ {flower:.1f}" in flat and f"{fixed_k:.1f}" in flat
+        assert "σ = 1" in flat and "δ = 1e-5" in flat
 
 
 def test_node_config_is_checked_against_the_run():

@@ -25,6 +25,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +34,30 @@ import nbformat
 import pytest
 import torch
 
-from tools.grade import find_submissions, main
+from tools.grade import _events, find_submissions, main
 from tools.grading import codec
 from tools.grading.hidden import HIDDEN
-from tools.grading.judge import Callee, Verdict, imported_function, judge_all
+from tools.grading.judge import (
+    MAX_RECORD_BYTES,
+    Callee,
+    Verdict,
+    _record,
+    imported_function,
+    judge_all,
+)
 from tools.grading.lesson import (
     infer_lesson,
     lesson_exercises,
     lesson_notebook,
     reference_solutions,
 )
-from tools.grading.sandbox import Sandbox, SandboxUnavailable, require_bwrap
+from tools.grading.sandbox import (
+    Sandbox,
+    SandboxUnavailable,
+    UnsafeFile,
+    read_scratch_file,
+    require_bwrap,
+)
 from tools.student_edition import make_student_notebook
 
 try:
@@ -51,7 +65,20 @@ try:
     NO_SANDBOX = ""
 except SandboxUnavailable as error:  # said, not hidden: grading needs bubblewrap
     NO_SANDBOX = str(error)
-needs_sandbox = pytest.mark.skipif(bool(NO_SANDBOX), reason=f"no sandbox here: {NO_SANDBOX}")
+REQUIRE_SANDBOX = os.environ.get("COURSE_REQUIRE_SANDBOX") == "1"  # CI: never skip these
+
+
+@pytest.fixture(scope="session")
+def sandbox_available() -> None:
+    """Skip, saying why, where bubblewrap cannot start — or fail where COURSE_REQUIRE_SANDBOX=1
+    (CI), so that a sandbox that stopped working cannot pass as skipped tests."""
+    if NO_SANDBOX and REQUIRE_SANDBOX:
+        pytest.fail(f"COURSE_REQUIRE_SANDBOX=1 but the sandbox cannot start: {NO_SANDBOX}")
+    if NO_SANDBOX:
+        pytest.skip(f"no sandbox here: {NO_SANDBOX} (set COURSE_REQUIRE_SANDBOX=1 to fail)")
+
+
+needs_sandbox = pytest.mark.usefixtures("sandbox_available")
 MARKER = "grading-endless-5c1d"  # in the command line of the endless notebook's child process
 
 EXERCISES = ["01.reshape", "01.broadcast", "01.independent_copy", "01.gradient"]
@@ -171,9 +198,7 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if NO_SANDBOX:
-        pytest.skip(f"no sandbox here: {NO_SANDBOX}")
+def graded(tmp_path_factory: pytest.TempPathFactory, sandbox_available: None) -> Path:
     folder = tmp_path_factory.mktemp("grading")
     submissions = folder / "submissions"
     submissions.mkdir()
@@ -292,10 +317,15 @@ def test_the_lesson_is_read_from_the_submissions_or_must_be_given(tmp_path: Path
 
 
 def _judge(
-    lesson: str, answers: dict[str, Any], tmp_path: Path, **options: Any
+    lesson: str,
+    answers: dict[str, Any],
+    tmp_path: Path,
+    tamper: Callable[[Path], None] | None = None,
+    **options: Any,
 ) -> dict[str, Verdict]:
     """Judge ``answers`` (exercise → function or value) of ``lesson`` as ``tools.grade`` does:
-    the records the notebook runner would leave, a sandboxed callee for the functions."""
+    the records the notebook runner would leave (then ``tamper(answers folder)``, as a submission
+    could), a sandboxed callee for the functions."""
     plan = [e.to_json() for e in lesson_exercises(lesson) if e.name in answers]
     sandbox = Sandbox(tmp_path / "scratch")
     sandbox.prepare()
@@ -310,6 +340,8 @@ def _judge(
             record = {"value": codec.encode(answer)}
         (folder / f"{exercise['name']}.json").write_text(json.dumps(record))
     os.system(f"chmod -R a+rX {tmp_path / 'scratch'}")  # readable by the sandbox's user
+    if tamper is not None:
+        tamper(folder)
     serve = sandbox.wrap([sys.executable, "-m", "tools.grading.execute", "serve"])
     callee = Callee(sandbox, serve, serve)
     options = {"seed": 0, "function_timeout": 60, **options}
@@ -472,6 +504,210 @@ def test_course_objects_cross_as_their_attributes_and_only_allowed_classes_are_m
     assert len(fresh.items) == fresh.before  # nothing was made
     with pytest.raises(codec.NotPlainData):
         codec.encode(x)  # a value answer never carries objects
+
+
+def _tampering() -> list[tuple[Callable[[Any], Any], str]]:
+    """Learner functions for 17.secure_relu that hide what they did from the log, and what the
+    judge says of each; made here (not at module level) so cloudpickle sends them by value."""
+
+    def _peek_then_reset_share_reads(x: Any) -> Any:
+        x.shares.sum(0)  # the peek the audit counts ...
+        out = x * (1 - x.ltz())
+        x.session.log.share_reads = 0  # ... hidden again
+        return out
+
+    def _reveal_then_reset_the_log(x: Any) -> Any:
+        x.reveal()
+        out = x * (1 - x.ltz())
+        x.session.log.reset()
+        return out
+
+    def _clear_the_openings(x: Any) -> Any:
+        out = x * (1 - x.ltz())
+        x.session.log.openings.clear()
+        return out
+
+    def _swap_in_a_fresh_log(x: Any) -> Any:
+        from course_lib.smpc.communication import CommunicationLog
+
+        x.session.log = CommunicationLog(x.session.n_parties)
+        x.shares.sum(0)
+        return x * (1 - x.ltz())
+
+    return [
+        (_peek_then_reset_share_reads, "it lowered the log's count of share reads"),
+        (_reveal_then_reset_the_log, "it lowered the communication log's total cost"),
+        (_clear_the_openings, "it removed entries from the log's openings"),
+        (
+            _swap_in_a_fresh_log,
+            "it made an object of class 'course_lib.smpc.communication:CommunicationLog', which "
+            "no reply may make",
+        ),
+    ]
+
+
+TAMPERING = _tampering()
+
+
+@pytest.mark.parametrize(("attack", "reason"), TAMPERING, ids=[a.__name__ for a, _ in TAMPERING])
+def test_a_reply_that_shrinks_or_replaces_the_log_is_refused_and_changes_nothing(
+    attack: Callable[[Any], Any], reason: str
+) -> None:
+    """Across the wall the judge's communication log only grows: a reply whose log lost counts or
+    entries it held before the call, or whose session holds another log, is
+    :class:`codec.Tampered` and leaves every judge object as it was; the honest call's reply is
+    applied."""
+    import pickle
+
+    from course_lib.randomness import InsecureSeededRandom
+    from course_lib.smpc.session import Session
+
+    session = Session(2, rng=InsecureSeededRandom(0))
+    x = session.share(torch.tensor([1.0, -2.0, 3.0]))
+    x.shares.sum(0), x * x  # the log already holds a share read, an input and openings
+    log = session.log
+    assert log.share_reads == 1 and log.inputs and log.openings
+    before = (log.total, dict(log.by_operation), log.share_reads, list(log.openings))
+    judge_side = codec.Objects([x])
+    (copy,) = pickle.loads(pickle.dumps((x,)))
+    sandbox_side = codec.Objects([copy])
+    result = codec.encode(attack(copy), [], objects=sandbox_side)
+    wire = json.loads(json.dumps([result, sandbox_side.encode_all([])]))
+    with pytest.raises(codec.Tampered, match=reason):
+        judge_side.apply(wire[1], [])
+    assert session.log is log
+    assert (log.total, log.by_operation, log.share_reads, log.openings) == before
+
+    honest = codec.Objects([x])
+    (copy,) = pickle.loads(pickle.dumps((x,)))
+    sandbox_side = codec.Objects([copy])
+    codec.encode(copy * (1 - copy.ltz()), [], objects=sandbox_side)
+    honest.apply(json.loads(json.dumps(sandbox_side.encode_all([]))), [])
+    assert session.log is log and log.share_reads == 1 and len(log.openings) > len(before[3])
+
+
+@needs_sandbox
+def test_a_secure_function_that_hides_its_peek_from_the_log_fails_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    """17.secure_relu that reads the shares (or reveals) and then resets, clears or replaces the
+    session's log inside the sandbox — where the checker had just reset it: refused as tampering
+    (the judge pads every log it sends), with the reason in the feedback; the honest protocol
+    passes across the same wall."""
+
+    def honest(x):
+        return x * (1 - x.ltz())
+
+    answers = [honest, *(attack for attack, _ in TAMPERING)]
+    verdicts = [
+        _judge("17", {"17.secure_relu": f}, tmp_path / str(i))["17.secure_relu"]
+        for i, f in enumerate(answers)
+    ]
+    assert verdicts[0].passed, verdicts[0].reason
+    for verdict, (_, reason) in zip(verdicts[1:], TAMPERING, strict=True):
+        assert not verdict.passed
+        assert verdict.reason.startswith(
+            f"secure_relu(...) tampered with the grader's objects: {reason}; an honest protocol "
+            "run only adds to the session's communication log, so this answer is refused"
+        ), verdict.reason
+
+
+def test_scratch_files_are_read_only_as_small_regular_files_never_through_links(
+    tmp_path: Path,
+) -> None:
+    """Every judge-side read of a file the sandbox wrote: a symbolic link (to /dev/zero, or a
+    linked folder on the way), a FIFO and a file over the cap are refused with the reason, at
+    once (nothing hangs, nothing large is read); a missing file is None."""
+    answers = tmp_path / "answers"
+    answers.mkdir()
+    (answers / "ok.json").write_text('{"value": 1}')
+    (answers / "zero.json").symlink_to("/dev/zero")
+    os.mkfifo(answers / "pipe.json")
+    with (answers / "big.json").open("wb") as file:
+        file.truncate(MAX_RECORD_BYTES + 1)  # sparse: no disk used
+    (tmp_path / "linked").symlink_to(answers)
+    assert read_scratch_file(tmp_path, "answers/ok.json", 100) == b'{"value": 1}'
+    assert read_scratch_file(tmp_path, "answers/none.json", 100) is None
+    with pytest.raises(UnsafeFile, match="answers/zero.json is a symbolic link"):
+        read_scratch_file(tmp_path, "answers/zero.json", 100)
+    with pytest.raises(UnsafeFile, match="answers/pipe.json is not a regular file"):
+        read_scratch_file(tmp_path, "answers/pipe.json", 100)
+    with pytest.raises(UnsafeFile, match="linked is not a folder"):
+        read_scratch_file(tmp_path, "linked/ok.json", 100)
+    with pytest.raises(UnsafeFile, match="larger than the grader reads"):
+        read_scratch_file(tmp_path, "answers/ok.json", 5)
+    with pytest.raises(ValueError, match="below the scratch"):
+        read_scratch_file(tmp_path, "answers/../ok.json", 100)
+    assert _record(tmp_path, "ok") == {"value": 1}
+    assert _record(tmp_path, "none") is None
+    assert _record(tmp_path, "zero") == {
+        "unreadable": "answers/zero.json is a symbolic link or cannot be opened"
+    }
+    assert _record(tmp_path, "pipe") == {"unreadable": "answers/pipe.json is not a regular file"}
+    assert _record(tmp_path, "big") == {
+        "unreadable": f"answers/big.json is larger than the grader reads ({MAX_RECORD_BYTES:,} "
+        "bytes)"
+    }
+    (tmp_path / "events.jsonl").symlink_to("/dev/zero")
+    assert _events(tmp_path / "events.jsonl") == []
+    (tmp_path / "events.jsonl").unlink()
+    os.mkfifo(tmp_path / "events.jsonl")
+    assert _events(tmp_path / "events.jsonl") == []
+
+
+@needs_sandbox
+def test_answer_files_that_are_links_fifos_or_too_large_fail_only_their_exercise(
+    tmp_path: Path,
+) -> None:
+    """A submission that leaves answers/NAME.pkl as a link to /dev/zero, a FIFO or a file over
+    the cap: each of those exercises fails with the reason, the judge neither hangs nor runs out
+    of memory, and the next exercise is judged as usual."""
+    import math
+
+    def coin_flip_response(truth, first_coin, second_coin):
+        return torch.where(first_coin, truth, second_coin)
+
+    def rr_epsilon(p_truth):
+        return math.log((p_truth + (1 - p_truth) / 2) / ((1 - p_truth) / 2))
+
+    def debias(noisy_answers, p_truth):
+        return (noisy_answers.double().mean().item() - (1 - p_truth) / 2) / p_truth
+
+    def group_epsilon(p_truth, k):
+        return k * math.log((1 + p_truth) / (1 - p_truth))
+
+    def tamper(folder: Path) -> None:
+        (folder / "05.coin_flip.pkl").unlink()
+        (folder / "05.coin_flip.pkl").symlink_to("/dev/zero")
+        (folder / "05.rr_epsilon.pkl").unlink()
+        os.mkfifo(folder / "05.rr_epsilon.pkl")
+        with (folder / "05.debias.pkl").open("ab") as file:
+            file.truncate(MAX_RECORD_BYTES + 1)
+
+    answers = {
+        "05.coin_flip": coin_flip_response,
+        "05.rr_epsilon": rr_epsilon,
+        "05.debias": debias,
+        "05.group_privacy": group_epsilon,
+    }
+    verdicts = _judge("05", answers, tmp_path, tamper=tamper)
+    assert {name: (v.passed, v.reason) for name, v in verdicts.items()} == {
+        "05.coin_flip": (
+            False,
+            "your answer could not be read (answers/05.coin_flip.pkl is a symbolic link or "
+            "cannot be opened)",
+        ),
+        "05.rr_epsilon": (
+            False,
+            "your answer could not be read (answers/05.rr_epsilon.pkl is not a regular file)",
+        ),
+        "05.debias": (
+            False,
+            "your answer could not be read (answers/05.debias.pkl is larger than the grader "
+            f"reads ({MAX_RECORD_BYTES:,} bytes))",
+        ),
+        "05.group_privacy": (True, "correct (course check and hidden tests)"),
+    }
 
 
 @needs_sandbox

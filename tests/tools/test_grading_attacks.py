@@ -44,7 +44,20 @@ try:
     NO_SANDBOX = ""
 except SandboxUnavailable as error:  # said, not hidden: these tests need bubblewrap
     NO_SANDBOX = str(error)
-pytestmark = pytest.mark.skipif(bool(NO_SANDBOX), reason=f"no sandbox here: {NO_SANDBOX}")
+REQUIRE_SANDBOX = os.environ.get("COURSE_REQUIRE_SANDBOX") == "1"  # CI: never skip these
+
+
+@pytest.fixture(scope="session")
+def sandbox_available() -> None:
+    """Skip, saying why, where bubblewrap cannot start — or fail where COURSE_REQUIRE_SANDBOX=1
+    (CI), so that a sandbox that stopped working cannot pass as skipped tests."""
+    if NO_SANDBOX and REQUIRE_SANDBOX:
+        pytest.fail(f"COURSE_REQUIRE_SANDBOX=1 but the sandbox cannot start: {NO_SANDBOX}")
+    if NO_SANDBOX:
+        pytest.skip(f"no sandbox here: {NO_SANDBOX} (set COURSE_REQUIRE_SANDBOX=1 to fail)")
+
+
+pytestmark = pytest.mark.usefixtures("sandbox_available")
 
 FUNCTION_TIMEOUT = 10
 MARKER = "grading-attack-7f3a"  # in the command line of every process an attack leaves behind
@@ -270,7 +283,7 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def graded(tmp_path_factory: pytest.TempPathFactory, sandbox_available: None) -> Path:
     folder = tmp_path_factory.mktemp("attacks")
     submissions = folder / "submissions"
     submissions.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -110,3 +111,36 @@ def test_command_checks_and_writes_only_the_lessons_named(tmp_path, capsys):
     with pytest.raises(ValueError, match="no lesson"):
         main(["--check", "99", *root])
     capsys.readouterr()
+
+
+def _seconds(run_time: str) -> int:
+    """``"~20 s"`` → 20; ``"< 10 s"`` counts as 10 (an upper bound)."""
+    match = re.fullmatch(r"(?:~|< )(\d+) s", run_time)
+    assert match, f"unexpected run time {run_time!r} in the README's course map"
+    return int(match.group(1))
+
+
+def _lesson_numbers(spans: str) -> set[str]:
+    """``"00–03, 09–14"`` → {"00", "01", "02", "03", "09", …, "14"}."""
+    numbers = set()
+    for span in spans.split(","):
+        first, _, last = span.strip().partition("–")
+        numbers |= {f"{n:02d}" for n in range(int(first), int(last or first) + 1)}
+    return numbers
+
+
+def test_instructors_path_times_are_the_sums_of_the_course_map() -> None:
+    """Each row of INSTRUCTORS.md's path table states the README's per-lesson figures summed
+    (rounded to the minute), over the lessons the row names."""
+    per_lesson = {lesson.number: _seconds(lesson.run_time) for lesson in LESSONS}
+    text = (ROOT / "INSTRUCTORS.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| [^|]+ \| ([0-9–, ]+) \| ~(\d+) min \|", text, flags=re.M)
+    assert len(rows) == 4, rows
+    for spans, minutes in rows:
+        numbers = _lesson_numbers(spans)
+        assert numbers <= per_lesson.keys(), spans
+        total = sum(per_lesson[n] for n in numbers)
+        assert round(total / 60) == int(minutes), (
+            f"INSTRUCTORS.md: lessons {spans} take {total} s by the README's course map, "
+            f"not ~{minutes} min"
+        )

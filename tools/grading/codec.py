@@ -39,8 +39,11 @@ import torch
 __all__ = [
     "MAX_DEPTH",
     "OBJECT_CLASSES",
+    "MUTABLE_ATTRIBUTES",
     "NotPlainData",
+    "OBJECT_CLASSES_ATTRIBUTES",
     "Objects",
+    "Tampered",
     "decode",
     "encode",
     "tensors_in",
@@ -111,7 +114,11 @@ def _course_object(value: Any) -> bool:
 
 
 def _class_name(value: Any) -> str:
-    return f"{type(value).__module__}:{type(value).__qualname__}"
+    return _class_name_of(type(value))
+
+
+def _class_name_of(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 class Objects:
@@ -153,9 +160,13 @@ class Objects:
         return [[index, state] for index, state in sorted(self.states.items())]
 
     def apply(self, data: Any, arguments: list[torch.Tensor] | None = None) -> None:
-        """Bring a reply's ``objects`` into the judge's objects: each argument object gets the
-        attributes the call left it (same class only), new objects are made (classes of
-        :data:`OBJECT_CLASSES` only) and referred to. ValueError for anything malformed."""
+        """Bring a reply's ``objects`` into the judge's objects. New objects are made (classes of
+        :data:`OBJECT_CLASSES` only, with their own attributes only) and referred to. An argument
+        object may change only the attributes of :data:`MUTABLE_ATTRIBUTES` (what an honest
+        protocol run changes); every other attribute must come back as the judge has it, and a
+        :class:`~course_lib.smpc.communication.CommunicationLog` only grows (counters never
+        decrease, lists only extend what they held): :class:`Tampered` otherwise, and nothing of
+        the judge's is changed. ValueError for anything malformed."""
         _check(type(data) is list and len(data) <= 100_000, "objects")
         states: dict[int, Any] = {}
         for pair in data:
@@ -166,10 +177,12 @@ class Objects:
         _check(made == list(range(self.before, self.before + len(made))), "object numbers")
         for index in made:
             name = states[index].get("class")
-            _check(name in OBJECT_CLASSES, f"an object of class {name!r}")
+            if name not in OBJECT_CLASSES:
+                raise Tampered(f"it made an object of class {name!r}, which no reply may make")
             module, _, qualname = str(name).partition(":")
             cls = getattr(importlib.import_module(module), qualname)
             self.items.append(cls.__new__(cls))
+        pending: list[tuple[int, Any, dict[str, Any]]] = []
         for index, body in states.items():
             _check(0 <= index < len(self.items), "object number")
             target = self.items[index]
@@ -179,8 +192,128 @@ class Objects:
                 _check(type(pair) is list and len(pair) == 2 and type(pair[0]) is str, "state")
                 _check(pair[0].isidentifier() and not pair[0].startswith("__"), "attribute")
                 attributes[pair[0]] = decode(pair[1], arguments, MAX_DEPTH, self)
+            pending.append((index, target, attributes))
+        changes: list[tuple[Any, dict[str, Any]]] = []
+        for index, target, attributes in pending:
+            name = _class_name(target)
+            if index >= self.before:  # made by this reply: its class's own attributes only
+                unknown = set(attributes) - OBJECT_CLASSES_ATTRIBUTES[name]
+                _check(not unknown, f"attributes {sorted(unknown)} of a {name}")
+                for key, value in attributes.items():
+                    object.__setattr__(target, key, value)
+                continue
+            allowed = frozenset().union(
+                *(
+                    MUTABLE_ATTRIBUTES.get(_class_name_of(c), frozenset())
+                    for c in type(target).__mro__
+                )
+            )
+            current = vars(target)
+            for key, value in attributes.items():
+                if key not in allowed and (key not in current or not _same(current[key], value)):
+                    raise Tampered(f"it changed `{key}` of the judge's {type(target).__name__}")
+            changes.append((target, {k: v for k, v in attributes.items() if k in allowed}))
+        for target, attributes in changes:
+            if _class_name(target) == _LOG:
+                _check_log_grows(target, attributes)
+        for target, attributes in changes:
             for key, value in attributes.items():
                 object.__setattr__(target, key, value)
+
+
+class Tampered(ValueError):
+    """A reply that changes what an honest call cannot: an attribute of a judge's object outside
+    :data:`MUTABLE_ATTRIBUTES`, or a communication log that shrank."""
+
+
+_LOG = "course_lib.smpc.communication:CommunicationLog"
+_COST = ("rounds", "bytes", "offline_bytes")
+#: The attributes a new object of each class of :data:`OBJECT_CLASSES` is made with.
+OBJECT_CLASSES_ATTRIBUTES = {
+    "course_lib.smpc.tensor:SharedTensor": frozenset({"_shares", "session", "scale_bits"}),
+    "course_lib.smpc.communication:Cost": frozenset(_COST),
+    "course_lib.smpc.communication:Output": frozenset({"operation", "receiver", "elements"}),
+    "course_lib.smpc.communication:Opening": frozenset({"operation", "sharing", "shapes"}),
+    "course_lib.smpc.communication:Input": frozenset({"operation", "sender", "elements"}),
+}
+#: The attributes of an object the call's arguments held that a reply may change: what an honest
+#: protocol run changes (the log's records, the random source's position); a subclass may change
+#: what its base classes may. Objects of any other class, and any other attribute, come back
+#: unchanged or the reply is :class:`Tampered`.
+MUTABLE_ATTRIBUTES = {
+    _LOG: frozenset({"total", "by_operation", "outputs", "openings", "inputs", "share_reads"}),
+    "course_lib.randomness:SecureRandom": frozenset({"_pid", "_used"}),
+    "course_lib.randomness:InsecureSeededRandom": frozenset({"_generator"}),
+    "course_lib.exercises.smpc:_CountingRandom": frozenset({"drawn"}),  # a checker's own source
+}
+
+
+def _same(old: Any, new: Any) -> bool:
+    """``new`` (decoded from a reply) is what the judge holds in ``old``: the very object for a
+    course object, equal plain data otherwise."""
+    if old is new:
+        return True
+    if type(old) is not type(new) or _course_object(old):
+        return False
+    if isinstance(old, torch.Tensor):
+        return old.dtype == new.dtype and old.shape == new.shape and bool(torch.equal(old, new))
+    if isinstance(old, np.ndarray):
+        return old.dtype == new.dtype and bool(np.array_equal(old, new, equal_nan=True))
+    if isinstance(old, np.random.Generator):
+        return bool(old.bit_generator.state == new.bit_generator.state)
+    if isinstance(old, torch.Generator):
+        return bool(torch.equal(old.get_state(), new.get_state()))
+    if isinstance(old, list | tuple):
+        return len(old) == len(new) and all(map(_same, old, new))
+    if isinstance(old, dict):
+        return old.keys() == new.keys() and all(_same(old[k], new[k]) for k in old)
+    if isinstance(old, float) and math.isnan(old):
+        return math.isnan(new)
+    try:
+        return bool(old == new)
+    except Exception:
+        return False
+
+
+def _counts(cost: Any, what: str) -> tuple[int, ...]:
+    if _class_name(cost) != "course_lib.smpc.communication:Cost":
+        raise Tampered(f"it replaced the log's {what} with a {type(cost).__name__}")
+    counts = [getattr(cost, key, None) for key in _COST]
+    if not all(type(count) is int for count in counts):
+        raise Tampered(f"it put a non-integer count into the log's {what}")
+    return tuple(int(count) for count in counts if type(count) is int)
+
+
+def _check_log_grows(log: Any, new: dict[str, Any]) -> None:
+    """Tampered unless the log ``new`` describes (attributes not in it: as ``log`` has them) only
+    adds to ``log``: every count at least as large, every list an extension of the old one."""
+    old_total = _counts(log.total, "total")
+    new_total = _counts(new.get("total", log.total), "total")
+    if any(b < a for a, b in zip(old_total, new_total, strict=True)):
+        raise Tampered("it lowered the communication log's total cost")
+    operations = new.get("by_operation", log.by_operation)
+    if type(operations) is not dict or not all(type(k) is str for k in operations):
+        raise Tampered("it replaced the log's per-operation costs")
+    for name, cost in log.by_operation.items():
+        if name not in operations:
+            raise Tampered(f"it removed {name!r} from the log's per-operation costs")
+        old, now = _counts(cost, name), _counts(operations[name], name)
+        if any(b < a for a, b in zip(old, now, strict=True)):
+            raise Tampered(f"it lowered the log's cost of {name!r}")
+    for name in operations:
+        _counts(operations[name], name)
+    for field, cls in (("outputs", "Output"), ("openings", "Opening"), ("inputs", "Input")):
+        old_list, new_list = getattr(log, field), new.get(field, getattr(log, field))
+        if type(new_list) is not list or len(new_list) < len(old_list):
+            raise Tampered(f"it removed entries from the log's {field}")
+        if not all(a is b or a == b for a, b in zip(old_list, new_list, strict=False)):
+            raise Tampered(f"it rewrote entries of the log's {field}")
+        for entry in new_list[len(old_list) :]:
+            if _class_name(entry) != f"course_lib.smpc.communication:{cls}":
+                raise Tampered(f"it put a {type(entry).__name__} into the log's {field}")
+    reads = new.get("share_reads", log.share_reads)
+    if type(reads) is not int or reads < log.share_reads:
+        raise Tampered("it lowered the log's count of share reads")
 
 
 def _float(x: float) -> Any:

@@ -47,9 +47,10 @@ from course_lib.exercises._registry import (
     _lookup,
     run_checker,
 )
+from course_lib.smpc.communication import CommunicationLog, Cost, Input, Opening, Output
 from tools.grading import codec
 from tools.grading.hidden import HIDDEN
-from tools.grading.sandbox import Sandbox
+from tools.grading.sandbox import Sandbox, UnsafeFile, read_scratch_file
 
 __all__ = [
     "LIBRARY_RULES",
@@ -235,6 +236,19 @@ class RemoteFunction:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         message = {"op": "call", "exercise": self.exercise, "args": args, "kwargs": kwargs}
         message["files"] = _files_of([*args, *kwargs.values()])
+        logs = [
+            item
+            for item in codec.Objects([*args, *kwargs.values()]).items
+            if isinstance(item, CommunicationLog)
+        ]
+        pads = [_pad(log) for log in logs]
+        try:
+            return self._call(message, args, kwargs)
+        finally:
+            for log, pad in zip(logs, pads, strict=True):
+                _unpad(log, pad)
+
+    def _call(self, message: dict[str, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         objects = codec.Objects([*args, *kwargs.values()])  # numbered before the call, as there
         reply = self.callee.request(message)
         if "raised" in reply:
@@ -265,6 +279,12 @@ class RemoteFunction:
             if not isinstance(after, list) or len(after) != len(arguments):
                 raise ValueError("wrong number of arguments")
             changed = [codec.decode(item) for item in after]
+        except codec.Tampered as tampering:
+            raise Incorrect(
+                f"{self.__name__}(...) tampered with the grader's objects: {tampering}; an "
+                "honest protocol run only adds to the session's communication log, so this "
+                "answer is refused"
+            ) from tampering
         except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as error:
             raise Incorrect(f"{self.__name__}(...) returned data the grader cannot read") from error
         for tensor, new in zip(arguments, changed, strict=True):
@@ -276,6 +296,35 @@ class RemoteFunction:
             if tensor.is_leaf and tensor.requires_grad != new.requires_grad:
                 tensor.requires_grad_(new.requires_grad)
         return result
+
+
+#: What the judge adds to each communication log a call's arguments hold, for the call only: the
+#: sandbox gets a log that is never empty, so a function that resets it, clears one of its lists
+#: or zeroes a counter there (to hide a peek from the audit) sends back a log that shrank, and the
+#: answer is refused (:class:`codec.Tampered`). Taken off again before any checker reads the log.
+_PAD = Cost(rounds=1, bytes=1, offline_bytes=1)
+
+
+def _pad(log: CommunicationLog) -> tuple[Output, Opening, Input]:
+    entries = (
+        Output("grader", "grader", 0),
+        Opening("grader", "additive", ((0,),)),
+        Input("grader", "grader", 0),
+    )
+    log.total = log.total + _PAD
+    log.share_reads += 1
+    log.outputs.append(entries[0])
+    log.openings.append(entries[1])
+    log.inputs.append(entries[2])
+    return entries
+
+
+def _unpad(log: CommunicationLog, entries: tuple[Output, Opening, Input]) -> None:
+    """Take :func:`_pad`'s additions off again (also after a refused or failed call)."""
+    log.total = log.total - _PAD
+    log.share_reads -= 1
+    for name, entry in zip(("outputs", "openings", "inputs"), entries, strict=True):
+        setattr(log, name, [item for item in getattr(log, name) if item is not entry])
 
 
 def _files_of(arguments: list[Any]) -> dict[str, dict[str, bytes | None]]:
@@ -331,13 +380,14 @@ def imported_function(pickled: bytes) -> str | None:
 
 
 def _record(scratch: Path, name: str) -> dict[str, Any] | None:
-    path = scratch / "answers" / f"{name}.json"
-    if not path.is_file() or path.is_symlink():
-        return None
-    if path.stat().st_size > MAX_RECORD_BYTES:
-        return {"unreadable": "it is larger than the grader reads"}
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_scratch_file(scratch, f"answers/{name}.json", MAX_RECORD_BYTES)
+    except UnsafeFile as error:
+        return {"unreadable": str(error)}
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         return {"unreadable": str(error)}
     return record if isinstance(record, dict) else {"unreadable": "not a record"}
@@ -376,7 +426,12 @@ def _judge_function(
         return Verdict(False, f"`{variable}` should be a function, got {record['kind']}")
     if "value" in record:
         return Verdict(False, "not answered (`...`)")
-    pickled = (callee.sandbox.scratch / "answers" / f"{name}.pkl").read_bytes()
+    try:
+        pickled = read_scratch_file(callee.sandbox.scratch, f"answers/{name}.pkl", MAX_RECORD_BYTES)
+    except UnsafeFile as error:
+        return Verdict(False, f"your answer could not be read ({error})")
+    if pickled is None:
+        return Verdict(False, f"your answer could not be read (answers/{name}.pkl is missing)")
     imported = imported_function(pickled)
     note = ""
     if imported is not None:

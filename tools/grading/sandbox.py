@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -33,7 +34,14 @@ from pathlib import Path
 
 from course_lib.paths import REPO_ROOT
 
-__all__ = ["SANDBOX_SCRATCH", "Sandbox", "SandboxUnavailable", "require_bwrap"]
+__all__ = [
+    "SANDBOX_SCRATCH",
+    "Sandbox",
+    "SandboxUnavailable",
+    "UnsafeFile",
+    "read_scratch_file",
+    "require_bwrap",
+]
 
 #: Where a submission's scratch folder appears inside the sandbox.
 SANDBOX_SCRATCH = Path("/scratch")
@@ -57,6 +65,60 @@ def _matplotlib_cache() -> Path:
     if "MPLCONFIGDIR" in os.environ:
         return Path(os.environ["MPLCONFIGDIR"])
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "matplotlib"
+
+
+class UnsafeFile(ValueError):
+    """A file the sandbox left that the judge will not read: a symbolic link (also on the way to
+    it), a FIFO, a device or a folder, or one larger than the judge reads."""
+
+
+def read_scratch_file(scratch: Path, relative: str, limit: int) -> bytes | None:
+    """The bytes of ``scratch/relative``, a file written inside the sandbox, read as every judge-
+    side read of one must be: each folder on the way and the file itself opened relative to the
+    one before with ``O_NOFOLLOW`` (a symbolic link is refused, not followed), the file opened
+    non-blocking (a FIFO cannot hang the judge) and accepted only as a regular file of at most
+    ``limit`` bytes, and no more than ``limit`` bytes read (it cannot grow past it while read).
+    None when it does not exist; :class:`UnsafeFile` for anything else. ``scratch`` itself is the
+    judge's own folder and is trusted."""
+    if not isinstance(relative, str) or not relative or relative.startswith("/"):
+        raise ValueError(f"relative must be a relative path inside the scratch, got {relative!r}")
+    if type(limit) is not int or limit < 0:
+        raise ValueError(f"limit must be a non-negative int, got {limit!r}")
+    parts = relative.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"relative must name a path below the scratch, got {relative!r}")
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    opened = [os.open(scratch, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
+    try:
+        for part in parts[:-1]:
+            try:
+                opened.append(os.open(part, nofollow | os.O_DIRECTORY, dir_fd=opened[-1]))
+            except FileNotFoundError:
+                return None
+            except OSError as error:  # ELOOP: a link; ENOTDIR: not a folder
+                raise UnsafeFile(f"{part} is not a folder (it is a link or a file)") from error
+        try:
+            fd = os.open(parts[-1], nofollow | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=opened[-1])
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise UnsafeFile(f"{relative} is a symbolic link or cannot be opened") from error
+        opened.append(fd)
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise UnsafeFile(f"{relative} is not a regular file")
+        if status.st_size > limit:
+            raise UnsafeFile(f"{relative} is larger than the grader reads ({limit:,} bytes)")
+        chunks, size = [], 0
+        while chunk := os.read(fd, min(2**20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise UnsafeFile(f"{relative} is larger than the grader reads ({limit:,} bytes)")
+        return b"".join(chunks)
+    finally:
+        for fd in reversed(opened):
+            os.close(fd)
 
 
 class SandboxUnavailable(RuntimeError):
