@@ -44,8 +44,15 @@ QUERY = [22, 55, 44]
 SNIFFER = """
 import signal, socket, struct, sys
 capture = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+# a receive buffer that holds the whole run: on a loaded machine this loop falls behind the
+# parties, and with the default buffer the kernel drops frames (counted below)
+capture.setsockopt(socket.SOL_SOCKET, 33, 1 << 28)  # SO_RCVBUFFORCE, 256 MiB (root)
 capture.bind((sys.argv[1], 0))
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+def stop(*_):
+    received, dropped = struct.unpack("II", capture.getsockopt(263, 6, 8))  # PACKET_STATISTICS
+    print(dropped, flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
 with open(sys.argv[2], "wb") as out:
     print("listening", flush=True)
     while True:
@@ -74,11 +81,16 @@ def tcp_streams(capture: bytes) -> dict[tuple[str, str], list[bytes]]:
         key = (bytes(ip[12:16]), source_port, bytes(ip[16:20]), destination_port)
         first_seq.setdefault(key, seq)
         if payload:
-            segments[key][(seq - first_seq[key]) % 2**32] = payload
+            # signed distance from the first segment seen (which may be a late retransmission)
+            segments[key][(seq - first_seq[key] + 2**31) % 2**32 - 2**31] = payload
     streams: dict[tuple[str, str], list[bytes]] = defaultdict(list)
     for key, parts in segments.items():
-        data = b"".join(parts[offset] for offset in sorted(parts))
-        streams[(".".join(map(str, key[0])), ".".join(map(str, key[2])))].append(data)
+        # each payload at its own offset: a retransmission overlaps, it does not shift the rest
+        start = min(parts)
+        data = bytearray(max(offset + len(part) for offset, part in parts.items()) - start)
+        for offset, part in parts.items():
+            data[offset - start : offset - start + len(part)] = part
+        streams[(".".join(map(str, key[0])), ".".join(map(str, key[2])))].append(bytes(data))
     return streams
 
 
@@ -157,7 +169,8 @@ def test_inference_and_lookup_across_three_hosts(model_file, tmp_path):
         logs = {r: (tmp_path / f"{r}.log").read_text() for r, _ in ROLES}
         assert codes == [0, 0, 0, 0], logs
         sniffer.terminate()
-        sniffer.wait(10)
+        dropped, _ = sniffer.communicate(timeout=10)
+        assert dropped.strip() == "0", f"the capture dropped {dropped.strip()} frames"
         # 2. the key-value lookup under torchrun: one agent per host, RANK etc. from torchrun
         table = tmp_path / "table.csv"
         table.write_text("".join(f"{k},{v}\n" for k, v in TABLE.items()))
