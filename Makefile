@@ -93,8 +93,9 @@ typecheck: install
 
 ## The course's Flower App (flower_app/) on Flower's Deployment Engine: a SuperLink and NODES
 ## SuperNodes as processes on 127.0.0.1, all stopped afterwards. make federation NODES=3 ROUNDS=5
+## TLS=1 serves the SuperLink over TLS (a throw-away CA, as flower_app/README.md describes).
 federation: install
-	$(RUN) $(BIN)/python -m course_lib.fl.flower --runtime deployment --nodes $(or $(NODES),2) --rounds $(or $(ROUNDS),2)
+	$(RUN) $(BIN)/python -m course_lib.fl.flower --runtime deployment --nodes $(or $(NODES),2) --rounds $(or $(ROUNDS),2) $(if $(filter 1,$(TLS)),--tls)
 
 ## Does the course work on this machine's CUDA GPU? The tests' CUDA cases, a short DP-SGD and a
 ## short FedAvg training on cuda, in a table. Exit 0: all passed; 1: a check failed; 2: no CUDA here.

@@ -189,3 +189,14 @@ def test_make_install_torch_cpu_takes_the_cpu_wheels_first(tmp_path: Path) -> No
     wrong = _make_dry_run(tmp_path, "install", "TORCH=cuda", check=False)
     assert wrong.returncode != 0 and "TORCH can be cpu or left out, got 'cuda'" in wrong.stderr
     assert "pip install" not in wrong.stdout, "refused before anything was installed"
+
+
+def test_make_federation_passes_tls_only_when_asked(tmp_path: Path) -> None:
+    def flower_line(*args: str) -> list[str]:
+        output = _make_dry_run(tmp_path, "federation", *args).stdout
+        (line,) = [line for line in output.splitlines() if "course_lib.fl.flower" in line]
+        return line.split()
+
+    assert flower_line("TLS=1", "NODES=3")[-5:] == ["--nodes", "3", "--rounds", "2", "--tls"]
+    assert "--tls" not in flower_line()
+    assert "--tls" not in flower_line("TLS=0")

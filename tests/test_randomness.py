@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from course_lib.dp.dpsgd import gaussian_noise
 from course_lib.randomness import InsecureSeededRandom, SecureRandom, resolve_random_source
 
 
@@ -111,3 +112,116 @@ def test_the_seeded_source_says_it_is_insecure_and_the_secure_one_does_not() -> 
     assert "INSECURE" not in repr(SecureRandom())
     with pytest.raises(ValueError, match="non-negative"):
         SecureRandom().bytes(-1)
+
+
+# -- Gaussian noise (course_lib.dp.dpsgd.gaussian_noise): exactly N(0, σ²) from either source ------
+
+Z = 5.0  # every statistical bound below is a 5-standard-error band (two-sided p ≈ 6e-7)
+NOISE_SOURCES = {"secure": SecureRandom, "seeded": lambda: InsecureSeededRandom(11)}
+
+
+def _normal_cdf(z: torch.Tensor) -> torch.Tensor:
+    return 0.5 * torch.erfc(-z / math.sqrt(2))
+
+
+@pytest.fixture(scope="module", params=list(NOISE_SOURCES))
+def standard_noise(request) -> torch.Tensor:
+    """A million draws of N(0, 1) noise (float32, as DP-SGD uses it), in float64 for the tests."""
+    return gaussian_noise((1_000_000,), 1.0, NOISE_SOURCES[request.param]()).double()
+
+
+def test_noise_mean_variance_and_kurtosis_are_those_of_n01(standard_noise) -> None:
+    z, n = standard_noise, len(standard_noise)
+    assert abs(z.mean().item()) < Z / math.sqrt(n)
+    assert abs(z.var().item() - 1) < Z * math.sqrt(2 / (n - 1))
+    assert abs(z.pow(4).mean().item() - 3) < Z * math.sqrt(96 / n)
+
+
+def test_noise_passes_a_kolmogorov_smirnov_test_against_n01(standard_noise) -> None:
+    z, n = standard_noise.sort().values, len(standard_noise)
+    cdf = _normal_cdf(z)
+    ranks = torch.arange(1, n + 1, dtype=torch.float64)
+    d = max((ranks / n - cdf).max().item(), (cdf - (ranks - 1) / n).max().item())
+    # P(√n·D > 1.95) ≈ 0.001 (Kolmogorov's distribution); a standard deviation off by 1% already
+    # gives √n·D ≈ 2.4 at this n
+    assert math.sqrt(n) * d < 1.95
+
+
+@pytest.mark.parametrize("threshold", [2.0, 3.0, 4.0, 4.5])
+def test_noise_tails_have_the_normal_mass(standard_noise, threshold) -> None:
+    n = len(standard_noise)
+    p = math.erfc(threshold / math.sqrt(2))  # P(|Z| > t)
+    count = int((standard_noise.abs() > threshold).sum())
+    assert abs(count - n * p) < Z * math.sqrt(n * p * (1 - p)) + 1
+
+
+def test_noise_values_are_uncorrelated_with_their_neighbours_and_box_muller_partners(
+    standard_noise,
+) -> None:
+    z, n = standard_noise, len(standard_noise)
+    half = n // 2
+    bound = Z / math.sqrt(half)
+    assert abs(torch.corrcoef(torch.stack([z[:-1], z[1:]]))[0, 1].item()) < Z / math.sqrt(n)
+    # the pair (√(-2 ln u)·cos, √(-2 ln u)·sin) is stored as z[i], z[i + n/2]: independent
+    # normals, so neither they nor their squares (which share the radius) are correlated
+    first, second = z[:half], z[half:]
+    assert abs(torch.corrcoef(torch.stack([first, second]))[0, 1].item()) < bound
+    assert abs(torch.corrcoef(torch.stack([first**2, second**2]))[0, 1].item()) < bound
+    # and the squared radius z₁² + z₂² is exponential with mean 2: P(r² > 4) = e⁻²
+    p = math.exp(-2)
+    count = int((first**2 + second**2 > 4).sum())
+    assert abs(count - half * p) < Z * math.sqrt(half * p * (1 - p))
+
+
+def test_secure_noise_is_fresh_and_seeded_noise_repeats() -> None:
+    a, b = gaussian_noise((10_000,), 1.0), gaussian_noise((10_000,), 1.0)
+    assert not torch.equal(a, b) and abs(torch.corrcoef(torch.stack([a, b]))[0, 1]) < Z / 100
+    rng = SecureRandom()
+    assert not torch.equal(gaussian_noise((64,), 1.0, rng), gaussian_noise((64,), 1.0, rng))
+    seeded = gaussian_noise((7,), 1.0, InsecureSeededRandom(3))
+    assert torch.equal(seeded, gaussian_noise((7,), 1.0, InsecureSeededRandom(3)))
+
+
+def test_seeded_noise_keeps_its_exact_values() -> None:
+    """Lessons' seeded outputs depend on these bits: a faster transform must not change them."""
+    expected = [-0.8106995820999146, 0.6821484565734863, -0.6683363318443298, 1.3303290605545044]
+    expected += [1.3997633457183838]
+    assert torch.equal(gaussian_noise((5,), 1.0, InsecureSeededRandom(0)), torch.tensor(expected))
+    scaled = gaussian_noise((3,), 2.5, InsecureSeededRandom(123), dtype=torch.float64)
+    assert scaled.tolist() == [-0.24008479714393616, -1.8647077083587646, 1.714784026145935]
+
+
+class _ZeroKeystream:
+    """Stands in for the cipher so that the transform sees chosen bytes."""
+
+    def __init__(self, fill: int) -> None:
+        self.fill = fill
+
+    def update_into(self, data, out) -> int:
+        out[: len(data)] = bytes([self.fill]) * len(data)
+        return len(data)
+
+
+def test_secure_transform_reaches_the_far_tail_and_the_centre(monkeypatch) -> None:
+    """u = 2⁻⁵³ (53 zero bits) must give the radius √(106 ln 2) ≈ 8.57: float32 rounding of the
+    uniform would cut the tail at 5.8σ (24 bits) and leak; all-ones bits give radius 0."""
+    from course_lib.dp import dpsgd
+
+    monkeypatch.setattr(dpsgd, "_keystream", lambda rng: _ZeroKeystream(0))
+    z = gaussian_noise((6,), 2.0, SecureRandom())
+    far = 2.0 * math.sqrt(-2 * math.log(2.0**-53))
+    # angle 0: cos = 1 for the first of each pair, sin = 0 for the second
+    torch.testing.assert_close(z, torch.tensor([far] * 3 + [0.0] * 3), rtol=2e-6, atol=0)
+    monkeypatch.setattr(dpsgd, "_keystream", lambda rng: _ZeroKeystream(0xFF))
+    assert gaussian_noise((4,), 1.0, SecureRandom()).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 3, 1001])
+def test_noise_has_the_requested_shape_dtype_and_scale(count) -> None:
+    for source in (None, InsecureSeededRandom(0)):
+        z = gaussian_noise((count, 1), 0.0, source)
+        assert z.shape == (count, 1) and z.dtype == torch.float32 and (z == 0).all()
+        z = gaussian_noise((count,), 3.0, source, dtype=torch.float64)
+        assert z.dtype == torch.float64 and z.shape == (count,) and torch.isfinite(z).all()
+    with pytest.raises(ValueError, match="std"):
+        gaussian_noise((3,), -1.0)

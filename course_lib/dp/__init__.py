@@ -14,6 +14,8 @@
 - :mod:`course_lib.dp.dpsgd` — per-sample gradients, clipping, secure Gaussian noise, Poisson
   sampling and a private trainer that reports ε (lesson 08).
 - :mod:`course_lib.dp.attacks` — membership inference: loss threshold and LiRA (lesson 08).
+- :mod:`course_lib.dp.auditing` — empirical lower bounds on ε: Clopper–Pearson audits from an
+  attack's TPR/FPR, the one-run audit of Steinke, Nasr & Jagielski (2023) (lesson 22).
 
 Every public function checks its inputs first, with the shared rules of
 :mod:`course_lib.validation` (numpy and one-element tensor scalars accepted; NaN, out-of-range and

@@ -50,6 +50,7 @@ __all__ = [
     "check_port_free",
     "flower_processes",
     "free_port",
+    "make_supernode_key",
     "make_tls_files",
     "stop_on_sigterm",
 ]
@@ -468,11 +469,59 @@ def make_tls_files(
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    files["key"].unlink(missing_ok=True)  # O_EXCL below: created fresh, owner-only from the start
-    descriptor = os.open(files["key"], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as key_file:
-        key_file.write(pem)
+    _write_owner_only(files["key"], pem)
     return files
+
+
+def make_supernode_key(folder: str | Path, name: str = "node") -> dict[str, Path]:
+    """An ECDSA P-384 key pair for SuperNode authentication (Flower docs: *Authenticate
+    SuperNodes*; what ``ssh-keygen -t ecdsa -b 384 -N "" -f node`` makes).
+
+    Writes ``<name>.key`` (OpenSSH private key, owner-only) and ``<name>.pub`` (OpenSSH public
+    key) into ``folder`` and returns their paths as ``{"private", "public"}``. The operator
+    registers the public key (``flwr supernode register node.pub <federation>``); the SuperNode
+    starts with ``--auth-supernode-private-key node.key``; a SuperLink started with
+    ``--enable-supernode-auth`` refuses nodes whose key was not registered.
+
+    Raises:
+        TypeError: ``name`` is not a string.
+        ValueError: ``name`` is empty or not a plain file name.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string such as 'node1', got {type(name).__name__}")
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"name must be a plain file name such as 'node1', got {name!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP384R1())
+    files = {"private": folder / f"{name}.key", "public": folder / f"{name}.pub"}
+    _write_owner_only(
+        files["private"],
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        ),
+    )
+    files["public"].write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+        )
+        + b"\n"
+    )
+    return files
+
+
+def _write_owner_only(path: Path, data: bytes) -> None:
+    """Write a private key readable by its owner only, whatever the umask: created fresh with
+    mode 0600 (``O_EXCL``), never widened after the fact."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as key_file:
+        key_file.write(data)
 
 
 def _program_name(process: subprocess.Popen) -> str:

@@ -516,6 +516,7 @@ def run_flower_app(
     num_nodes: int = 2,
     echo=print,
     timeout: float = 600.0,
+    tls: bool = False,
     **run_config: object,
 ) -> FlowerResult:
     """Run the repository's Flower App with ``flwr run`` on a fresh local federation.
@@ -527,11 +528,15 @@ def run_flower_app(
         num_nodes: SuperNodes; node ``i`` gets ``partition-id=i num-partitions=num_nodes``.
         echo: called with every line the run streams (``None``: silent).
         timeout: seconds before the run is stopped (every process killed either way).
+        tls: serve the SuperLink over TLS with a throw-away CA (``LocalFederation(tls=True)``,
+            deployment runtime only) instead of ``--insecure``.
         run_config: overrides of :class:`AppConfig` (``num_server_rounds=2, mode="secagg+"``...).
     Returns:
         The :class:`FlowerResult` the ServerApp saved, with ``wall_seconds`` of the whole run.
     Raises:
-        ValueError: bad runtime, ``num_nodes`` or run config (before anything starts).
+        ValueError: bad runtime, ``num_nodes`` or run config, or ``tls`` with the simulation
+            runtime (before anything starts).
+        TypeError: ``tls`` is not a bool.
         RuntimeError: the run failed or timed out (its log tail in the message).
     """
     import tempfile
@@ -540,6 +545,10 @@ def run_flower_app(
 
     if runtime not in ("deployment", "simulation"):
         raise ValueError(f"runtime must be 'deployment' or 'simulation', got {runtime!r}")
+    if not isinstance(tls, bool):
+        raise TypeError(f"tls must be True or False, got {tls!r}")
+    if tls and runtime == "simulation":
+        raise ValueError("tls=True needs the deployment runtime: the simulation has no network")
     AppConfig.checked({**run_config, "num_nodes": num_nodes})  # every key, before starting
     if not (APP_DIR / "pyproject.toml").exists():
         raise FileNotFoundError(
@@ -551,7 +560,7 @@ def run_flower_app(
         attempts = 3  # Ray's node start-up limit is a fixed 30 s: a busy machine can miss it
         for attempt in range(1, attempts + 1):
             with LocalFederation(
-                num_nodes, simulation=runtime == "simulation", echo=echo
+                num_nodes, simulation=runtime == "simulation", echo=echo, tls=tls
             ) as federation:
                 try:
                     wall = federation.run(APP_DIR, config.to_run_config(), timeout=timeout)
@@ -578,12 +587,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--mode", choices=MODES, default="fedavg")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve the SuperLink over TLS (throw-away CA)"
+    )
     args = parser.parse_args(argv)
     from course_lib.fl.deployment import stop_on_sigterm
 
     with stop_on_sigterm():  # `kill` / `timeout`: stop every Flower process, remove temp folders
         result = run_flower_app(
-            args.runtime, num_nodes=args.nodes, num_server_rounds=args.rounds, mode=args.mode
+            args.runtime,
+            num_nodes=args.nodes,
+            num_server_rounds=args.rounds,
+            mode=args.mode,
+            tls=args.tls,
         )
     reference = reference_fedavg(
         AppConfig(num_server_rounds=args.rounds, num_nodes=args.nodes), args.nodes
@@ -592,7 +608,10 @@ def main(argv: list[str] | None = None) -> None:
     gap = max(
         (result.state[k] - v).abs().max().item() for k, v in reference.model.state_dict().items()
     )
-    print(f"\n{args.runtime} ({args.mode}), {args.nodes} nodes x {args.rounds} rounds")
+    print(
+        f"\n{args.runtime} ({args.mode}{', TLS' if args.tls else ''}), "
+        f"{args.nodes} nodes x {args.rounds} rounds"
+    )
     print(f"  whole `flwr run`: {result.wall_seconds:.1f} s")
     print("  round seconds, Flower:    ", [round(s, 2) for s in result.round_seconds])
     print("  round seconds, course_lib:", [round(s, 2) for s in reference.round_seconds])

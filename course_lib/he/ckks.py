@@ -22,7 +22,19 @@ the cost:
   ``N/2`` slots (``ts.enc_matmul_encoding``). The server multiplies slot-wise by its weight matrix
   laid out the same way and sums each row with ``enc_matmul_plain`` — ``log2(columns)`` rotations
   (8 for a 14×14 image) instead of one rotation per input pixel (196) with ``CKKSVector.mm``.
-* *second layer* — ``CKKSVector.mm``, TenSEAL's diagonal method: ``hidden`` rotations.
+* *second layer* — ``CKKSVector.mm``, TenSEAL's diagonal method: one plaintext product and one
+  rotation per diagonal of the ``hidden × 10`` weight matrix, ``hidden − 1`` rotations (15) for a
+  dense matrix (the first diagonal needs none). It works because the row sum above leaves every
+  hidden unit replicated all around the ring (slot ``k`` holds unit ``k mod hidden``).
+
+  Why not lay layer 2 out like layer 1 (multiply, then ``log2(hidden)`` rotate-and-sum)? That needs
+  a ``10 · hidden``-slot weight product on the replicated hidden units and then a sum over
+  *consecutive* slots, and TenSEAL's vector API allows neither at this depth: a ``CKKSVector`` of
+  ``hidden`` values multiplies only by ``hidden`` values (and zeroes the other slots), its only
+  consecutive-slot sum is ``sum()`` over the whole vector, and resizing it (``pack_vectors``,
+  ``enc_matmul_plain``) costs a multiplication, a fifth level. That layout needs SEAL's own
+  rotations (``tenseal.sealapi``): ``benchmarks/he.py`` measures it at 8 + 4 rotations and about
+  half the time per image. :attr:`EncryptedMLP.rotations` counts the rotations of each layer.
 
 Depth used: weight product, row-sum mask, square, second layer = 4.
 
@@ -58,7 +70,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from course_lib.training import fit, make_loader, seed_everything
-from course_lib.validation import as_integer
+from course_lib.validation import as_integer, check_positive
 
 __all__ = [
     "DEFAULT_COEFF_MOD_BIT_SIZES",
@@ -268,6 +280,15 @@ def _logit_bound(model: HEFriendlyMLP) -> float:
     return float(torch.maximum(y_high.abs(), y_low.abs()).max())
 
 
+def _diagonal_rotations(matrix: torch.Tensor, slots: int) -> int:
+    """Rotations ``CKKSVector.mm(matrix)`` performs: TenSEAL's diagonal ``i`` (``0 ≤ i < rows``)
+    holds ``matrix[(i + k) mod rows, k mod cols]`` for ``k < min(slots, rows · cols)``; it is
+    skipped when all zero, and diagonal 0 needs no rotation."""
+    rows, cols = matrix.shape
+    k = torch.arange(min(slots, rows * cols), device=matrix.device)
+    return sum(1 for i in range(1, rows) if bool(matrix[(i + k) % rows, k % cols].ne(0).any()))
+
+
 class EncryptedMLP:
     """The server's half: an :class:`HEFriendlyMLP`'s weights, applied to CKKS ciphertexts.
 
@@ -288,6 +309,12 @@ class EncryptedMLP:
     ) -> None:
         if not isinstance(model, HEFriendlyMLP):
             raise TypeError(f"expected an HEFriendlyMLP, got {type(model).__name__}")
+        slots = as_integer(slots, "slots")
+        if slots < 1 or slots & (slots - 1):
+            raise ValueError(
+                f"slots must be a power of two (poly_modulus_degree / 2: slot_count), got {slots}"
+            )
+        headroom = output_headroom() if headroom is None else check_positive(headroom, "headroom")
         self.side, self.hidden = model.side, model.hidden
         inputs = self.side * self.side
         if self.hidden & (self.hidden - 1):
@@ -307,14 +334,22 @@ class EncryptedMLP:
             w1[inputs] = model.fc1.bias.double()
             self._w1 = w1.reshape(-1).tolist()  # column c of the tiled input meets row c of W1ᵀ
             self.logit_bound = _logit_bound(model)
-            headroom = output_headroom() if headroom is None else headroom
             self.output_scale = 2.0 ** max(0, math.ceil(math.log2(2 * self.logit_bound / headroom)))
-            self._w2 = (model.fc2.weight.T.double() / self.output_scale).tolist()
+            w2 = model.fc2.weight.T.double() / self.output_scale
+            self._w2 = w2.tolist()
             self._b2 = (model.fc2.bias.double() / self.output_scale).tolist()
         self._ones = [1.0] * self.columns
+        #: rotations per layer: the row sum's ``log2(columns)``, and one per non-zero diagonal of
+        #: the second layer's matrix after the first (TenSEAL skips zero diagonals)
+        self.rotations = {
+            "first layer": self.columns.bit_length() - 1,
+            "second layer": _diagonal_rotations(w2, slots),
+        }
 
     def encode_input(self, image: torch.Tensor) -> list[list[float]]:
         """The client's tiled plaintext: ``hidden`` identical rows ``[pooled pixels, 1, 0, …]``."""
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"expected the image as a torch.Tensor, got {type(image).__name__}")
         if image.dim() == 3:
             image = image.unsqueeze(0)
         if image.shape[0] != 1:

@@ -612,3 +612,67 @@ def test_train_private_on_the_device_with_cpu_data(device):
         progress=False,
     )
     assert next(model.parameters()).device.type == device and len(history.val_acc) == 1
+
+
+@pytest.mark.parametrize("model_fn", [MLP, SmallCNN])
+def test_the_per_example_guards_run_only_when_a_batch_has_a_non_finite_gradient(
+    model_fn, monkeypatch
+):
+    """A finite batch costs one finiteness check and no per-example masking; a batch with a NaN
+    example goes through the masks (and is still zeroed and counted)."""
+    calls = {"where": 0, "isfinite": 0}
+    where, isfinite = torch.where, torch.isfinite
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    torch.manual_seed(0)
+    dp = _dpsgd(model_fn(), "taps", rng=InsecureSeededRandom(0))
+    x, y = batch(6)
+    dp.step(x, y)  # the first batch also checks the taps against autograd
+    monkeypatch.setattr(torch, "where", counting("where", where))
+    monkeypatch.setattr(torch, "isfinite", counting("isfinite", isfinite))
+    dp.step(x, y)
+    assert calls == {"where": 0, "isfinite": 1} and dp.nonfinite_examples == 0
+    x[4, 0, 5, 5] = math.nan
+    dp.step(x, y)
+    assert calls["where"] > 0 and dp.nonfinite_examples == 1
+    assert all(isfinite(p).all() for p in dp.model.parameters())
+
+
+class SingleChannelConv(nn.Module):
+    def __init__(self, kernel, stride, padding, dilation):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, kernel, stride=stride, padding=padding, dilation=dilation)
+        self.out = nn.LazyLinear(10)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.conv(x)).flatten(1))
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [(8, 2, 3, 1), (3, 2, 2, 2), ((3, 2), (1, 2), (0, 1), 1), (4, 3, 0, 1), (5, 1, 0, (2, 1))],
+)
+@pytest.mark.parametrize("secure", [True, False])
+def test_single_channel_conv_norms_match_the_textbook_in_both_modes(geometry, secure):
+    """Secure runs take a faster route for a one-channel convolution's norms (a grouped
+    convolution, stride 3 leaving input rows unused included); seeded runs keep the patches. Both
+    must give autograd's per-sample norms, and zero a non-finite example."""
+    torch.manual_seed(0)
+    model = SingleChannelConv(*geometry)
+    x, y = batch(6)
+    model(x)  # materialise the lazy layer
+    rng = None if secure else InsecureSeededRandom(0)
+    fast = _dpsgd(model, "taps", clip=0.05, rng=rng)
+    _, _, norms, _ = fast.clipped_sum(x, y)
+    _, _, expected, _ = _dpsgd(model, "vmap", clip=0.05).clipped_sum(x, y)
+    torch.testing.assert_close(norms, expected, rtol=1e-4, atol=1e-6)
+    x[2, 0, 4, 4] = math.inf
+    sums, _, norms, _ = fast.clipped_sum(x, y)
+    assert not torch.isfinite(norms[2]) and torch.isfinite(norms[[0, 1, 3, 4, 5]]).all()
+    assert all(torch.isfinite(s).all() for s in sums) and fast._batch_nonfinite == 1

@@ -150,12 +150,16 @@ sys.exit(1)
 
 def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
     """flower_app/README.md's commands across machines, as printed: the SuperLink on host 0
-    (10.123.0.1, TLS with a CA only the federation trusts), one SuperNode on each of hosts 1 and
-    2, `flwr run` from host 0. The weights equal the course FedAvg's; afterwards nothing runs in
-    the namespaces and they are gone. Needs root (network namespaces); skipped otherwise."""
+    (10.123.0.1, TLS with a CA only the federation trusts, SuperNode authentication), the
+    operator registers two nodes' public keys, one SuperNode on each of hosts 1 and 2 signs in
+    with its key, `flwr run` from host 0. The weights equal the course FedAvg's. Two intruders on
+    host 2 that hold the CA certificate and can reach the port (one with a key nobody registered,
+    one with none) are refused, and never appear among the federation's nodes. Afterwards nothing
+    runs in the namespaces and they are gone. Needs root (network namespaces); skipped
+    otherwise."""
     import torch
 
-    from course_lib.fl.deployment import make_tls_files
+    from course_lib.fl.deployment import make_supernode_key, make_tls_files
     from course_lib.fl.flower import APP_DIR, AppConfig, load_result, reference_fedavg
     from course_lib.smpc.emulated_hosts import EmulatedHosts, namespaces_unavailable
 
@@ -181,16 +185,14 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 — closed with the process
         return hosts.start(host, argv, env=env(name), stdout=log, stderr=subprocess.STDOUT)
 
+    keys = {
+        name: make_supernode_key(tmp_path / "keys", name) for name in ("node1", "node2", "intruder")
+    }
     with EmulatedHosts(3) as hosts:
         started(hosts, 0, [f"{bin_dir}/flower-superlink", "--ssl-ca-certfile", str(tls["ca"]),
                            "--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"]),
-                           "--disable-runtime-dependency-installation", "--host", "0.0.0.0",
-                           "--port", "9093"], "superlink")  # fmt: skip
-        for i in (1, 2):
-            started(hosts, i, [f"{bin_dir}/flower-supernode", "--root-certificates",
-                               str(tls["ca"]), "--superlink", "10.123.0.1:9093", "--port", "9094",
-                               "--node-config", f"partition-id={i - 1} num-partitions=2"],
-                    f"supernode{i}")  # fmt: skip
+                           "--enable-supernode-auth", "--disable-runtime-dependency-installation",
+                           "--host", "0.0.0.0", "--port", "9093"], "superlink")  # fmt: skip
         probe = hosts.start(1, [sys.executable, "-c", WAIT_LISTENING, "10.123.0.1", "9093"])
         assert probe.wait(180) == 0, "the SuperLink did not listen on 10.123.0.1:9093"
         operator = env("operator")
@@ -198,6 +200,36 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
             '[superlink]\ndefault = "hospitals"\n\n[superlink.hospitals]\n'
             f'address = "10.123.0.1:9093"\nroot-certificates = "{tls["ca"]}"\n'
         )
+
+        def flwr(*args: str) -> dict:
+            """The operator's `flwr` command on host 0, its JSON answer."""
+            argv = [f"{bin_dir}/flwr", *args, "--format", "json"]
+            cli = hosts.start(0, argv, env=operator, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+            out, err = cli.communicate(timeout=120)
+            assert cli.returncode == 0, out + err
+            return json.loads(out)
+
+        registered = set()
+        for i in (1, 2):
+            answer = flwr("supernode", "register", str(keys[f"node{i}"]["public"]), "hospitals")
+            registered.add(str(answer["node-id"]))
+        for i in (1, 2):
+            started(hosts, i, [f"{bin_dir}/flower-supernode", "--root-certificates",
+                               str(tls["ca"]), "--superlink", "10.123.0.1:9093", "--port", "9094",
+                               "--auth-supernode-private-key", str(keys[f"node{i}"]["private"]),
+                               "--node-config", f"partition-id={i - 1} num-partitions=2"],
+                    f"supernode{i}")  # fmt: skip
+        intruders = [
+            started(hosts, 2, [f"{bin_dir}/flower-supernode", "--root-certificates",
+                               str(tls["ca"]), "--superlink", "10.123.0.1:9093", "--port", port,
+                               *key, "--node-config", "partition-id=0 num-partitions=2"], name)
+            for name, port, key in [
+                ("intruder", "9095", ["--auth-supernode-private-key",
+                                      str(keys["intruder"]["private"])]),
+                ("anonymous", "9096", []),
+            ]
+        ]  # fmt: skip
         pairs = " ".join(f"{k}={json.dumps(v)}" if isinstance(v, str) else
                          f"{k}={str(v).lower() if isinstance(v, bool) else v}"
                          for k, v in run_config.to_run_config().items())  # fmt: skip
@@ -210,6 +242,18 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
         except subprocess.TimeoutExpired:
             code = None
         assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
+        # the federation's nodes are the two registered ones; both intruders were refused
+        nodes = flwr("supernode", "ls", "hospitals")["nodes"]
+        assert {str(node["node-id"]) for node in nodes} == registered, nodes
+        for intruder in intruders:
+            assert intruder.wait(60) != 0
+        refusals = {  # flwr 1.42's words (exit code 305: no connection to the SuperLink)
+            "intruder": "Failed to activate SuperNode",
+            "anonymous": "SuperNode authentication is enabled. All SuperNodes must be registered",
+        }
+        for name, refusal in refusals.items():
+            log_text = (tmp_path / f"{name}.log").read_text()
+            assert "Exit Code: 305" in log_text and refusal in log_text, log_text[-2000:]
     assert hosts.exist() == []
     assert all(process.poll() is not None for process in hosts.processes)
     logs = {p.name: p.read_text()[-2000:] for p in tmp_path.glob("*.log")}
@@ -286,20 +330,66 @@ def test_the_test_certificates_pass_python_313s_strict_verification(tmp_path: Pa
         server.join(timeout=10)
 
 
-def test_the_private_key_is_owner_only_whatever_the_umask(tmp_path: Path) -> None:
-    """The key file is created with mode 0600 (not written under the umask and narrowed after),
-    and a file an attacker planted at its path (here a symlink) is replaced, not written through."""
-    from course_lib.fl.deployment import make_tls_files
+@pytest.mark.parametrize(
+    ("maker", "file_name", "field"),
+    [("make_tls_files", "server.key", "key"), ("make_supernode_key", "node1.key", "private")],
+)
+def test_a_private_key_is_owner_only_whatever_the_umask(
+    tmp_path: Path, maker: str, file_name: str, field: str
+) -> None:
+    """A private key (the SuperLink's TLS key, a SuperNode's authentication key) is created with
+    mode 0600 (not written under the umask and narrowed after), and a file an attacker planted at
+    its path (here a symlink) is replaced, not written through."""
+    from course_lib.fl import deployment
 
-    folder = tmp_path / "tls"
+    make = {
+        "make_tls_files": lambda folder: deployment.make_tls_files(folder, hosts=("127.0.0.1",)),
+        "make_supernode_key": lambda folder: deployment.make_supernode_key(folder, "node1"),
+    }[maker]
+    folder = tmp_path / "keys"
     folder.mkdir()
     planted = tmp_path / "planted"
     planted.write_text("attacker's")
-    (folder / "server.key").symlink_to(planted)
+    (folder / file_name).symlink_to(planted)
     old = os.umask(0)
     try:
-        files = make_tls_files(folder, hosts=("127.0.0.1",))
+        files = make(folder)
     finally:
         os.umask(old)
-    assert files["key"].stat().st_mode & 0o777 == 0o600
-    assert not files["key"].is_symlink() and planted.read_text() == "attacker's"
+    assert files[field] == folder / file_name
+    assert files[field].stat().st_mode & 0o777 == 0o600
+    assert not files[field].is_symlink() and planted.read_text() == "attacker's"
+
+
+def test_supernode_keys_are_what_flower_loads_and_the_private_one_is_owner_only(tmp_path: Path):
+    """make_supernode_key writes what `flower-supernode --auth-supernode-private-key` and `flwr
+    supernode register` load (an EC key on a NIST curve, OpenSSH format; the two halves match),
+    a new key for each node. Bad names are refused before anything is written."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        PublicFormat,
+        load_ssh_private_key,
+        load_ssh_public_key,
+    )
+    from flwr.supercore.primitives.asymmetric import uses_nist_ec_curve
+
+    from course_lib.fl.deployment import make_supernode_key
+
+    folder = tmp_path / "keys"
+    files = make_supernode_key(folder, "node1")
+    private = load_ssh_private_key(files["private"].read_bytes(), None)
+    public = load_ssh_public_key(files["public"].read_bytes())
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    assert isinstance(public, ec.EllipticCurvePublicKey) and uses_nist_ec_curve(public)
+    raw = (Encoding.OpenSSH, PublicFormat.OpenSSH)
+    assert private.public_key().public_bytes(*raw) == public.public_bytes(*raw)
+    # a second node gets another key
+    other = make_supernode_key(folder, "node2")
+    assert other["public"].read_bytes() != files["public"].read_bytes()
+    for name in ["", "../node", ".hidden", "a/b"]:
+        with pytest.raises(ValueError, match="plain file name"):
+            make_supernode_key(tmp_path / "never", name)
+    with pytest.raises(TypeError, match="must be a string"):
+        make_supernode_key(tmp_path / "never", 3)  # type: ignore[arg-type]
+    assert not (tmp_path / "never").exists()

@@ -197,6 +197,27 @@ def test_bad_arguments_fail_before_any_process_starts():
         run_flower_app("simulation", num_nodes=2, mode="secagg+dp")
     with pytest.raises(ValueError, match="at least one SuperNode"):
         LocalFederation(0)
+    with pytest.raises(TypeError, match="tls must be True or False"):
+        run_flower_app("deployment", tls="yes")
+    with pytest.raises(ValueError, match="needs the deployment runtime"):
+        run_flower_app("simulation", tls=True)
+
+
+def test_the_cli_asks_for_tls_only_with_the_flag(monkeypatch):
+    """`python -m course_lib.fl.flower --tls` (make federation TLS=1) runs the app over TLS."""
+    from course_lib.fl import flower
+
+    calls = []
+
+    def stop(*args, **kwargs):
+        calls.append(kwargs["tls"])
+        raise KeyboardInterrupt  # nothing is started: the arguments are what is tested
+
+    monkeypatch.setattr(flower, "run_flower_app", stop)
+    for argv in (["--tls", "--nodes", "3"], ["--nodes", "3"]):
+        with pytest.raises(KeyboardInterrupt):
+            flower.main(argv)
+    assert calls == [True, False]
 
 
 # -- slow: real processes --------------------------------------------------------------------

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from course_lib.he.ckks import (
     EncryptedMLP,
     HEFriendlyMLP,
+    _diagonal_rotations,
     _logit_bound,
     encrypted_inference,
     make_context,
@@ -40,16 +41,21 @@ def model():
     return train_he_mlp(torch.utils.data.TensorDataset(images, labels), epochs=2)
 
 
-def test_encrypted_logits_match_plaintext(model, context):
-    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    report = encrypted_inference(model, images, context)
+def _assert_matches_plaintext(report) -> None:
+    """Encrypted logits within the relative bound of the plaintext ones, and the same arg-max
+    wherever the plaintext top-2 margin exceeds twice the error (there it cannot flip)."""
     scale = max(1.0, report.plain_logits.abs().max().item())
     assert report.max_abs_error <= RELATIVE_BOUND * scale
-    # whenever the plaintext top-2 margin exceeds twice the error, the arg-max cannot flip
     top2 = report.plain_logits.topk(2, dim=1).values
     decisive = (top2[:, 0] - top2[:, 1]) > 2 * report.max_abs_error
     agree = report.encrypted_logits.argmax(1) == report.plain_logits.argmax(1)
     assert agree[decisive].all()
+
+
+def test_encrypted_logits_match_plaintext(model, context):
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    report = encrypted_inference(model, images, context)
+    _assert_matches_plaintext(report)
     assert report.seconds_per_image > 0 and report.query_bytes > 0 and report.answer_bytes > 0
 
 
@@ -171,3 +177,104 @@ def test_parameters_follow_the_one_integer_rule():
         arguments["scale_bits"] = 21
         with pytest.raises(TypeError, match=next(iter(kwargs))):
             check_parameters(**{**arguments, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("side", "hidden", "first_rotations"),
+    [
+        (7, 4, 10),  # 49 + 1 inputs (not a power of two) in 1,024 columns
+        (10, 8, 9),  # 101 inputs in 512 columns
+        (15, 16, 8),  # 226 inputs in 256 columns: the largest side that fits 16 hidden units
+    ],
+)
+def test_encrypted_logits_match_plaintext_for_other_sizes(context, side, hidden, first_rotations):
+    """The tiled layout for sizes that are not the lesson's: exact column count and padding."""
+    torch.manual_seed(side)
+    model = HEFriendlyMLP(side, hidden).eval()
+    server = EncryptedMLP(model, slot_count(context))
+    assert server.columns == 4096 // hidden
+    assert server.rotations == {"first layer": first_rotations, "second layer": hidden - 1}
+    images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(side))
+    _assert_matches_plaintext(encrypted_inference(model, images, context))
+
+
+def test_one_side_too_many_does_not_fit():
+    """16² + 1 = 257 inputs need more than the 256 columns left by 16 hidden units."""
+    with pytest.raises(ValueError, match="256 inputs .* do not fit in 4096 slots"):
+        EncryptedMLP(HEFriendlyMLP(side=16, hidden=16), 4096)
+    assert EncryptedMLP(HEFriendlyMLP(side=15, hidden=16), 4096).columns == 256
+
+
+def _emulated_mm(vector: torch.Tensor, matrix: torch.Tensor, slots: int) -> torch.Tensor:
+    """TenSEAL's diagonal method in the clear, using only the diagonals it does not skip."""
+    rows, cols = matrix.shape
+    k = torch.arange(min(slots, rows * cols))
+    out = torch.zeros(len(k), dtype=matrix.dtype)
+    for i in range(rows):
+        diagonal = matrix[(i + k) % rows, k % cols]
+        if diagonal.ne(0).any():
+            out += diagonal * vector[(i + k) % rows]
+    return out[:cols]
+
+
+@pytest.mark.parametrize(
+    ("nonzero", "expected"),
+    [
+        ("dense", 15),
+        ("none", 0),
+        ("one entry", 8),  # entry (3, 0) lies on the 8 odd diagonals of a 16 × 10 matrix
+        ("diagonal 0", 7),  # entries (k mod 16, k mod 10): the 8 even diagonals, 0 rotation-free
+        ("identity 16", 0),  # a square matrix's main diagonal: no rotation at all
+    ],
+)
+def test_second_layer_rotation_count_is_exact(nonzero, expected):
+    matrix = torch.rand(16, 16 if nonzero == "identity 16" else 10, dtype=torch.float64) + 0.5
+    if nonzero == "none":
+        matrix.zero_()
+    elif nonzero == "one entry":
+        matrix = torch.zeros_like(matrix)
+        matrix[3, 0] = 1.0
+    elif nonzero == "diagonal 0":
+        keep = torch.zeros_like(matrix, dtype=torch.bool)
+        k = torch.arange(160)
+        keep[k % 16, k % 10] = True
+        matrix = matrix * keep
+    elif nonzero == "identity 16":
+        matrix = torch.eye(16, dtype=torch.float64)
+    assert _diagonal_rotations(matrix, 4096) == expected
+    # the diagonals counted are all the method needs: skipping the others loses nothing
+    vector = torch.rand(16, dtype=torch.float64)
+    assert torch.allclose(_emulated_mm(vector, matrix, 4096), vector @ matrix)
+
+
+def test_encrypted_mm_agrees_with_the_diagonal_model(context):
+    """TenSEAL's mm on a matrix with only the odd diagonals gives the plaintext product."""
+    matrix = torch.zeros(16, 10, dtype=torch.float64)
+    matrix[3, 0], matrix[8, 7] = 0.5, -2.0  # both on odd diagonals only
+    assert _diagonal_rotations(matrix, 4096) == 8
+    vector = torch.rand(16, dtype=torch.float64)
+    encrypted = ts.ckks_vector(context, vector.tolist()).mm(matrix.tolist())
+    got = torch.tensor(encrypted.decrypt(), dtype=torch.float64)
+    assert torch.allclose(got, vector @ matrix, atol=1e-4)
+
+
+def test_bad_server_arguments_are_refused(model, context):
+    with pytest.raises(ValueError, match="power of two"):
+        EncryptedMLP(model, 3000)
+    with pytest.raises(ValueError, match="power of two"):
+        EncryptedMLP(model, 0)
+    with pytest.raises(TypeError, match="slots"):
+        EncryptedMLP(model, 4096.0)
+    with pytest.raises(TypeError, match="slots"):
+        EncryptedMLP(model, True)
+    with pytest.raises(ValueError, match="headroom must be positive"):
+        EncryptedMLP(model, 4096, headroom=0.0)
+    with pytest.raises(TypeError, match="headroom"):
+        EncryptedMLP(model, 4096, headroom="64")
+    with pytest.raises(TypeError, match="HEFriendlyMLP"):
+        EncryptedMLP(torch.nn.Linear(2, 2))
+    server = EncryptedMLP(model, slot_count(context))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        server.encrypt(context, [[0.0] * 28] * 28)
+    with pytest.raises(TypeError, match="CKKSVector"):
+        server(server.encode_input(torch.rand(1, 28, 28)))

@@ -841,6 +841,26 @@ def _find_secret(learner, reference, generator) -> None:
         expect_equal(str(learner(_PlantedLM(secret), prefix, length)), secret, shown)
 
 
+def _clopper_pearson(learner, reference, generator) -> None:
+    """Random counts (zero and all successes included) and confidence levels."""
+    for trial in range(TRIALS):
+        n = _integer(generator, 1, 3000)
+        k = (0, n)[trial] if trial < 2 else _integer(generator, 0, n + 1)
+        alpha = _uniform(generator, 0.005, 0.3)
+        shown = f"cp_interval({k}, {n}, {alpha:.6g})"
+        got = learner(k, n, alpha)
+        expect(isinstance(got, tuple | list) and len(got) == 2, f"{shown} should be (low, high)")
+        want = reference(k, n, alpha)
+        for end, g, w in zip(("low", "high"), got, want, strict=True):
+            expect_close(float(g), float(w), rtol=1e-6, atol=1e-9, what=f"the {end} end of {shown}")
+
+
+def _rates(generator: torch.Generator) -> tuple[float, float, float]:
+    """(tpr, fpr, delta) with both rates inside (0, 1), so every bound is finite."""
+    delta = 0.0 if _integer(generator, 0, 2) else 10 ** -_uniform(generator, 2, 8)
+    return _uniform(generator, 0.001, 0.999), _uniform(generator, 0.001, 0.999), delta
+
+
 #: Hidden cases by exercise name.
 HIDDEN: dict[str, Case] = {
     "00.count_where": _count_where,
@@ -929,4 +949,9 @@ HIDDEN: dict[str, Case] = {
     "17.secure_relu": _secure_relu,
     "17.hidden_backward": _hidden_backward,
     "21.find_secret": _find_secret,
+    "22.max_posterior": _numbers(
+        "largest_posterior", lambda g: (_uniform(g, 1e-4, 0.999), _uniform(g, 0.01, 12.0))
+    ),
+    "22.clopper_pearson": _clopper_pearson,
+    "22.epsilon_lower_bound": _numbers("lower_bound", _rates),
 }
