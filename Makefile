@@ -94,8 +94,12 @@ typecheck: install
 ## The course's Flower App (flower_app/) on Flower's Deployment Engine: a SuperLink and NODES
 ## SuperNodes as processes on 127.0.0.1, all stopped afterwards. make federation NODES=3 ROUNDS=5
 ## TLS=1 serves the SuperLink over TLS (a throw-away CA, as flower_app/README.md describes).
-federation: install
-	$(RUN) $(BIN)/python -m course_lib.fl.flower --runtime deployment --nodes $(or $(NODES),2) --rounds $(or $(ROUNDS),2) $(if $(filter 1,$(TLS)),--tls)
+## Across machines: make federation SUPERLINK=10.0.0.1:9093 CA=tls/ca.crt [NODES=2 ROUNDS=2] runs
+## the app on that SuperLink (always TLS) and its NODES SuperNodes, started beforehand with
+## python -m course_lib.fl.deployment superlink / supernode (flower_app/README.md, two laptops).
+# (checked when the Makefile is read, so nothing is installed or started first)
+federation: $(if $(and $(filter federation,$(MAKECMDGOALS)),$(SUPERLINK)),$(if $(CA),,$(error make federation SUPERLINK=... needs CA=path/to/ca.crt, the federation's CA certificate))) install
+	$(RUN) $(BIN)/python -m $(if $(SUPERLINK),course_lib.fl.deployment run --superlink $(SUPERLINK) --ca $(CA),course_lib.fl.flower --runtime deployment) --nodes $(or $(NODES),2) --rounds $(or $(ROUNDS),2) $(if $(SUPERLINK),,$(if $(filter 1,$(TLS)),--tls))
 
 ## Does the course work on this machine's CUDA GPU? The tests' CUDA cases, a short DP-SGD and a
 ## short FedAvg training on cuda, in a table. Exit 0: all passed; 1: a check failed; 2: no CUDA here.

@@ -148,9 +148,15 @@ def _make_dry_run(
     fake_id = fake_bin / "id"
     fake_id.write_text(f"#!/bin/sh\necho {uid}\n")
     fake_id.chmod(0o755)
-    env = {**os.environ, "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
+    # without the outer make's variables (make test runs pytest inside make)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
+    }
+    env["PATH"] = f"{fake_bin}{os.pathsep}{os.environ['PATH']}"
     return subprocess.run(
-        ["make", "-n", "-W", "requirements.txt", *args],
+        ["make", "--no-print-directory", "-n", "-W", "requirements.txt", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,
@@ -200,3 +206,30 @@ def test_make_federation_passes_tls_only_when_asked(tmp_path: Path) -> None:
     assert flower_line("TLS=1", "NODES=3")[-5:] == ["--nodes", "3", "--rounds", "2", "--tls"]
     assert "--tls" not in flower_line()
     assert "--tls" not in flower_line("TLS=0")
+
+
+def test_make_federation_runs_the_run_role_against_a_given_superlink(tmp_path: Path) -> None:
+    """SUPERLINK=host:port CA=... swaps the local federation for the `run` role of
+    course_lib.fl.deployment against that SuperLink (TLS implied: no --tls flag); without CA it
+    stops before installing or starting anything."""
+
+    def python_line(*args: str) -> list[str]:
+        output = _make_dry_run(tmp_path, "federation", *args).stdout
+        (line,) = [line for line in output.splitlines() if " -m course_lib.fl." in line]
+        return line.split()
+
+    remote = python_line("SUPERLINK=10.0.0.1:9093", "CA=tls/ca.crt", "NODES=3", "TLS=1")
+    start = remote.index("-m")
+    assert remote[start:] == [
+        "-m", "course_lib.fl.deployment", "run", "--superlink", "10.0.0.1:9093",
+        "--ca", "tls/ca.crt", "--nodes", "3", "--rounds", "2",
+    ]  # fmt: skip
+    local = python_line()
+    assert local[local.index("-m") :] == [
+        "-m", "course_lib.fl.flower", "--runtime", "deployment", "--nodes", "2", "--rounds", "2",
+    ]  # fmt: skip
+    missing = _make_dry_run(tmp_path, "federation", "SUPERLINK=10.0.0.1:9093", check=False)
+    assert missing.returncode != 0 and "needs CA=path/to/ca.crt" in missing.stderr
+    assert missing.stdout == "", "refused before the install recipe"
+    # other targets do not care about SUPERLINK
+    assert _make_dry_run(tmp_path, "lint", "SUPERLINK=10.0.0.1:9093").returncode == 0

@@ -187,8 +187,12 @@ def test_seeded_noise_keeps_its_exact_values() -> None:
     expected = [-0.8106995820999146, 0.6821484565734863, -0.6683363318443298, 1.3303290605545044]
     expected += [1.3997633457183838]
     assert torch.equal(gaussian_noise((5,), 1.0, InsecureSeededRandom(0)), torch.tensor(expected))
-    scaled = gaussian_noise((3,), 2.5, InsecureSeededRandom(123), dtype=torch.float64)
+    scaled = gaussian_noise((3,), 2.5, InsecureSeededRandom(123))
     assert scaled.tolist() == [-0.24008479714393616, -1.8647077083587646, 1.714784026145935]
+    # float64 noise is made in float64 (tests/dp/test_noise_precision.py): its own values
+    wide = gaussian_noise((3,), 2.5, InsecureSeededRandom(123), dtype=torch.float64)
+    assert wide.dtype == torch.float64
+    assert wide.equal(gaussian_noise((3,), 2.5, InsecureSeededRandom(123), dtype=torch.float64))
 
 
 class _ZeroKeystream:
@@ -225,3 +229,34 @@ def test_noise_has_the_requested_shape_dtype_and_scale(count) -> None:
         assert z.dtype == torch.float64 and z.shape == (count,) and torch.isfinite(z).all()
     with pytest.raises(ValueError, match="std"):
         gaussian_noise((3,), -1.0)
+
+
+class _FixedKey(SecureRandom):
+    """A secure source whose key is chosen (a known-answer test of what is done with it)."""
+
+    def bytes(self, n: int) -> bytes:
+        return bytes(range(n))
+
+
+def test_secure_noise_is_box_muller_of_chacha20_of_zeros_computed_out_of_place() -> None:
+    """The fast path encrypts its buffer in place (``update_into(buffer, buffer)``), which
+    ``cryptography`` does not document: a known-answer test against the out-of-place keystream
+    and a float64 Box–Muller from the same bits."""
+    import numpy as np
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+    from course_lib.dp.dpsgd import _secure_normals
+
+    count = 10_001  # odd: the last pair is cut
+    pairs = (count + 1) // 2
+    key = bytes(range(48))
+    stream = Cipher(algorithms.ChaCha20(key[:32], key[32:]), mode=None).encryptor()
+    raw = np.frombuffer(stream.update(bytes(12 * pairs)), dtype=np.uint8)
+    words = raw[: 8 * pairs].view("<u8") & np.uint64((1 << 53) - 1)
+    u = (words.astype(np.float64) + 1.0) * 2.0**-53
+    angle = raw[8 * pairs :].view("<i4").astype(np.float64) * (2 * math.pi * 2.0**-32)
+    radius = np.sqrt(-2.0 * np.log(u))
+    reference = np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
+    fast = _secure_normals(_FixedKey(), count, 1.0).astype(np.float64)
+    # float32 arithmetic: within a few float32 ulps of the float64 reference, value by value
+    assert np.allclose(fast, reference, rtol=2e-6, atol=2e-6)

@@ -73,6 +73,10 @@ MANIFEST = ".student-edition.json"
 
 BEGIN = re.compile(r"^(\s*)# BEGIN SOLUTION\s*$")
 END = re.compile(r"^\s*# END SOLUTION\s*$")
+#: In markdown (answers to a lesson's questions) the markers may also be HTML comments, which the
+#: instructor edition does not render.
+MARKDOWN_BEGIN = re.compile(r"^(\s*)(?:# BEGIN SOLUTION|<!-- BEGIN SOLUTION -->)\s*$")
+MARKDOWN_END = re.compile(r"^\s*(?:# END SOLUTION|<!-- END SOLUTION -->)\s*$")
 STUB_COMMENT = "# your code here"
 MARKDOWN_STUB = "*Your answer here.*"
 CHECK_OUTPUT_MARKER = "# NBVAL_CHECK_OUTPUT"
@@ -125,25 +129,31 @@ def _stub_for(block: list[str], indent: str, line: int) -> list[str]:
 
 
 def strip_solutions(source: str, *, markdown: bool = False) -> str:
-    """Replace every solution block in one cell's ``source`` with its stub."""
+    """Replace every solution block in one cell's ``source`` with its stub. In a markdown cell
+    (``markdown=True``) the block is an answer, replaced by ``*Your answer here.*`` at the
+    block's indentation (so a list item stays a list item)."""
+    begin_marker, end_marker = (MARKDOWN_BEGIN, MARKDOWN_END) if markdown else (BEGIN, END)
     out: list[str] = []
     lines = source.splitlines()
     i = 0
     while i < len(lines):
-        begin = BEGIN.match(lines[i])
-        if END.match(lines[i]):
-            raise SolutionMarkerError(f"'# END SOLUTION' without a matching BEGIN at line {i + 1}")
+        begin = begin_marker.match(lines[i])
+        if end_marker.match(lines[i]):
+            raise SolutionMarkerError(f"'END SOLUTION' without a matching BEGIN at line {i + 1}")
         if not begin:
             out.append(lines[i])
             i += 1
             continue
-        end = next((j for j in range(i + 1, len(lines)) if END.match(lines[j])), None)
+        end = next((j for j in range(i + 1, len(lines)) if end_marker.match(lines[j])), None)
         if end is None:
-            raise SolutionMarkerError(f"'# BEGIN SOLUTION' at line {i + 1} has no '# END SOLUTION'")
+            raise SolutionMarkerError(f"'BEGIN SOLUTION' at line {i + 1} has no 'END SOLUTION'")
         block = lines[i + 1 : end]
-        if any(BEGIN.match(line) for line in block):
-            raise SolutionMarkerError(f"nested '# BEGIN SOLUTION' inside the block at line {i + 1}")
-        out += [MARKDOWN_STUB] if markdown else _stub_for(block, begin.group(1), i + 1)
+        if any(begin_marker.match(line) for line in block):
+            raise SolutionMarkerError(f"nested 'BEGIN SOLUTION' inside the block at line {i + 1}")
+        if markdown:
+            out.append(f"{begin.group(1)}{MARKDOWN_STUB}")
+        else:
+            out += _stub_for(block, begin.group(1), i + 1)
         i = end + 1
     return "\n".join(out)
 

@@ -25,8 +25,11 @@ the rest) and gets v right. For an (ε, δ)-DP mechanism, P[v or more right] ≤
 max_{1 ≤ i ≤ v} (f(v − i) − f(v)) / i with f(v) = P[Binomial(r, e^ε / (1 + e^ε)) ≥ v]; every ε
 whose bound is below α is rejected at confidence 1 − α.
 
-The confidence level 1 − α is the probability, over the audit's own randomness, that a correct
-(ε, δ)-DP implementation is *not* flagged: α is the audit's false-positive rate.
+The confidence level: with probability *at least* 1 − α, over the audit's own randomness, a
+correct (ε, δ)-DP implementation is *not* flagged — so when the true ε is at most the claimed ε,
+the audit's false-positive rate is *at most* α. (Clopper–Pearson intervals and the union bound
+over the two rates are conservative, so the real rate can be well below α; this needs a test
+fixed before the counted trials are seen, e.g. a threshold chosen on separate trials.)
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ def _check_alpha(alpha: object) -> float:
     number = as_number(alpha, "alpha")
     if not 0.0 < number < 1.0:
         raise ValueError(
-            "alpha is the audit's false-positive rate (1 − confidence), strictly between 0 and "
-            f"1 (e.g. 0.05 for 95% confidence), got {number}"
+            "alpha is 1 − confidence (it bounds the audit's false-positive rate), strictly "
+            f"between 0 and 1 (e.g. 0.05 for 95% confidence), got {number}"
         )
     return number
 
@@ -445,7 +448,15 @@ def max_posterior(prior: float, epsilon: float) -> float:
     output: posterior ≤ e^ε·p / (e^ε·p + 1 − p) for prior p (posterior odds ≤ e^ε × prior odds;
     Kasiviswanathan & Smith 2014, "On the 'semantics' of differential privacy").
 
-    ``prior`` in [0, 1], ε > 0 (pure DP; with δ > 0 the bound fails with probability up to δ).
+    The condition: the attacker's uncertainty is only about your record — the other records are
+    known to them, or independent of yours. With correlated records (relatives, repeated
+    measurements) the data without you still carry evidence about you, and the bound can fail
+    (Kifer & Machanavajjhala 2011, "No free lunch in data privacy").
+
+    ``prior`` in [0, 1], ε > 0, pure ε-DP. For δ > 0 there is no such pointwise bound: the odds
+    bound holds only outside the outputs where the privacy loss exceeds ε, and how likely those
+    are depends on the mechanism, not simply on δ (the Gaussian mechanism with σ = 0.75 is
+    (6.13, 10⁻⁵)-DP, yet its privacy loss exceeds 6.13 with probability ≈ 4.2·10⁻⁵).
     """
     prior = _check_rate(prior, "prior")
     epsilon = check_epsilon(epsilon)

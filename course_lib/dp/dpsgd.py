@@ -551,6 +551,17 @@ def _secure_normals(rng: RandomSource, count: int, std: float) -> np.ndarray:
     return normals.reshape(-1)[:count]
 
 
+def _normals64(rng: RandomSource, count: int, std: float) -> np.ndarray:
+    """``count`` independent N(0, std²) values in float64: Box–Muller on 53-bit uniforms
+    ``u = (k + 1)·2⁻⁵³ ∈ (0, 1]`` and ``v = k′·2⁻⁵³ ∈ [0, 1)`` from 16 keystream bytes per pair."""
+    pairs = (count + 1) // 2
+    words = np.frombuffer(_random_bytes(rng, 16 * pairs), dtype="<u8").reshape(2, pairs)
+    u = ((words[0] >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0**-53
+    angle = (words[1] >> np.uint64(11)).astype(np.float64) * (2 * math.pi * 2.0**-53)
+    radius = np.sqrt(-2.0 * np.log(u)) * std
+    return np.concatenate([radius * np.cos(angle), radius * np.sin(angle)])[:count]
+
+
 def gaussian_noise(
     shape: torch.Size | tuple[int, ...],
     std: float,
@@ -572,6 +583,11 @@ def gaussian_noise(
     value on one core, ChaCha20 included); with a seeded one it runs as it always has (the
     logarithm in float64), so that lessons' seeded numbers stay exactly what they were.
 
+    ``dtype=torch.float64`` makes the noise in float64 throughout (53 random bits for ``u`` and
+    for the angle, 16 bytes per pair), for releases kept in float64: float32 noise cast to float64
+    stays on float32's grid, and a release ``sum + noise`` then tells the true sum apart from a
+    neighbour's (``release − candidate`` is a float32 number only for the true one).
+
     The bytes come from the CPU's secure generator (a GPU's own generator is a seeded PRNG), so
     the noise is made on the CPU and then moved to ``device`` (default: CPU) as ``dtype``
     (default float32).
@@ -579,6 +595,8 @@ def gaussian_noise(
     std = check_nonnegative(std, "std (the noise standard deviation)")
     count = math.prod(shape)
     rng = resolve_random_source(rng)
+    if dtype == torch.float64:
+        return torch.from_numpy(_normals64(rng, count, std)).reshape(shape).to(device=device)
     if rng.secure:
         noise = torch.from_numpy(_secure_normals(rng, count, std))
         return noise.reshape(shape).to(device=device, dtype=dtype)
@@ -760,7 +778,11 @@ class DPSGD:
             self.nonfinite_examples += self._batch_nonfinite
         std = self.noise_multiplier * self.max_grad_norm
         sizes = [p.numel() for p in params]
-        noise = gaussian_noise((sum(sizes),), std, self.rng)
+        # float64 parameters get float64 noise (float32 noise would stay on float32's grid)
+        wide = any(p.dtype == torch.float64 for p in params)
+        noise = gaussian_noise(
+            (sum(sizes),), std, self.rng, dtype=torch.float64 if wide else torch.float32
+        )
         for param, total, chunk in zip(params, sums, noise.split(sizes), strict=True):
             chunk = chunk.to(device=total.device, dtype=total.dtype).view_as(total)
             # in place on the fresh sum: the same arithmetic as (total + chunk) / batch size

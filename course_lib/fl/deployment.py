@@ -26,13 +26,31 @@ over TLS with a throw-away CA (:func:`make_tls_files`), as between machines.
 ``--disable-runtime-dependency-installation`` stops the SuperLink from running ``uv sync`` for the
 app's dependencies. Across machines see ``flower_app/README.md`` (real addresses, TLS
 certificates, SuperNode authentication, what the SuperLink's port exposes).
+
+**Across machines, one role per command** (:func:`main`)::
+
+    python -m course_lib.fl.deployment tls --out tls --hosts 10.0.0.1       # operator, once
+    python -m course_lib.fl.deployment key --out keys --name node1          # each hospital
+    python -m course_lib.fl.deployment superlink --host 0.0.0.0 --port 9093 --tls-dir tls --auth
+    python -m course_lib.fl.deployment register --superlink 10.0.0.1:9093 --ca tls/ca.crt \\
+        node1.pub
+    python -m course_lib.fl.deployment supernode --superlink 10.0.0.1:9093 --ca ca.crt \\
+        --key keys/node1.key --partition 0/2
+    python -m course_lib.fl.deployment run --superlink 10.0.0.1:9093 --ca tls/ca.crt --rounds 2
+
+Each role checks every argument before anything starts (a missing file, a bad address or
+partition: one line, exit status 2), prints the Flower command it runs — the one
+``flower_app/README.md`` gives — and stops its Flower process on SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -41,15 +59,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "FEDERATION",
     "LocalFederation",
     "check_port_free",
     "flower_processes",
     "free_port",
+    "main",
     "make_supernode_key",
     "make_tls_files",
     "stop_on_sigterm",
@@ -464,12 +484,12 @@ def make_tls_files(
         .sign(ca_key, hashes.SHA256())
     )
     files = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
-    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_fresh(files["ca"], ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_fresh(files["cert"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    _write_owner_only(files["key"], pem)
+    _write_fresh(files["key"], pem, 0o600)
     return files
 
 
@@ -498,28 +518,33 @@ def make_supernode_key(folder: str | Path, name: str = "node") -> dict[str, Path
     folder.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP384R1())
     files = {"private": folder / f"{name}.key", "public": folder / f"{name}.pub"}
-    _write_owner_only(
+    _write_fresh(
         files["private"],
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption(),
         ),
+        0o600,
     )
-    files["public"].write_bytes(
+    _write_fresh(
+        files["public"],
         key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
-        + b"\n"
+        + b"\n",
+        0o644,
     )
     return files
 
 
-def _write_owner_only(path: Path, data: bytes) -> None:
-    """Write a private key readable by its owner only, whatever the umask: created fresh with
-    mode 0600 (``O_EXCL``), never widened after the fact."""
+def _write_fresh(path: Path, data: bytes, mode: int) -> None:
+    """Write a key or certificate file created fresh (``O_EXCL``, after removing what was at the
+    path) with ``mode``, whatever the umask: a symlink planted at the path is replaced, never
+    written through, and a private key (0600) is never readable by others, not even briefly."""
     path.unlink(missing_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    os.fchmod(descriptor, mode)  # O_CREAT applies the umask; 0644 must not become 0600 or 0666
     with os.fdopen(descriptor, "wb") as key_file:
         key_file.write(data)
 
@@ -585,3 +610,420 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 def _signal_pid(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
+
+
+# -- across machines: one role per command (python -m course_lib.fl.deployment ROLE ...) ---------
+
+#: The federation's name in the operator's ``config.toml``: ``flwr run flower_app hospitals``.
+FEDERATION = "hospitals"
+#: The SuperNode's own local port (its ClientApp API; flwr's default), not reachable from outside.
+SUPERNODE_PORT = 9094
+
+
+def _address(text: str, option: str) -> str:
+    """``HOST:PORT`` (``[IPv6]:PORT`` too), port in 1..65535; ``ValueError`` naming ``option``."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"{option} must be HOST:PORT with a port in 1..65535 (the SuperLink's address, "
+            f"e.g. 10.0.0.1:9093), got {text!r}"
+        )
+    return text
+
+
+def _port(value: int, option: str) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{option} must lie in 1..65535, got {value}")
+    return value
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
+    """``path`` made absolute (the printed command works from any folder); ``FileNotFoundError``
+    naming ``what`` if it is not a file."""
+    found = Path(path).expanduser().absolute()
+    if not found.is_file():
+        raise FileNotFoundError(f"{what}: no file {found}")
+    return found
+
+
+def _partition(text: str) -> tuple[int, int]:
+    """``I/N`` with ``0 <= I < N``: this SuperNode's part of the data (``partition-id=I
+    num-partitions=N``)."""
+    match = re.fullmatch(r"(\d+)/(\d+)", text)
+    if match is None or not int(match[1]) < int(match[2]):
+        raise ValueError(
+            f"--partition must be I/N with 0 <= I < N (this node's partition-id and the number "
+            f"of SuperNodes), e.g. 0/2; got {text!r}"
+        )
+    return int(match[1]), int(match[2])
+
+
+def _public_key(path: str | Path) -> Path:
+    """A SuperNode's public key file as ``flwr supernode register`` loads it (OpenSSH EC)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    found = _existing_file(path, "the SuperNode's public key")
+    try:
+        key = load_ssh_public_key(found.read_bytes())
+    except (ValueError, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise ValueError(
+            f"{found} is not an OpenSSH ECDSA public key (make one with `python -m "
+            "course_lib.fl.deployment key`; register the .pub file, never the private .key)"
+        )
+    return found
+
+
+def superlink_command(host: str, port: int, tls_dir: str | Path, auth: bool) -> list[str]:
+    """``flower-superlink`` over TLS with the files :func:`make_tls_files` wrote to ``tls_dir``
+    (``ca.crt``, ``server.pem``, ``server.key``), SuperNode authentication if ``auth``."""
+    folder = Path(tls_dir).expanduser().absolute()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--tls-dir: no folder {folder} (make it with the `tls` role)")
+    files = {
+        name: _existing_file(folder / name, f"--tls-dir {folder}")
+        for name in ("ca.crt", "server.pem", "server.key")
+    }
+    if not host:
+        raise ValueError("--host must be an address of this machine, e.g. 0.0.0.0 (all)")
+    return [
+        "flower-superlink",
+        "--ssl-ca-certfile", str(files["ca.crt"]),
+        "--ssl-certfile", str(files["server.pem"]),
+        "--ssl-keyfile", str(files["server.key"]),
+        *(["--enable-supernode-auth"] if auth else []),
+        "--disable-runtime-dependency-installation",
+        "--host", host,
+        "--port", str(_port(port, "--port")),
+    ]  # fmt: skip
+
+
+def supernode_command(
+    superlink: str,
+    ca: str | Path,
+    partition: str,
+    key: str | Path | None = None,
+    port: int = SUPERNODE_PORT,
+) -> list[str]:
+    """``flower-supernode`` that trusts only ``ca``, signs in with the private ``key`` (if any)
+    and trains on partition ``I/N`` of the course's data."""
+    partition_id, partitions = _partition(partition)
+    auth = []
+    if key is not None:
+        private = _existing_file(key, "--key (the SuperNode's private key)")
+        if private.suffix == ".pub":
+            raise ValueError(f"--key takes the private key (node.key), not {private.name}")
+        auth = ["--auth-supernode-private-key", str(private)]
+    return [
+        "flower-supernode",
+        "--root-certificates", str(_existing_file(ca, "--ca (the federation's CA certificate)")),
+        "--superlink", _address(superlink, "--superlink"),
+        "--port", str(_port(port, "--port")),
+        *auth,
+        "--node-config", f"partition-id={partition_id} num-partitions={partitions}",
+    ]  # fmt: skip
+
+
+def operator_config(superlink: str, ca: str | Path) -> str:
+    """The operator's ``FLWR_HOME/config.toml``: the SuperLink :data:`FEDERATION` at
+    ``superlink``, verified with ``ca``."""
+    ca_file = _existing_file(ca, "--ca (the federation's CA certificate)")
+    return (
+        f'[superlink]\ndefault = "{FEDERATION}"\n\n[superlink.{FEDERATION}]\n'
+        f"address = {json.dumps(_address(superlink, '--superlink'))}\n"
+        f"root-certificates = {json.dumps(str(ca_file))}\n"
+    )
+
+
+def register_command(public_key: str | Path) -> list[str]:
+    """``flwr supernode register node.pub hospitals`` (the operator's ``flwr`` CLI)."""
+    return ["flwr", "supernode", "register", str(_public_key(public_key)), FEDERATION]
+
+
+def run_command(run_config: Mapping[str, object]) -> list[str]:
+    """``flwr run flower_app hospitals --stream --run-config ...`` for the course's app, every
+    key checked by :class:`~course_lib.fl.flower.AppConfig` first."""
+    from course_lib.fl.flower import APP_DIR, AppConfig
+
+    config = AppConfig.from_run_config(run_config)
+    pairs = " ".join(_toml_pair(k, v) for k, v in config.to_run_config().items())
+    return ["flwr", "run", str(APP_DIR), FEDERATION, "--stream", "--run-config", pairs]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m course_lib.fl.deployment",
+        description="One role of a Flower federation across machines (flower_app/README.md).",
+    )
+    roles = parser.add_subparsers(dest="role", required=True, metavar="ROLE")
+    tls = roles.add_parser("tls", help="operator: a throw-away CA and the SuperLink's certificate")
+    tls.add_argument("--out", required=True, type=Path, help="folder for ca.crt, server.*")
+    tls.add_argument(
+        "--hosts", required=True, help="ADDR[,ADDR]: the SuperLink's addresses nodes dial"
+    )
+    key = roles.add_parser("key", help="hospital: a SuperNode's key pair (NAME.key, NAME.pub)")
+    key.add_argument("--out", required=True, type=Path)
+    key.add_argument("--name", required=True)
+    link = roles.add_parser("superlink", help="server: the SuperLink, over TLS")
+    link.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    link.add_argument("--port", type=int, default=9093)
+    link.add_argument("--tls-dir", required=True, type=Path, help="what the tls role wrote")
+    link.add_argument("--auth", action="store_true", help="only registered SuperNodes may join")
+    node = roles.add_parser("supernode", help="hospital: a SuperNode")
+    node.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
+    node.add_argument("--ca", required=True, type=Path, help="the federation's ca.crt")
+    node.add_argument("--key", type=Path, help="this node's private key (with --auth)")
+    node.add_argument("--partition", required=True, help="I/N: partition-id I of N")
+    node.add_argument("--port", type=int, default=SUPERNODE_PORT, help="local ClientApp port")
+    for name, text in (("register", "operator: register a SuperNode's public key"),
+                       ("run", "operator: run the course's app on the federation")):  # fmt: skip
+        operator = roles.add_parser(name, help=text)
+        operator.add_argument("--superlink", required=True, help="HOST:PORT of the SuperLink")
+        operator.add_argument("--ca", required=True, type=Path, help="the federation's ca.crt")
+        operator.add_argument(
+            "--flwr-home",
+            type=Path,
+            help="keep the operator's config.toml here (default: a temporary folder)",
+        )
+    register = roles.choices["register"]
+    register.add_argument("public_key", type=Path, help="the SuperNode's NAME.pub")
+    run = roles.choices["run"]
+    run.add_argument("--rounds", type=int, default=2)
+    run.add_argument("--nodes", type=int, default=2, help="SuperNodes (= their N)")
+    run.add_argument("--mode", default="fedavg")
+    run.add_argument(
+        "--result-dir",
+        help="where the ServerApp saves the result, on the SuperLink's machine "
+        "(default: a new folder in /tmp)",
+    )
+    run.add_argument(
+        "--run-config",
+        default="",
+        help='other app settings as flwr run takes them, e.g. "train-samples=200 lr=0.1"',
+    )
+    run.add_argument("--timeout", type=float, default=900.0, help="seconds (default 900)")
+    return parser
+
+
+class _Plan:
+    """What a role does, decided (and every argument checked) before anything starts."""
+
+    def __init__(self, command: list[str] | None = None, config: str | None = None) -> None:
+        self.command = command
+        self.config = config  # the operator's config.toml, for register / run
+
+
+def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, _Plan]:
+    """Parse ``argv`` and check every argument; returns the command the role would run (``None``
+    for ``tls`` and ``key``, which only write files). Nothing is started or written."""
+    args = _parser().parse_args(list(argv))
+    if args.role == "tls":
+        hosts = [h.strip() for h in args.hosts.split(",")]
+        if not all(hosts):
+            raise ValueError(f"--hosts must be ADDR[,ADDR...], got {args.hosts!r}")
+        # the SuperLink's own SuperExec dials it on 127.0.0.1 to start the ServerApp
+        args.hosts = tuple(dict.fromkeys([*hosts, "127.0.0.1"]))
+        return args, _Plan()
+    if args.role == "key":
+        if not args.name or Path(args.name).name != args.name or args.name.startswith("."):
+            raise ValueError(f"--name must be a plain file name such as node1, got {args.name!r}")
+        return args, _Plan()
+    if args.role == "superlink":
+        return args, _Plan(superlink_command(args.host, args.port, args.tls_dir, args.auth))
+    if args.role == "supernode":
+        return args, _Plan(
+            supernode_command(args.superlink, args.ca, args.partition, args.key, args.port)
+        )
+    config = operator_config(args.superlink, args.ca)
+    if args.flwr_home is not None:
+        existing = args.flwr_home / "config.toml"
+        if existing.exists() and existing.read_text() != config:
+            raise FileExistsError(
+                f"{existing} exists with another configuration: pick another --flwr-home "
+                "(or remove that file)"
+            )
+    if args.role == "register":
+        return args, _Plan(register_command(args.public_key), config)
+    if args.timeout <= 0:
+        raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if args.result_dir is None:
+        args.result_dir = f"{tempfile.gettempdir()}/course-flower-result-{os.getpid()}"
+    run_config = {
+        **_run_config_pairs(args.run_config),
+        "num-server-rounds": args.rounds,
+        "num-nodes": args.nodes,
+        "mode": args.mode,
+        "result-dir": args.result_dir,
+    }
+    from course_lib.fl.flower import AppConfig
+
+    args.app_config = AppConfig.from_run_config(run_config)
+    return args, _Plan(run_command(run_config), config)
+
+
+#: Run-config keys the ``run`` role sets with options of their own.
+_OWN_OPTIONS = {"num-server-rounds": "--rounds", "num-nodes": "--nodes", "mode": "--mode",
+                "result-dir": "--result-dir"}  # fmt: skip
+
+
+def _run_config_pairs(text: str) -> dict[str, object]:
+    """``key=value`` pairs (TOML values, space-separated) as ``flwr run --run-config`` reads them
+    (flwr's own pattern); keys the role has options for are refused."""
+    import tomllib
+
+    pairs = re.findall(r"(\S+?)=('[^']*'|\"[^\"]*\"|\S+)", text)
+    if " ".join(f"{k}={v}" for k, v in pairs) != " ".join(text.split()):
+        raise ValueError(f'--run-config must be key=value pairs such as "lr=0.1", got {text!r}')
+    values: dict[str, object] = {}
+    for key, value in pairs:
+        if key in _OWN_OPTIONS:
+            raise ValueError(f"--run-config: set {key} with {_OWN_OPTIONS[key]}")
+        try:
+            values[key] = tomllib.loads(f"{json.dumps(key)} = {value}")[key]
+        except tomllib.TOMLDecodeError:
+            raise ValueError(
+                f"--run-config: {key}={value} is not a TOML value (strings in double quotes)"
+            ) from None
+    return values
+
+
+def _role_env(flwr_home: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    env.update(
+        FLWR_TELEMETRY_ENABLED="0",
+        FLWR_DISABLE_UPDATE_CHECK="1",
+        PYTHONUNBUFFERED="1",
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
+    )
+    return env
+
+
+def _run_child(
+    command: list[str],
+    env: Mapping[str, str],
+    grace: float = 10.0,
+    timeout: float | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> int:
+    """Run ``command`` in its own process group; print it first. SIGTERM, Ctrl-C or ``timeout``
+    stop its group (SIGTERM, then SIGKILL after ``grace`` s). With ``echo``, its output is read
+    line by line and passed on (stdout otherwise goes straight to ours)."""
+    print("$ " + shlex.join(command), flush=True)
+    process = subprocess.Popen(
+        [_program(command[0]), *command[1:]],
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if echo is not None else None,
+        stderr=subprocess.STDOUT if echo is not None else None,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    try:
+        with stop_on_sigterm():
+            if echo is not None and process.stdout is not None:
+                reader = threading.Thread(
+                    target=lambda: [echo(line.rstrip("\n")) for line in process.stdout or ()],
+                    daemon=True,
+                )
+                reader.start()
+            try:
+                code = process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                print(f"error: {command[0]} took longer than {timeout:.0f} s", file=sys.stderr)
+                code = 1
+            if echo is not None:
+                reader.join(timeout=5)
+            return code
+    finally:
+        _signal_group(process.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=grace)
+        _signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _report_result(args: argparse.Namespace) -> None:
+    """Print the run's result like ``make federation``, if its folder is on this machine."""
+    from course_lib.fl.flower import AppConfig, load_result, reference_fedavg
+
+    if not (Path(args.result_dir) / "history.json").exists():
+        print(
+            f"\nThe ServerApp saved its result on the SuperLink's machine, in {args.result_dir} "
+            "(not on this one)."
+        )
+        return
+    result = load_result(args.result_dir)
+    config: AppConfig = args.app_config
+    print(f"\nacross machines ({args.mode}, TLS), {args.nodes} nodes x {args.rounds} rounds")
+    print(f"  result: {args.result_dir}")
+    print("  round seconds, Flower:", [round(s, 2) for s in result.round_seconds])
+    print("  test accuracy, Flower:", result.test_acc)
+    if args.mode == "fedavg":
+        reference = reference_fedavg(config, args.nodes)
+        assert reference.model is not None
+        gap = max(
+            (result.state[k] - v).abs().max().item()
+            for k, v in reference.model.state_dict().items()
+        )
+        print("  test accuracy, course_lib:", reference.test_acc)
+        print(f"  largest weight difference to course_lib's FedAvg: {gap:.2e}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m course_lib.fl.deployment ROLE ...`` (module docstring; ``--help`` per role).
+    Returns the exit status: 2 for bad arguments (nothing started), else the Flower command's."""
+    try:
+        args, role = plan(sys.argv[1:] if argv is None else argv)
+        if role.command is not None:
+            _program(role.command[0])  # installed?
+        if args.role == "superlink":
+            check_port_free(args.port, args.host)
+    except (ValueError, TypeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.role == "tls":
+        files = make_tls_files(args.out, hosts=args.hosts)
+        print(f"for {', '.join(args.hosts)}: " + ", ".join(str(p) for p in files.values()))
+        print(f"give {files['ca']} (public) to every SuperNode; keep server.key on the server")
+        return 0
+    if args.role == "key":
+        files = make_supernode_key(args.out, args.name)
+        print(f"private (stays on this machine): {files['private']}")
+        print(f"public (send to the operator to register): {files['public']}")
+        return 0
+    assert role.command is not None
+    if role.config is None:  # superlink, supernode: in the caller's FLWR_HOME
+        return _run_child(role.command, _role_env(None))
+    with contextlib.ExitStack() as stack:
+        home = args.flwr_home or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="course-flwr-operator-"))
+        )
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "config.toml").write_text(role.config)
+        print(f"# {home / 'config.toml'}:\n" + role.config.rstrip())
+        if args.role == "register":
+            return _run_child(role.command, _role_env(home))
+        errors: list[str] = []
+
+        def echo(line: str) -> None:
+            print(line, flush=True)
+            if "ERROR" in line or "Traceback" in line:
+                errors.append(line)
+
+        code = _run_child(role.command, _role_env(home), timeout=args.timeout, echo=echo)
+        if code != 0 or errors:
+            print(f"error: flwr run failed (exit code {code})", file=sys.stderr)
+            return code or 1
+        _report_result(args)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -128,8 +128,8 @@ def dp_aggregate(
     one broken or malicious client from stopping the round for everyone. Whatever one client
     sends, it moves the sum by at most ``C`` (the release by at most ``C / expected_clients``).
 
-    Noise: float32 Gaussian from ``rng`` (CSPRNG by default), drawn on the CPU and moved to the
-    template's device.
+    Noise: Gaussian from ``rng`` (CSPRNG by default) in the template's precision (float64 for a
+    float64 parameter, else float32), drawn on the CPU and moved to the template's device.
     """
     clip_norm = check_positive(clip_norm, "clip_norm")
     expected_clients = check_positive(expected_clients, "expected_clients")
@@ -155,7 +155,11 @@ def dp_aggregate(
     std = noise_multiplier * clip_norm
     released = {}
     for k, v in total.items():
-        noise = gaussian_noise(v.shape, std, rng).to(device=v.device, dtype=torch.float64)
+        # noise as precise as the release: float32 noise added in float64 and kept in float64
+        # would stay on float32's grid and tell the true sum from a neighbour's
+        wide = template[k].dtype == torch.float64
+        noise = gaussian_noise(v.shape, std, rng, dtype=torch.float64 if wide else torch.float32)
+        noise = noise.to(device=v.device, dtype=torch.float64)
         released[k] = ((v + noise) / expected_clients).to(template[k].dtype)
     return released, norms
 

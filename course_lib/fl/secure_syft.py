@@ -13,7 +13,10 @@ on its private data (the module :mod:`course_lib.fl.jobs.secure_round`, shipped 
    and masked with the pair masks this hospital agrees with every other hospital by X25519
    (:func:`course_lib.fl.secure_aggregation.add_pairwise_masks`). One masked update is uniformly
    random; the hospitals' masked updates add up to the exact sum of their updates. An update
-   holding NaN or ±inf is refused (the job fails, nothing is uploaded).
+   holding NaN or ±inf is refused (the job fails, nothing is uploaded). Each pair mask is derived
+   from the pair's shared secret *and* a digest of the whole job (:func:`job_digest`: the code,
+   ``params.json`` with the round, keys, DP settings, lr, momentum and epochs, and the global
+   weights' bytes), so the masks cancel only if every hospital ran the very same job.
 3. Only the masked update leaves, as ``outputs/masked_update.b64``.
 
 The scientist adds the masked uploads (:func:`unmask_average`) and moves the global model by the
@@ -35,16 +38,26 @@ Whose privacy, whose budget
     ε is not a guarantee (anyone with the seed can subtract the noise): :meth:`BudgetReviewer.
     epsilon_report` then says ``ε = ∞``.
 
-Threat model: the scientist is relied on to relay jobs and uploads (availability) but not trusted
-with privacy: whatever it writes into ``params.json`` or the global weights, a job that
-passes review reveals only the masked sum of DP updates — a key list other than the pinned roster
-(which would let it unmask a hospital, or skip masking), a reused round index (identical masks, so
-two uploads' difference is the difference of two updates), weaker DP settings or another dataset are
-refused. Not covered: dropouts (every hospital must upload for the masks to cancel — lesson 13's
-protocol adds recovery); collusion of the scientist with a hospital against another (two of three
-updates then give the third); and the roster itself must reach each hospital over a channel the
-scientist cannot alter (:func:`exchange_public_keys` models that set-up). Each hospital counts
-equally in the average: weighting by shard size would reveal the sizes.
+Threat model: the scientist is the adversary. It is relied on to relay jobs and uploads
+(availability) but not trusted with privacy, and it may be *malicious* in what it sends: whatever it
+writes into ``params.json`` or the global weights, a job that passes review reveals only the masked
+sum of DP updates — a key list other than the pinned roster (which would let it unmask a hospital,
+or skip masking), a reused round index (identical masks, so two uploads' difference is the
+difference of two updates), weaker DP settings, another dataset, or lr ≤ 0 are refused. Each
+hospital reviews only its *own* job, so the scientist could also send the hospitals *different*
+jobs that each pass review — hospitals 2 and 3 a tiny learning rate or other global weights, so
+that the "sum" is hospital 1's update alone. Job binding stops that: the masks are keyed to the
+digest of the job each hospital ran (:func:`job_digest`), so if any two hospitals got different
+jobs their masks do not cancel and the sum is uniformly random — the round fails instead of
+leaking. The hospitals are honest-but-curious towards each other. Not covered: dropouts (every
+hospital must upload for the masks to cancel — lesson 13's protocol adds recovery); collusion of
+the scientist with hospitals (a colluding hospital's own update, subtracted from the sum, gives the
+scientist the sum of the other hospitals' updates — with three hospitals, the sum of the two
+others; with two colluders, the third's update); global weights chosen, the same for everyone, so
+that training reveals something about the data (secure aggregation hides who contributed what,
+not what the sum reveals — DP bounds that); and the roster itself must reach each hospital over a
+channel the scientist cannot alter (:func:`exchange_public_keys` models that set-up). Each hospital
+counts equally in the average: weighting by shard size would reveal the sizes.
 """
 
 from __future__ import annotations
@@ -93,6 +106,7 @@ __all__ = [
     "PUBLIC_KEY_FILE",
     "SECURE_DP_TRAINING_SCRIPT",
     "SECURE_JOB_DATA_FILES",
+    "SECURE_JOB_FILES",
     "PrivacyPolicy",
     "Consortium",
     "exchange_public_keys",
@@ -103,6 +117,7 @@ __all__ = [
     "read_public_keys",
     "hospital_index",
     "job_random_source",
+    "job_digest",
     "mask_update",
     "unmask_average",
     "write_secure_job",
@@ -121,6 +136,8 @@ SECURE_DP_TRAINING_SCRIPT: str = sb.job_source("course_lib.fl.jobs.secure_round"
 
 #: Files of a secure training job besides ``main.py``.
 SECURE_JOB_DATA_FILES = ("params.json", "global_model.b64")
+#: Every file of a secure training job: all of them are bound into its masks (:func:`job_digest`).
+SECURE_JOB_FILES = ("main.py", *SECURE_JOB_DATA_FILES)
 
 
 # -- the hospitals' privacy terms ---------------------------------------------------------------
@@ -215,6 +232,10 @@ class Consortium:
       :mod:`course_lib.models` they train (and the global weights must be that model's, finite —
       DP-SGD's guarantee holds from any starting weights, so this checks well-formedness, not
       privacy); ``frac_bits``: the fixed-point scale of the masked uploads.
+
+    The job's training settings (``lr`` > 0, ``momentum`` in [0, 1)) are only checked for range:
+    one hospital cannot see another's job, so what makes them *the same for every hospital* is the
+    job binding of the masks (:func:`job_digest`), not this review.
     """
 
     public_keys: tuple[str, ...]
@@ -251,10 +272,11 @@ class Consortium:
                 problems.append(
                     f"{name} {params.get(name)!r} is not the agreed {getattr(self, name)!r}"
                 )
-        for name in ("lr", "momentum"):
-            value = params.get(name)
-            if not _is_number(value) or not math.isfinite(value):
-                problems.append(f"{name} must be a finite number, got {value!r}")
+        lr, momentum = params.get("lr"), params.get("momentum")
+        if not _is_number(lr) or not 0 < float(lr) < math.inf:
+            problems.append(f"lr must be a finite number > 0, got {lr!r}")
+        if not _is_number(momentum) or not 0 <= float(momentum) < 1:
+            problems.append(f"momentum must be a finite number in [0, 1), got {momentum!r}")
         if not problems:
             problems.extend(self._weight_problems(global_model_b64))
         return problems
@@ -322,6 +344,10 @@ class BudgetReviewer:
       (:meth:`Consortium.problems_with`) — whatever the scientist writes into ``params.json``;
     - its round index is a new one for this hospital (the same index means the same masks);
     - running it keeps the hospital within its ε budget.
+
+    A reviewer sees only its own hospital's job. That the other hospitals got the *same* job is
+    enforced by the job itself: its masks are keyed to :func:`job_digest`, so a round in which the
+    scientist sent different jobs yields a uniformly random sum, not anyone's update.
 
     One object plays every hospital's reviewer here: each hospital has its *own* accountant
     (``accountants[email]``, stepped when it approves) and its own set of approved rounds, and
@@ -480,8 +506,28 @@ def job_random_source(params: dict[str, Any], secret_key: bytes) -> RandomSource
     return InsecureSeededRandom(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
 
 
-def _session(round_index: int) -> bytes:
-    return b"secure-dp-fedavg round %d" % round_index
+def job_digest(folder: str | Path) -> bytes:
+    """SHA-256 of everything a secure job controls: the bytes of its :data:`SECURE_JOB_FILES` in
+    ``folder`` — the code, ``params.json`` (round, key list, DP settings, lr, momentum, epochs,
+    dataset, model, fixed-point scale, noise seed) and the global weights.
+
+    The job passes it to :func:`mask_update`, which keys every pair mask to it. Each hospital
+    reviews only its own job, so this is what makes the round's jobs the same everywhere: two
+    hospitals that ran different jobs (by a single byte) derive different masks, which do not
+    cancel, and the scientist's sum is uniformly random — the round fails instead of leaking.
+    """
+    folder = Path(folder)
+    digest = hashlib.sha256(b"course_lib secure-dp-fedavg job v1")
+    for name in SECURE_JOB_FILES:
+        data = (folder / name).read_bytes()
+        digest.update(b"|%s|%d|" % (name.encode(), len(data)))
+        digest.update(data)
+    return digest.digest()
+
+
+def _session(round_index: int, digest: bytes | None) -> bytes:
+    session = b"secure-dp-fedavg round %d" % round_index
+    return session if digest is None else session + b"|job " + digest.hex().encode()
 
 
 def mask_update(
@@ -490,12 +536,17 @@ def mask_update(
     public_keys: Sequence[str],
     round_index: int,
     frac_bits: int = 24,
+    *,
+    job: bytes | None = None,
 ) -> torch.Tensor:
     """A hospital's masked upload: ``update`` fixed-point encoded (``frac_bits``) plus its pair
-    masks with every other hospital for this round. Values must stay small enough that the sum of
-    all hospitals' encodings cannot wrap around (else ``ValueError``). An update holding NaN or
-    ±inf is refused with a ``ValueError`` naming the hospital (its position in the key list): the
-    job then fails and uploads nothing, rather than poison the sum.
+    masks with every other hospital for this round. ``job`` is the digest of the job being run
+    (:func:`job_digest`; the secure job always passes it): the masks are derived from it too, so
+    they cancel only among hospitals that ran the same job. Without it (``None``, for masking
+    outside a job) the masks depend on the keys and the round alone. Values must stay small enough
+    that the sum of all hospitals' encodings cannot wrap around (else ``ValueError``). An update
+    holding NaN or ±inf is refused with a ``ValueError`` naming the hospital (its position in the
+    key list): the job then fails and uploads nothing, rather than poison the sum.
 
     >>> from course_lib.fl.secure_aggregation import generate_key_pair
     >>> from course_lib.randomness import InsecureSeededRandom
@@ -511,17 +562,20 @@ def mask_update(
         raise TypeError("the update must be a floating-point tensor")
     round_index = check_nonnegative_int(round_index, "round_index")
     frac_bits = check_int_in_range(frac_bits, "frac_bits", 0, 52)
+    if job is not None and (not isinstance(job, bytes) or len(job) != 32):
+        raise TypeError("job must be a job's 32-byte SHA-256 digest (see job_digest)")
     index = hospital_index(secret_key, public_keys)
     check_finite_update(update, f"hospital {index + 1} of {len(public_keys)}")
     limit = 2.0 ** (62 - frac_bits) / len(public_keys)
     encoded = encode_fixed_point(update.flatten(), frac_bits, max_abs=limit)
     peers = {j: bytes.fromhex(key) for j, key in enumerate(public_keys)}
-    return add_pairwise_masks(encoded, index, secret_key, peers, _session(round_index))
+    return add_pairwise_masks(encoded, index, secret_key, peers, _session(round_index, job))
 
 
 def unmask_average(masked_uploads: Sequence[torch.Tensor], frac_bits: int = 24) -> torch.Tensor:
     """The scientist's side: add the masked uploads in Z_2^64 (the masks cancel), decode, and
-    divide by the number of hospitals. Every hospital of the round must be included."""
+    divide by the number of hospitals. Every hospital of the round must be included, and all must
+    have run the same job (:func:`job_digest`): otherwise the result is uniformly random."""
     if not masked_uploads:
         raise ValueError("no masked uploads to add up")
     shapes = {tuple(m.shape) for m in masked_uploads}

@@ -151,6 +151,42 @@ def test_max_posterior() -> None:
     assert max_posterior(1e-6, 700.0) == pytest.approx(1.0)  # no overflow
 
 
+def test_with_delta_the_odds_bound_fails_more_often_than_delta() -> None:
+    """max_posterior's docstring: for δ > 0 the odds bound is not "broken with probability ≤ δ".
+    The Gaussian mechanism's privacy loss with the record in is N(μ²/2, μ²), μ = 1/σ; at σ = 0.75
+    and δ = 1e-5 (exact ε ≈ 6.13) it exceeds ε with probability ≈ 4.2e-5 > δ."""
+    sigma, delta = 0.75, 1e-5
+    eps = gaussian_epsilon(sigma, delta)
+    mu = 1 / sigma
+    tail = float(stats.norm.sf((eps - mu**2 / 2) / mu))
+    assert eps == pytest.approx(6.13, abs=0.005)
+    assert tail == pytest.approx(4.24e-5, rel=0.01)
+    assert tail > delta
+
+
+# -- what finite samples can certify (lesson 22's ceilings) ---------------------------------------
+
+
+def test_a_perfect_attack_on_300_trials_per_world_certifies_at_most_4_39() -> None:
+    perfect = audit_epsilon(300, 300, 0, 300, delta=1e-5)
+    assert perfect.epsilon_lower == pytest.approx(4.39, abs=0.005)
+    assert perfect.epsilon_lower < gaussian_epsilon(0.75, 1e-5)  # below lesson 22's exact ε
+    # and nothing better is possible with these sample sizes: every other count gives less
+    assert audit_epsilon(299, 300, 0, 300, delta=1e-5).epsilon_lower < perfect.epsilon_lower
+    assert audit_epsilon(300, 300, 1, 300, delta=1e-5).epsilon_lower < perfect.epsilon_lower
+
+
+def test_the_one_run_audit_is_capped_below_the_gaussian_exact_epsilon() -> None:
+    """Every guess right still leaves the bound below 6.13: the theorem's per-guess accuracy
+    e^ε/(1 + e^ε) is randomized response's, not tight for the Gaussian at large ε."""
+    exact = gaussian_epsilon(0.75, 1e-5)
+    all_200 = one_run_epsilon_lower_bound(1000, 200, 200, delta=1e-5)
+    all_1000 = one_run_epsilon_lower_bound(1000, 1000, 1000, delta=1e-5)
+    assert all_200 == pytest.approx(4.17, abs=0.005)
+    assert all_1000 == pytest.approx(5.78, abs=0.005)
+    assert all_200 < all_1000 < exact
+
+
 # -- the one-run audit -----------------------------------------------------------------------------
 
 

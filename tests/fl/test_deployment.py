@@ -149,17 +149,25 @@ sys.exit(1)
 
 
 def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
-    """flower_app/README.md's commands across machines, as printed: the SuperLink on host 0
-    (10.123.0.1, TLS with a CA only the federation trusts, SuperNode authentication), the
-    operator registers two nodes' public keys, one SuperNode on each of hosts 1 and 2 signs in
-    with its key, `flwr run` from host 0. The weights equal the course FedAvg's. Two intruders on
-    host 2 that hold the CA certificate and can reach the port (one with a key nobody registered,
-    one with none) are refused, and never appear among the federation's nodes. Afterwards nothing
-    runs in the namespaces and they are gone. Needs root (network namespaces); skipped
-    otherwise."""
+    """flower_app/README.md's walkthrough across machines, half through the role commands
+    (`python -m course_lib.fl.deployment ROLE`) and half through the raw flwr commands they
+    stand for, in one federation: the operator makes the TLS files (`tls` role) and starts the
+    SuperLink on host 0 (10.123.0.1; `superlink --auth` role: TLS with a CA only the federation
+    trusts, SuperNode authentication); registers node 1's public key with raw `flwr supernode
+    register` and node 2's with the `register` role; SuperNode 1 on host 1 is raw
+    `flower-supernode`, SuperNode 2 on host 2 the `supernode` role; the `run` role runs the app
+    from host 0 and prints the comparison with the course FedAvg. The weights equal the course
+    FedAvg's. Two intruders on host 2 that hold the CA certificate and can reach the port (one
+    with a key nobody registered, one with none) are refused, and never appear among the
+    federation's nodes. SIGTERM to the SuperLink's and node 2's roles stops their Flower
+    processes (exit 143); afterwards nothing runs in the namespaces and they are gone. Needs root
+    (network namespaces); skipped otherwise."""
+    import re
+
     import torch
 
-    from course_lib.fl.deployment import make_supernode_key, make_tls_files
+    from course_lib.fl import deployment
+    from course_lib.fl.deployment import make_supernode_key
     from course_lib.fl.flower import APP_DIR, AppConfig, load_result, reference_fedavg
     from course_lib.smpc.emulated_hosts import EmulatedHosts, namespaces_unavailable
 
@@ -169,10 +177,12 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
     config = AppConfig(num_server_rounds=1, num_nodes=2, train_samples=200, hidden_units=16)
     result_dir = tmp_path / "result"
     run_config = AppConfig.checked({**config.__dict__, "result_dir": str(result_dir)})
-    # the SuperLink's own SuperExec (which starts the ServerApp) dials it on 127.0.0.1: the
-    # certificate must name that address too, or the run never starts
-    tls = make_tls_files(tmp_path / "tls", hosts=("10.123.0.1", "127.0.0.1"))
+    # the `tls` role adds 127.0.0.1: the SuperLink's own SuperExec (which starts the ServerApp)
+    # dials it there, so the certificate must name that address too, or the run never starts
+    assert deployment.main(["tls", "--out", str(tmp_path / "tls"), "--hosts", "10.123.0.1"]) == 0
+    tls = {"ca": tmp_path / "tls" / "ca.crt"}
     bin_dir = os.path.dirname(sys.executable)
+    role = [sys.executable, "-m", "course_lib.fl.deployment"]
 
     def env(name: str) -> dict[str, str]:
         home = tmp_path / name
@@ -185,16 +195,16 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 — closed with the process
         return hosts.start(host, argv, env=env(name), stdout=log, stderr=subprocess.STDOUT)
 
-    keys = {
-        name: make_supernode_key(tmp_path / "keys", name) for name in ("node1", "node2", "intruder")
-    }
+    keys = {name: make_supernode_key(tmp_path / "keys", name) for name in ("node1", "intruder")}
+    assert deployment.main(["key", "--out", str(tmp_path / "keys"), "--name", "node2"]) == 0
+    keys["node2"] = {"private": tmp_path / "keys" / "node2.key",
+                     "public": tmp_path / "keys" / "node2.pub"}  # fmt: skip
     with EmulatedHosts(3) as hosts:
-        started(hosts, 0, [f"{bin_dir}/flower-superlink", "--ssl-ca-certfile", str(tls["ca"]),
-                           "--ssl-certfile", str(tls["cert"]), "--ssl-keyfile", str(tls["key"]),
-                           "--enable-supernode-auth", "--disable-runtime-dependency-installation",
-                           "--host", "0.0.0.0", "--port", "9093"], "superlink")  # fmt: skip
+        superlink = started(hosts, 0, [*role, "superlink", "--host", "0.0.0.0", "--port", "9093",
+                                       "--tls-dir", str(tmp_path / "tls"), "--auth"],
+                            "superlink")  # fmt: skip
         probe = hosts.start(1, [sys.executable, "-c", WAIT_LISTENING, "10.123.0.1", "9093"])
-        assert probe.wait(180) == 0, "the SuperLink did not listen on 10.123.0.1:9093"
+        assert probe.wait(180) == 0, (tmp_path / "superlink.log").read_text()[-2000:]
         operator = env("operator")
         Path(operator["FLWR_HOME"], "config.toml").write_text(
             '[superlink]\ndefault = "hospitals"\n\n[superlink.hospitals]\n'
@@ -210,16 +220,25 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
             assert cli.returncode == 0, out + err
             return json.loads(out)
 
-        registered = set()
-        for i in (1, 2):
-            answer = flwr("supernode", "register", str(keys[f"node{i}"]["public"]), "hospitals")
-            registered.add(str(answer["node-id"]))
-        for i in (1, 2):
-            started(hosts, i, [f"{bin_dir}/flower-supernode", "--root-certificates",
-                               str(tls["ca"]), "--superlink", "10.123.0.1:9093", "--port", "9094",
-                               "--auth-supernode-private-key", str(keys[f"node{i}"]["private"]),
-                               "--node-config", f"partition-id={i - 1} num-partitions=2"],
-                    f"supernode{i}")  # fmt: skip
+        answer = flwr("supernode", "register", str(keys["node1"]["public"]), "hospitals")
+        registered = {str(answer["node-id"])}
+        register = hosts.start(0, [*role, "register", "--superlink", "10.123.0.1:9093", "--ca",
+                                   str(tls["ca"]), str(keys["node2"]["public"])],
+                               env=env("register"), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        out, _ = register.communicate(timeout=120)
+        assert register.returncode == 0, out
+        assert f"$ flwr supernode register {keys['node2']['public']} hospitals" in out, out
+        registered |= set(re.findall(r"SuperNode (\d+) registered", out))
+        assert len(registered) == 2, out
+        started(hosts, 1, [f"{bin_dir}/flower-supernode", "--root-certificates", str(tls["ca"]),
+                           "--superlink", "10.123.0.1:9093", "--port", "9094",
+                           "--auth-supernode-private-key", str(keys["node1"]["private"]),
+                           "--node-config", "partition-id=0 num-partitions=2"],
+                "supernode1")  # fmt: skip
+        node2 = started(hosts, 2, [*role, "supernode", "--superlink", "10.123.0.1:9093",
+                                   "--ca", str(tls["ca"]), "--key", str(keys["node2"]["private"]),
+                                   "--partition", "1/2"], "supernode2")  # fmt: skip
         intruders = [
             started(hosts, 2, [f"{bin_dir}/flower-supernode", "--root-certificates",
                                str(tls["ca"]), "--superlink", "10.123.0.1:9093", "--port", port,
@@ -230,18 +249,17 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
                 ("anonymous", "9096", []),
             ]
         ]  # fmt: skip
-        pairs = " ".join(f"{k}={json.dumps(v)}" if isinstance(v, str) else
-                         f"{k}={str(v).lower() if isinstance(v, bool) else v}"
-                         for k, v in run_config.to_run_config().items())  # fmt: skip
-        log = open(tmp_path / "run.log", "w")  # noqa: SIM115
-        run = hosts.start(0, [f"{bin_dir}/flwr", "run", str(APP_DIR), "hospitals", "--stream",
-                              "--run-config", pairs], env=operator, stdout=log,
-                          stderr=subprocess.STDOUT)  # fmt: skip
+        settings = run_config.to_run_config()
+        run = started(hosts, 0, [*role, "run", "--superlink", "10.123.0.1:9093", "--ca",
+                                 str(tls["ca"]), "--rounds", "1", "--nodes", "2",
+                                 "--result-dir", str(result_dir), "--run-config",
+                                 "train-samples=200 hidden-units=16"], "run")  # fmt: skip
         try:
             code = run.wait(300)  # `flwr run --stream` returns when the run has finished
         except subprocess.TimeoutExpired:
             code = None
-        assert code == 0, (tmp_path / "run.log").read_text()[-3000:]
+        run_log = (tmp_path / "run.log").read_text()
+        assert code == 0, run_log[-3000:]
         # the federation's nodes are the two registered ones; both intruders were refused
         nodes = flwr("supernode", "ls", "hospitals")["nodes"]
         assert {str(node["node-id"]) for node in nodes} == registered, nodes
@@ -254,9 +272,24 @@ def test_a_federation_across_three_emulated_hosts_with_tls(tmp_path):
         for name, refusal in refusals.items():
             log_text = (tmp_path / f"{name}.log").read_text()
             assert "Exit Code: 305" in log_text and refusal in log_text, log_text[-2000:]
+        # SIGTERM to a role stops the Flower process it started before the role exits
+        for name, process in (("supernode2", node2), ("superlink", superlink)):
+            process.send_signal(signal.SIGTERM)  # to `ip netns exec`, which exec'd the role
+            assert process.wait(60) == 128 + signal.SIGTERM, name
+            assert flower_processes(tmp_path / name) == [], name
     assert hosts.exist() == []
     assert all(process.poll() is not None for process in hosts.processes)
     logs = {p.name: p.read_text()[-2000:] for p in tmp_path.glob("*.log")}
+    # each role printed the command the README gives, with the app config it validated
+    superlink_log = (tmp_path / "superlink.log").read_text()
+    assert superlink_log.startswith("$ flower-superlink --ssl-ca-certfile "), superlink_log[:300]
+    assert "--enable-supernode-auth" in superlink_log.splitlines()[0]
+    node2_log = (tmp_path / "supernode2.log").read_text()
+    assert node2_log.startswith("$ flower-supernode --root-certificates "), node2_log[:300]
+    assert "--node-config 'partition-id=1 num-partitions=2'" in node2_log.splitlines()[0]
+    assert f"$ flwr run {APP_DIR} hospitals --stream --run-config " in run_log
+    assert all(_toml_pair(k, v) in run_log for k, v in settings.items()), run_log[:3000]
+    assert "largest weight difference to course_lib's FedAvg" in run_log, run_log[-2000:]
     assert (result_dir / "history.json").exists(), logs
     result = load_result(result_dir)
     reference = reference_fedavg(config, 2)
@@ -331,15 +364,22 @@ def test_the_test_certificates_pass_python_313s_strict_verification(tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("maker", "file_name", "field"),
-    [("make_tls_files", "server.key", "key"), ("make_supernode_key", "node1.key", "private")],
+    ("maker", "field", "file_name", "mode"),
+    [
+        ("make_tls_files", "key", "server.key", 0o600),
+        ("make_tls_files", "cert", "server.pem", 0o644),
+        ("make_tls_files", "ca", "ca.crt", 0o644),
+        ("make_supernode_key", "private", "node1.key", 0o600),
+        ("make_supernode_key", "public", "node1.pub", 0o644),
+    ],
 )
-def test_a_private_key_is_owner_only_whatever_the_umask(
-    tmp_path: Path, maker: str, file_name: str, field: str
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_key_files_are_created_fresh_with_their_mode_whatever_the_umask(
+    tmp_path: Path, maker: str, field: str, file_name: str, mode: int, umask: int
 ) -> None:
-    """A private key (the SuperLink's TLS key, a SuperNode's authentication key) is created with
-    mode 0600 (not written under the umask and narrowed after), and a file an attacker planted at
-    its path (here a symlink) is replaced, not written through."""
+    """Every file the two makers write (a private key: 0600, never readable by others even
+    briefly; a certificate or public key: 0644) is created with its mode whatever the umask, and
+    a file an attacker planted at its path (here a symlink) is replaced, not written through."""
     from course_lib.fl import deployment
 
     make = {
@@ -351,13 +391,13 @@ def test_a_private_key_is_owner_only_whatever_the_umask(
     planted = tmp_path / "planted"
     planted.write_text("attacker's")
     (folder / file_name).symlink_to(planted)
-    old = os.umask(0)
+    old = os.umask(umask)
     try:
         files = make(folder)
     finally:
         os.umask(old)
     assert files[field] == folder / file_name
-    assert files[field].stat().st_mode & 0o777 == 0o600
+    assert files[field].stat().st_mode & 0o777 == mode
     assert not files[field].is_symlink() and planted.read_text() == "attacker's"
 
 
@@ -393,3 +433,199 @@ def test_supernode_keys_are_what_flower_loads_and_the_private_one_is_owner_only(
     with pytest.raises(TypeError, match="must be a string"):
         make_supernode_key(tmp_path / "never", 3)  # type: ignore[arg-type]
     assert not (tmp_path / "never").exists()
+
+
+# -- python -m course_lib.fl.deployment ROLE: the commands each role builds, bad arguments -------
+
+
+def _role_files(tmp_path: Path) -> dict[str, Path]:
+    """What the `tls` and `key` roles write: a CA and certificate for 10.0.0.1, node1's keys."""
+    from course_lib.fl import deployment
+
+    assert deployment.main(["tls", "--out", str(tmp_path / "tls"), "--hosts", "10.0.0.1"]) == 0
+    assert deployment.main(["key", "--out", str(tmp_path / "keys"), "--name", "node1"]) == 0
+    return {
+        "tls": tmp_path / "tls",
+        "ca": tmp_path / "tls" / "ca.crt",
+        "key": tmp_path / "keys" / "node1.key",
+        "pub": tmp_path / "keys" / "node1.pub",
+    }
+
+
+def test_the_tls_role_always_certifies_127_0_0_1_and_the_key_role_writes_a_pair(tmp_path, capsys):
+    """The SuperLink's own SuperExec dials it on 127.0.0.1 (or the run never starts), so the
+    `tls` role adds that address to the ones given; `key` writes node1.key / node1.pub."""
+    import ipaddress
+
+    from cryptography import x509
+
+    files = _role_files(tmp_path)
+    cert = x509.load_pem_x509_certificate((files["tls"] / "server.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("10.0.0.1"),
+        ipaddress.ip_address("127.0.0.1"),
+    ]
+    assert (files["tls"] / "server.key").stat().st_mode & 0o777 == 0o600
+    assert files["key"].stat().st_mode & 0o777 == 0o600 and files["pub"].exists()
+    assert "for 10.0.0.1, 127.0.0.1:" in capsys.readouterr().out
+
+
+def test_each_role_builds_the_flower_command_the_readme_gives(tmp_path):
+    """The exact commands (flower_app/README.md, "Run it across machines"), with every path
+    absolute so the printed command works from any folder. Nothing is started."""
+    from course_lib.fl.deployment import plan
+    from course_lib.fl.flower import APP_DIR
+
+    files = _role_files(tmp_path)
+    tls, ca, key, pub = (str(files[k]) for k in ("tls", "ca", "key", "pub"))
+    _, role = plan(["superlink", "--host", "0.0.0.0", "--port", "9093", "--tls-dir", tls, "--auth"])
+    assert role.command == [
+        "flower-superlink", "--ssl-ca-certfile", ca, "--ssl-certfile", f"{tls}/server.pem",
+        "--ssl-keyfile", f"{tls}/server.key", "--enable-supernode-auth",
+        "--disable-runtime-dependency-installation", "--host", "0.0.0.0", "--port", "9093",
+    ]  # fmt: skip
+    _, role = plan(["superlink", "--tls-dir", tls])  # defaults: all addresses, 9093, no auth
+    assert role.command is not None and "--enable-supernode-auth" not in role.command
+    assert role.command[-4:] == ["--host", "0.0.0.0", "--port", "9093"]
+    _, role = plan(["supernode", "--superlink", "10.0.0.1:9093", "--ca", ca, "--key", key,
+                    "--partition", "1/3"])  # fmt: skip
+    assert role.command == [
+        "flower-supernode", "--root-certificates", ca, "--superlink", "10.0.0.1:9093",
+        "--port", "9094", "--auth-supernode-private-key", key,
+        "--node-config", "partition-id=1 num-partitions=3",
+    ]  # fmt: skip
+    _, role = plan(["supernode", "--superlink", "[::1]:9093", "--ca", ca, "--partition", "0/1",
+                    "--port", "9200"])  # fmt: skip
+    assert role.command is not None and "--auth-supernode-private-key" not in role.command
+    assert role.command[4:7] == ["[::1]:9093", "--port", "9200"]
+    config = (
+        '[superlink]\ndefault = "hospitals"\n\n[superlink.hospitals]\n'
+        f'address = "10.0.0.1:9093"\nroot-certificates = "{ca}"\n'
+    )
+    _, role = plan(["register", "--superlink", "10.0.0.1:9093", "--ca", ca, pub])
+    assert role.command == ["flwr", "supernode", "register", pub, "hospitals"]
+    assert role.config == config
+    args, role = plan(["run", "--superlink", "10.0.0.1:9093", "--ca", ca, "--rounds", "3",
+                       "--nodes", "2", "--result-dir", "/tmp/out"])  # fmt: skip
+    assert role.config == config and role.command is not None
+    app = str(APP_DIR)
+    assert role.command[:6] == ["flwr", "run", app, "hospitals", "--stream", "--run-config"]
+    pairs = dict(pair.split("=", 1) for pair in role.command[6].split(" "))
+    assert pairs["num-server-rounds"] == "3" and pairs["num-nodes"] == "2"
+    assert pairs["mode"] == '"fedavg"' and pairs["result-dir"] == '"/tmp/out"'
+    assert len(pairs) == 22  # every AppConfig key, defaults included
+    assert pairs["train-samples"] == "4000" and pairs["lr"] == "0.05"  # AppConfig's defaults
+    args, role = plan(["run", "--superlink", "10.0.0.1:9093", "--ca", ca, "--run-config",
+                       'train-samples=200 lr=0.1 partitioning="dirichlet"'])  # fmt: skip
+    assert role.command is not None
+    pairs = dict(pair.split("=", 1) for pair in role.command[6].split(" "))
+    assert (pairs["train-samples"], pairs["lr"]) == ("200", "0.1")
+    assert pairs["partitioning"] == '"dirichlet"' and pairs["num-server-rounds"] == "2"
+    assert (args.app_config.train_samples, args.app_config.partitioning) == (200, "dirichlet")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["supernode", "--superlink", "10.0.0.1", "--ca", "{ca}", "--partition", "0/2"],
+         "--superlink must be HOST:PORT"),
+        (["supernode", "--superlink", "10.0.0.1:70000", "--ca", "{ca}", "--partition", "0/2"],
+         "port in 1..65535"),
+        (["supernode", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--partition", "2/2"],
+         "--partition must be I/N with 0 <= I < N"),
+        (["supernode", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--partition", "x"],
+         "--partition must be I/N"),
+        (["supernode", "--superlink", "10.0.0.1:9093", "--ca", "{tls}/none.crt",
+          "--partition", "0/2"], "--ca (the federation's CA certificate): no file"),
+        (["supernode", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--key", "{pub}",
+          "--partition", "0/2"], "--key takes the private key"),
+        (["supernode", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--partition", "0/2",
+          "--port", "0"], "--port must lie in 1..65535"),
+        (["superlink", "--tls-dir", "{tls}/none"], "--tls-dir: no folder"),
+        (["superlink", "--tls-dir", "{keys}"], "no file"),
+        (["superlink", "--tls-dir", "{tls}", "--port", "99999"], "--port must lie in 1..65535"),
+        (["register", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "{key}"],
+         "is not an OpenSSH ECDSA public key"),
+        (["register", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "{keys}/none.pub"],
+         "public key: no file"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--mode", "magic"],
+         "run-config key 'mode'"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--rounds", "0"],
+         "num-server-rounds"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--timeout", "0"],
+         "--timeout must be > 0"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--run-config", "lr=0"],
+         "run-config key 'lr'"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--run-config", "lr=fast"],
+         "lr=fast is not a TOML value"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--run-config", "lr"],
+         "--run-config must be key=value pairs"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--run-config",
+          "num-server-rounds=3"], "set num-server-rounds with --rounds"),
+        (["run", "--superlink", "10.0.0.1:9093", "--ca", "{ca}", "--run-config", "wings=2"],
+         "unknown run-config keys ['wings']"),
+        (["tls", "--out", "{tmp}/t2", "--hosts", "10.0.0.1,"], "--hosts must be ADDR"),
+        (["key", "--out", "{tmp}/k2", "--name", "../node"], "--name must be a plain file name"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_one_line_and_exit_2_before_anything_starts(
+    tmp_path, monkeypatch, capsys, argv, message
+):
+    from course_lib.fl import deployment
+
+    files = _role_files(tmp_path)
+    capsys.readouterr()
+    given = {"ca": files["ca"], "tls": files["tls"], "key": files["key"], "pub": files["pub"],
+             "keys": files["key"].parent, "tmp": tmp_path}  # fmt: skip
+    argv = [part.format(**given) for part in argv]
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("a process was started")
+
+    monkeypatch.setattr(subprocess, "Popen", no_processes)
+    assert deployment.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("error: "), err
+    assert message in err, err
+    assert not (tmp_path / "t2").exists() and not (tmp_path / "k2").exists()
+
+
+def test_an_operator_config_of_another_federation_is_not_overwritten(tmp_path, monkeypatch):
+    from course_lib.fl import deployment
+
+    files = _role_files(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("[superlink]\ndefault = 'mine'\n")
+    argv = ["run", "--superlink", "10.0.0.1:9093", "--ca", str(files["ca"]), "--flwr-home",
+            str(home)]  # fmt: skip
+    monkeypatch.setattr(subprocess, "Popen", None)  # nothing may start
+    assert deployment.main(argv) == 2
+    assert (home / "config.toml").read_text() == "[superlink]\ndefault = 'mine'\n"
+
+
+def test_sigterm_to_a_role_stops_its_flower_process(tmp_path):
+    """`kill` (SIGTERM) to a role's Python: it stops the process group it started (here a
+    stand-in `sh` that records its PID and sleeps) before it exits with 143."""
+    script = (
+        "import sys\n"
+        "from course_lib.fl.deployment import _role_env, _run_child\n"
+        f"sys.exit(_run_child(['sh', '-c', 'echo $$ > {tmp_path}/pid; exec sleep 60'], "
+        "_role_env(None), grace=2))\n"
+    )
+    role = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "pid").exists() or not (tmp_path / "pid").read_text().strip():
+            assert time.monotonic() < deadline, "the child did not start"
+            time.sleep(0.05)
+        child = int((tmp_path / "pid").read_text())
+        role.send_signal(signal.SIGTERM)
+        assert role.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if role.poll() is None:
+            role.kill()
+    assert role.stdout is not None and role.stdout.read().startswith("$ sh -c ")
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)

@@ -34,6 +34,30 @@ def test_lesson_conventions(path) -> None:
     assert second.cell_type == "code" and '"google.colab" in sys.modules' in second.source
 
 
+QUESTION = re.compile(r"^(\d+)\. \S", re.M)
+ANSWER = re.compile(
+    r"^   <!-- BEGIN SOLUTION -->\n   \*Answer\.\*.*?^   <!-- END SOLUTION -->$", re.M | re.S
+)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_lesson_ends_with_questions_answered_in_the_instructor_edition(path) -> None:
+    """The last cell asks 3–5 numbered questions; each has one answer block (inside its list
+    item), which the student edition replaces with "*Your answer here.*"."""
+    from tools.student_edition import MARKDOWN_STUB, make_student_notebook
+
+    nb = nbformat.read(path, as_version=4)
+    last = nb.cells[-1]
+    assert last.cell_type == "markdown"
+    assert last.source.startswith("## Check your understanding\n")
+    numbers = [int(n) for n in QUESTION.findall(last.source)]
+    assert 3 <= len(numbers) <= 5 and numbers == list(range(1, len(numbers) + 1)), numbers
+    items = re.split(r"^\d+\. ", last.source, flags=re.M)[1:]
+    assert [len(ANSWER.findall(item)) for item in items] == [1] * len(numbers)
+    student = make_student_notebook(nb).cells[-1].source
+    assert student.count(MARKDOWN_STUB) == len(numbers) and "*Answer.*" not in student
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_executed_in_order_without_errors(path) -> None:
     nb = nbformat.read(path, as_version=4)

@@ -86,6 +86,43 @@ def test_unbalanced_markers_are_errors(broken: str) -> None:
         strip_solutions(broken)
 
 
+def test_markdown_answers_become_a_stub_at_their_indentation() -> None:
+    """A lesson's questions keep their text; each answer (HTML-comment markers, which the
+    instructor edition does not render) becomes "*Your answer here.*" inside its list item."""
+    questions = (
+        "## Check your understanding\n\n"
+        "1. **Predict, then run.** What happens?\n"
+        "   <!-- BEGIN SOLUTION -->\n"
+        "   *Answer.* It leaks.\n\n"
+        "   More detail.\n"
+        "   <!-- END SOLUTION -->\n"
+        "2. Why?\n"
+        "   <!-- BEGIN SOLUTION -->\n"
+        "   *Answer.* Because.\n"
+        "   <!-- END SOLUTION -->"
+    )
+    assert strip_solutions(questions, markdown=True) == (
+        "## Check your understanding\n\n"
+        "1. **Predict, then run.** What happens?\n"
+        "   *Your answer here.*\n"
+        "2. Why?\n"
+        "   *Your answer here.*"
+    )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "1. Q\n   <!-- BEGIN SOLUTION -->\n   A\n",
+        "1. Q\n   A\n   <!-- END SOLUTION -->",
+        "<!-- BEGIN SOLUTION -->\n<!-- BEGIN SOLUTION -->\n<!-- END SOLUTION -->",
+    ],
+)
+def test_unbalanced_markdown_markers_are_errors(broken: str) -> None:
+    with pytest.raises(SolutionMarkerError):
+        strip_solutions(broken, markdown=True)
+
+
 def test_student_edition_of_every_lesson(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -101,6 +138,7 @@ def test_student_edition_of_every_lesson(
         assert len(student.cells) == len(original.cells)
         text = "\n".join(cell.source for cell in student.cells)
         assert not re.search(r"^\s*# (BEGIN|END) SOLUTION\s*$", text, re.M)
+        assert not re.search(r"<!-- (BEGIN|END) SOLUTION -->", text)
         code_text = "\n".join(c.source for c in student.cells if c.cell_type == "code")
         assert "NBVAL_CHECK_OUTPUT" not in code_text
         for cell in student.cells:

@@ -3,7 +3,9 @@
 This file is the job of lesson 20: :func:`course_lib.fl.secure_syft.write_secure_job` ships its
 text, unchanged, as the job's ``main.py``, and each hospital's reviewer approves a job only if its
 ``main.py`` is exactly this text. Inside a job ``resolve_dataset_files_path`` returns the hospital's
-PRIVATE files (its shard and its secret key); only ``outputs/masked_update.b64`` leaves.
+PRIVATE files (its shard and its secret key); only ``outputs/masked_update.b64`` leaves. The masks
+are keyed to the digest of this job's files (:func:`~course_lib.fl.secure_syft.job_digest`), so
+they cancel only if every hospital ran the same job.
 """
 
 import json
@@ -16,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 import course_lib.models
 from course_lib.dp.dpsgd import train_private
-from course_lib.fl.secure_syft import job_random_source, mask_update
+from course_lib.fl.secure_syft import job_digest, job_random_source, mask_update
 from course_lib.fl.syft_bridge import decode_state, encode_state
 
 
@@ -45,10 +47,12 @@ def main() -> None:
         progress=False,
     )
     # 2. the update, masked so that only the sum over all hospitals can be read (mask_update
-    #    refuses an update holding NaN or ±inf: the job then fails and nothing is uploaded)
+    #    refuses an update holding NaN or ±inf: the job then fails and nothing is uploaded). The
+    #    masks are keyed to this job's digest: if another hospital got a different job (other
+    #    lr, weights, ...), the masks do not cancel and the scientist's sum is random noise
     update = parameters_to_vector(model.parameters()).detach() - start
-    keys, round_index = params["public_keys"], params["round"]
-    masked = mask_update(update, secret_key, keys, round_index, params["frac_bits"])
+    keys, round_index, job = params["public_keys"], params["round"], job_digest(Path("."))
+    masked = mask_update(update, secret_key, keys, round_index, params["frac_bits"], job=job)
 
     Path("outputs").mkdir(exist_ok=True)  # all that leaves the hospital: the masked update
     Path("outputs/masked_update.b64").write_text(encode_state({"masked": masked}))
