@@ -50,6 +50,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -420,6 +421,10 @@ def _key_usage(x509: Any, *, ca: bool) -> Any:
     )  # fmt: skip
 
 
+#: What :func:`make_tls_files` writes: the CA's certificate, the server's certificate and key.
+_TLS_FILES = {"ca": "ca.crt", "cert": "server.pem", "key": "server.key"}
+
+
 def make_tls_files(
     folder: str | Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
 ) -> dict[str, Path]:
@@ -429,6 +434,9 @@ def make_tls_files(
     into ``folder`` and returns their paths as ``{"ca", "cert", "key"}``. ``hosts``: the names and
     IP addresses the certificate is valid for — every address clients dial must be one of them.
     For anything beyond a test, use your organisation's CA.
+
+    Files already at those paths are replaced (each written fresh, never through a symlink):
+    meant for a new folder. The ``tls`` role refuses existing files unless ``--force``.
     """
     import datetime
     import ipaddress
@@ -483,7 +491,7 @@ def make_tls_files(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    files = {"ca": folder / "ca.crt", "cert": folder / "server.pem", "key": folder / "server.key"}
+    files = {k: folder / name for k, name in _TLS_FILES.items()}
     _write_fresh(files["ca"], ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _write_fresh(files["cert"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
     pem = key.private_bytes(
@@ -502,6 +510,9 @@ def make_supernode_key(folder: str | Path, name: str = "node") -> dict[str, Path
     registers the public key (``flwr supernode register node.pub <federation>``); the SuperNode
     starts with ``--auth-supernode-private-key node.key``; a SuperLink started with
     ``--enable-supernode-auth`` refuses nodes whose key was not registered.
+
+    Files already at those paths are replaced (each written fresh, never through a symlink):
+    meant for a new key. The ``key`` role refuses existing files unless ``--force``.
 
     Raises:
         TypeError: ``name`` is not a string.
@@ -590,6 +601,26 @@ def stop_on_sigterm():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _sigterm_deferred():
+    """While active (main thread only), a SIGTERM is held back; on leaving, the previous handler
+    comes back and a SIGTERM that arrived raises ``SystemExit(143)`` (what
+    :func:`stop_on_sigterm` raises) — so a block that starts or stops a process is never cut in
+    two."""
+    received: list[int] = []
+
+    def _hold(signum: int, frame: object) -> None:
+        received.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, _hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if received:
+            raise SystemExit(128 + received[0])
 
 
 def _die_with_parent() -> None:
@@ -768,6 +799,10 @@ def _parser() -> argparse.ArgumentParser:
     key = roles.add_parser("key", help="hospital: a SuperNode's key pair (NAME.key, NAME.pub)")
     key.add_argument("--out", required=True, type=Path)
     key.add_argument("--name", required=True)
+    for maker in (tls, key):
+        maker.add_argument(
+            "--force", action="store_true", help="replace files already there (default: refuse)"
+        )
     link = roles.add_parser("superlink", help="server: the SuperLink, over TLS")
     link.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
     link.add_argument("--port", type=int, default=9093)
@@ -797,8 +832,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", default="fedavg")
     run.add_argument(
         "--result-dir",
-        help="where the ServerApp saves the result, on the SuperLink's machine "
-        "(default: a new folder in /tmp)",
+        help="where the ServerApp saves the result, on the SuperLink's machine: a new folder, "
+        "created owner-only (default: one with a random name in /tmp)",
     )
     run.add_argument(
         "--run-config",
@@ -827,10 +862,12 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, _Plan]:
             raise ValueError(f"--hosts must be ADDR[,ADDR...], got {args.hosts!r}")
         # the SuperLink's own SuperExec dials it on 127.0.0.1 to start the ServerApp
         args.hosts = tuple(dict.fromkeys([*hosts, "127.0.0.1"]))
+        _refuse_existing([args.out / name for name in _TLS_FILES.values()], args.force)
         return args, _Plan()
     if args.role == "key":
         if not args.name or Path(args.name).name != args.name or args.name.startswith("."):
             raise ValueError(f"--name must be a plain file name such as node1, got {args.name!r}")
+        _refuse_existing([args.out / f"{args.name}.{ext}" for ext in ("key", "pub")], args.force)
         return args, _Plan()
     if args.role == "superlink":
         return args, _Plan(superlink_command(args.host, args.port, args.tls_dir, args.auth))
@@ -850,8 +887,8 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, _Plan]:
         return args, _Plan(register_command(args.public_key), config)
     if args.timeout <= 0:
         raise ValueError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    if args.result_dir is None:
-        args.result_dir = f"{tempfile.gettempdir()}/course-flower-result-{os.getpid()}"
+    if args.result_dir is None:  # unguessable: no other user can make it first (save_result)
+        args.result_dir = f"{tempfile.gettempdir()}/course-flower-result-{secrets.token_hex(8)}"
     run_config = {
         **_run_config_pairs(args.run_config),
         "num-server-rounds": args.rounds,
@@ -863,6 +900,17 @@ def plan(argv: Sequence[str]) -> tuple[argparse.Namespace, _Plan]:
 
     args.app_config = AppConfig.from_run_config(run_config)
     return args, _Plan(run_command(run_config), config)
+
+
+def _refuse_existing(paths: list[Path], force: bool) -> None:
+    """``FileExistsError`` naming the first of ``paths`` already there (a symlink too), unless
+    ``force``: a live CA, server key or registered node key is never replaced by mistake."""
+    existing = [path for path in paths if os.path.lexists(path)]
+    if existing and not force:
+        raise FileExistsError(
+            f"{existing[0]} exists: it may be in use (a live CA or key); give another --out, "
+            "or --force to replace it"
+        )
 
 
 #: Run-config keys the ``run`` role sets with options of their own.
@@ -915,21 +963,28 @@ def _run_child(
     stop its group (SIGTERM, then SIGKILL after ``grace`` s). With ``echo``, its output is read
     line by line and passed on (stdout otherwise goes straight to ours)."""
     print("$ " + shlex.join(command), flush=True)
-    process = subprocess.Popen(
-        [_program(command[0]), *command[1:]],
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE if echo is not None else None,
-        stderr=subprocess.STDOUT if echo is not None else None,
-        text=True,
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
-    try:
-        with stop_on_sigterm():
+    process: subprocess.Popen | None = None
+    # SIGTERM raises SystemExit(143) from before the child exists (nothing to stop then) until
+    # it is stopped; while Popen runs, one is held back and raised once `process` is set, so the
+    # finally clause below always knows the group it must stop.
+    with stop_on_sigterm():
+        try:
+            program = _program(command[0])
+            with _sigterm_deferred():
+                process = subprocess.Popen(
+                    [program, *command[1:]],
+                    env=dict(env),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if echo is not None else None,
+                    stderr=subprocess.STDOUT if echo is not None else None,
+                    text=True,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,
+                )
             if echo is not None and process.stdout is not None:
+                stdout = process.stdout
                 reader = threading.Thread(
-                    target=lambda: [echo(line.rstrip("\n")) for line in process.stdout or ()],
+                    target=lambda: [echo(line.rstrip("\n")) for line in stdout],
                     daemon=True,
                 )
                 reader.start()
@@ -941,12 +996,14 @@ def _run_child(
             if echo is not None:
                 reader.join(timeout=5)
             return code
-    finally:
-        _signal_group(process.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=grace)
-        _signal_group(process.pid, signal.SIGKILL)
-        process.wait()
+        finally:
+            if process is not None:  # a second SIGTERM waits until the group is stopped
+                with _sigterm_deferred():
+                    _signal_group(process.pid, signal.SIGTERM)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        process.wait(timeout=grace)
+                    _signal_group(process.pid, signal.SIGKILL)
+                    process.wait()
 
 
 def _report_result(args: argparse.Namespace) -> None:

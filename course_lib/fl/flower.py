@@ -60,6 +60,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import stat
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -132,7 +134,8 @@ class AppConfig:
     1,000 of the offline sample); ``data_seed`` fixes the subset and the partition; ``seed`` the
     initial model and the clients' shuffles. ``hidden_units``: width of the MLP's hidden layer
     (lesson 10: 128, lesson 13: 32). ``delta``: the δ of the ε the DP modes report.
-    ``result_dir``: where the ServerApp writes its result ("" = nowhere).
+    ``result_dir``: where the ServerApp writes its result ("" = nowhere): a new folder, created
+    owner-only (an existing one only if it is ours, empty and mode 0700).
 
     ``fault``, ``fault_partition``, ``fault_round``: make one node misbehave, to see (and test)
     what each mode does with a node that fails. In round ``fault_round`` the ClientApp of
@@ -483,11 +486,56 @@ class RoundClock:
         return loss, acc
 
 
+def _claim_result_dir(out: Path) -> None:
+    """Make ``out`` a folder only this user can read or write: created fresh with mode 0700
+    (``mkdir`` fails if anything is at the path, a symlink included), or an existing one that is
+    already exactly that — a real folder (not a symlink), empty, ours, mode 0700 (what
+    ``tempfile.TemporaryDirectory`` and pytest's ``tmp_path`` give). Anything else at the path
+    may have been put there by another local user to read or replace the model, and is refused.
+
+    Raises:
+        FileExistsError: ``out`` is a symlink, not a folder, or a folder that is not empty.
+        PermissionError: ``out`` is a folder of another user, or others may open it.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(out, 0o700)
+    except FileExistsError:
+        info = os.lstat(out)
+        if stat.S_ISLNK(info.st_mode):
+            raise FileExistsError(
+                f"result-dir {out} is a symlink: give a new folder (it is created owner-only)"
+            ) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise FileExistsError(f"result-dir {out} exists and is not a folder") from None
+        if info.st_uid != os.geteuid():
+            raise PermissionError(
+                f"result-dir {out} belongs to user id {info.st_uid}, not to this user "
+                f"({os.geteuid()}): give a new folder"
+            ) from None
+        if stat.S_IMODE(info.st_mode) != 0o700:
+            raise PermissionError(
+                f"result-dir {out} has mode {stat.S_IMODE(info.st_mode):04o}: others may open "
+                "it (it must be 0700, or give a new folder)"
+            ) from None
+        if any(out.iterdir()):
+            raise FileExistsError(
+                f"result-dir {out} is not empty: give a new folder (a result is never "
+                "written over another)"
+            ) from None
+    else:
+        os.chmod(out, 0o700)  # the umask may have taken the owner's bits too
+
+
 def save_result(result: FlowerResult, result_dir: str | Path) -> None:
     """Write ``result`` as ``model.pt`` (final weights), ``rounds.pt`` (the weights after each
-    round) and ``history.json`` (the rest) into ``result_dir`` (created)."""
+    round) and ``history.json`` (the rest) into ``result_dir``: a new folder, created owner-only
+    (0700), or an empty 0700 folder of this user (``tempfile.TemporaryDirectory()``). A folder
+    someone else could have made or opened — a symlink, another user's, readable by others, or
+    not empty — is refused (``FileExistsError``/``PermissionError``) before anything is written.
+    """
     out = Path(result_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_result_dir(out)
     torch.save(result.state, out / "model.pt")
     torch.save(result.round_states, out / "rounds.pt")
     history = {

@@ -68,7 +68,7 @@ import hashlib
 import json
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
@@ -118,6 +118,8 @@ __all__ = [
     "hospital_index",
     "job_random_source",
     "job_digest",
+    "job_digest_of",
+    "read_job_files",
     "mask_update",
     "unmask_average",
     "write_secure_job",
@@ -187,7 +189,8 @@ class PrivacyPolicy:
             key
             for key in required
             if not _is_number(params.get(key))
-            or not 0 < params[key] < math.inf
+            or not 0 < params[key] < math.inf  # compared without float(): 10**400 overflows it
+            or not _fits_a_float(params[key])
             or (key == "epochs" and not is_integer(params[key]))
         ]
         if malformed:
@@ -208,6 +211,19 @@ class PrivacyPolicy:
 
 def _is_number(value: object) -> TypeGuard[numbers.Real]:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _fits_a_float(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (OverflowError, ValueError):
+        return False
+
+
+def _short(value: object) -> str:
+    """``repr`` of a job's value, cut short (a JSON integer can have thousands of digits)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def epsilon_label(epsilon: float, *, seeded: bool) -> str:
@@ -273,10 +289,13 @@ class Consortium:
                     f"{name} {params.get(name)!r} is not the agreed {getattr(self, name)!r}"
                 )
         lr, momentum = params.get("lr"), params.get("momentum")
-        if not _is_number(lr) or not 0 < float(lr) < math.inf:
-            problems.append(f"lr must be a finite number > 0, got {lr!r}")
-        if not _is_number(momentum) or not 0 <= float(momentum) < 1:
-            problems.append(f"momentum must be a finite number in [0, 1), got {momentum!r}")
+        # compared without float(): a JSON integer such as 10**400 overflows a float
+        if not _is_number(lr) or not 0 < params["lr"] < math.inf:
+            problems.append(f"lr must be a finite number > 0, got {_short(lr)}")
+        elif not _fits_a_float(lr):
+            problems.append(f"lr is too large for a float: {_short(lr)}")
+        if not _is_number(momentum) or not 0 <= params["momentum"] < 1:
+            problems.append(f"momentum must be a finite number in [0, 1), got {_short(momentum)}")
         if not problems:
             problems.extend(self._weight_problems(global_model_b64))
         return problems
@@ -398,16 +417,16 @@ class BudgetReviewer:
         if not self._same_code(job):
             return self._decide(hospital, name, False, "the code is not the reviewed script")
         code_dir = Path(job.code_dir)
-        try:
-            params = json.loads((code_dir / "params.json").read_text())
-        except json.JSONDecodeError:
-            return self._decide(hospital, name, False, "params.json is not valid JSON")
+        try:  # ValueError: not JSON, not UTF-8, or an integer of more than 4300 digits
+            params = json.loads((code_dir / "params.json").read_bytes())
+            weights = (code_dir / "global_model.b64").read_bytes().decode("ascii")
+        except ValueError as error:
+            reason = f"params.json or global_model.b64 cannot be read ({type(error).__name__})"
+            return self._decide(hospital, name, False, reason)
         if not isinstance(params, dict):
             return self._decide(hospital, name, False, "params.json is not a JSON object")
         problems = self.policy.problems_with(params)
-        problems += self.consortium.problems_with(
-            params, (code_dir / "global_model.b64").read_text()
-        )
+        problems += self.consortium.problems_with(params, weights)
         round_problem = self._round_problem(hospital, params.get("round"))
         if round_problem:
             problems.append(round_problem)
@@ -415,14 +434,19 @@ class BudgetReviewer:
             return self._decide(hospital, name, False, "; ".join(problems))
         after = copy.deepcopy(self.accountants.get(hospital, RDPAccountant()))
         q = params["sample_rate"]
-        after.step(
-            noise_multiplier=params["noise_multiplier"],
-            sample_rate=q,
-            steps=params["epochs"] * round(1 / q),
-        )
-        epsilon = after.get_epsilon(self.policy.delta)
-        if epsilon > self.policy.epsilon_budget:
-            reason = f"ε would reach {epsilon:.2f} > budget {self.policy.epsilon_budget}"
+        try:  # the job's numbers are the scientist's: a review refuses, it never raises
+            after.step(
+                noise_multiplier=params["noise_multiplier"],
+                sample_rate=q,
+                steps=params["epochs"] * round(1 / q),
+            )
+            epsilon = after.get_epsilon(self.policy.delta)
+        except (OverflowError, ValueError) as error:
+            reason = f"the privacy accountant cannot evaluate this job ({type(error).__name__})"
+            return self._decide(hospital, name, False, reason)
+        if not epsilon <= self.policy.epsilon_budget:  # NaN is refused too
+            shown = f"{epsilon:.2f}" if epsilon < 1e6 else f"{epsilon:.3g}"
+            reason = f"ε would reach {shown} > budget {self.policy.epsilon_budget}"
             return self._decide(hospital, name, False, reason)
         self.accountants[hospital] = after
         self.rounds_approved.setdefault(hospital, set()).add(params["round"])
@@ -515,11 +539,30 @@ def job_digest(folder: str | Path) -> bytes:
     reviews only its own job, so this is what makes the round's jobs the same everywhere: two
     hospitals that ran different jobs (by a single byte) derive different masks, which do not
     cancel, and the scientist's sum is uniformly random — the round fails instead of leaking.
+
+    A job must not call this on its folder *after* using the files: whoever can write the folder
+    could change a file between the use and the digest. The job reads every file once
+    (:func:`read_job_files`) and digests and parses those same bytes (:func:`job_digest_of`).
     """
+    return job_digest_of(read_job_files(folder))
+
+
+def read_job_files(folder: str | Path) -> dict[str, bytes]:
+    """The bytes of a secure job's :data:`SECURE_JOB_FILES` in ``folder``, each read once."""
     folder = Path(folder)
+    return {name: (folder / name).read_bytes() for name in SECURE_JOB_FILES}
+
+
+def job_digest_of(files: Mapping[str, bytes]) -> bytes:
+    """:func:`job_digest` of a job's files already in memory (``{name: bytes}`` holding exactly
+    :data:`SECURE_JOB_FILES`): the job digests the very bytes it then parses and runs on."""
+    if not isinstance(files, Mapping) or set(files) != set(SECURE_JOB_FILES):
+        raise ValueError(f"a secure job's files are exactly {SECURE_JOB_FILES}")
     digest = hashlib.sha256(b"course_lib secure-dp-fedavg job v1")
     for name in SECURE_JOB_FILES:
-        data = (folder / name).read_bytes()
+        data = files[name]
+        if not isinstance(data, bytes):
+            raise TypeError(f"{name} must be given as bytes, got {type(data).__name__}")
         digest.update(b"|%s|%d|" % (name.encode(), len(data)))
         digest.update(data)
     return digest.digest()

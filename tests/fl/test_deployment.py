@@ -629,3 +629,123 @@ def test_sigterm_to_a_role_stops_its_flower_process(tmp_path):
     assert role.stdout is not None and role.stdout.read().startswith("$ sh -c ")
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+# -- the tls and key roles never replace a live CA or key by mistake ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "planted", "replaced"),
+    [
+        (["tls", "--out", "{tmp}/tls", "--hosts", "10.0.0.1"], "tls/server.key", "tls/ca.crt"),
+        (["tls", "--out", "{tmp}/tls", "--hosts", "10.0.0.1"], "tls/ca.crt", "tls/server.key"),
+        (["key", "--out", "{tmp}/keys", "--name", "node1"], "keys/node1.key", "keys/node1.pub"),
+        (["key", "--out", "{tmp}/keys", "--name", "node1"], "keys/node1.pub", "keys/node1.key"),
+    ],
+)  # fmt: skip
+def test_the_tls_and_key_roles_refuse_existing_files_unless_forced(
+    tmp_path, capsys, argv, planted, replaced
+):
+    """One file of the set already there (a live CA, a server key, a registered node key — or a
+    dangling symlink): the role says so in one `error:` line, exits 2 and writes nothing; with
+    --force it replaces every file of the set, each fresh with its mode."""
+    from course_lib.fl import deployment
+
+    argv = [part.format(tmp=tmp_path) for part in argv]
+    (tmp_path / planted).parent.mkdir()
+    (tmp_path / planted).write_bytes(b"live key")
+    assert deployment.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"error: {tmp_path / planted} exists") and "--force" in err, err
+    assert (tmp_path / planted).read_bytes() == b"live key"
+    assert sorted(p.name for p in (tmp_path / planted).parent.iterdir()) == [Path(planted).name]
+    # a dangling symlink at a target is refused too (never written through)
+    (tmp_path / planted).unlink()
+    (tmp_path / planted).symlink_to(tmp_path / "nowhere")
+    assert deployment.main(argv) == 2
+    assert not (tmp_path / "nowhere").exists() and not (tmp_path / replaced).exists()
+    capsys.readouterr()
+    assert deployment.main([*argv, "--force"]) == 0
+    assert not (tmp_path / planted).is_symlink() and not (tmp_path / "nowhere").exists()
+    assert b"live key" not in (tmp_path / planted).read_bytes()
+    private = "server.key" if argv[0] == "tls" else "node1.key"
+    assert (tmp_path / planted).parent.joinpath(private).stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / replaced).exists()
+    # and a second run on the set it wrote is refused again
+    before = (tmp_path / planted).read_bytes()
+    assert deployment.main(argv) == 2
+    assert (tmp_path / planted).read_bytes() == before
+
+
+def test_the_run_roles_default_result_folder_is_unguessable(tmp_path):
+    """No other local user can make the default result folder first: its name is random (not
+    the operator's PID), new at each run; save_result then creates it owner-only."""
+    import re
+
+    from course_lib.fl import deployment
+
+    files = _role_files(tmp_path)
+    argv = ["run", "--superlink", "10.0.0.1:9093", "--ca", str(files["ca"])]
+    names = [deployment.plan(argv)[0].result_dir for _ in range(2)]
+    pattern = re.escape(tempfile.gettempdir()) + r"/course-flower-result-[0-9a-f]{16}"
+    assert all(re.fullmatch(pattern, name) for name in names), names
+    assert names[0] != names[1] and all(str(os.getpid()) not in n[-16:] for n in names)
+    assert not any(Path(name).exists() for name in names)
+    explicit = deployment.plan([*argv, "--result-dir", str(tmp_path / "out")])[0]
+    assert explicit.app_config.result_dir == str(tmp_path / "out")
+
+
+# -- _run_child: no moment where a SIGTERM kills Python and leaves a process running -------------
+
+
+def test_a_sigterm_while_the_child_starts_still_stops_it(monkeypatch, tmp_path):
+    """SIGTERM arriving while Popen runs (the child exists, Popen has not returned): it is held
+    back, then raised as SystemExit(143) once the child is known, and the child's group is
+    stopped. The SIGTERM handler is the previous one again afterwards."""
+    from course_lib.fl import deployment
+
+    real_popen = subprocess.Popen
+    started: list[subprocess.Popen] = []
+
+    def popen_then_sigterm(args, **kwargs):
+        handler = signal.getsignal(signal.SIGTERM)
+        if handler in (signal.SIG_DFL, signal.SIG_IGN, None) or handler is before:
+            raise AssertionError(f"SIGTERM is not handled while Popen runs ({handler!r})")
+        started.append(real_popen(args, **kwargs))
+        os.kill(os.getpid(), signal.SIGTERM)  # lands before Popen returns
+        time.sleep(0.2)
+        return started[0]
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(subprocess, "Popen", popen_then_sigterm)
+    with pytest.raises(SystemExit) as exit_:
+        deployment._run_child(["sleep", "60"], deployment._role_env(None), grace=5)
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert len(started) == 1 and started[0].poll() == -signal.SIGTERM  # stopped and reaped
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_sigterm_before_the_child_exists_exits_143_and_starts_nothing(monkeypatch):
+    """SIGTERM after the role printed its command but before Popen: nothing to stop, exit 143,
+    and no process is started afterwards."""
+    from course_lib.fl import deployment
+
+    def program_then_sigterm(name: str) -> str:
+        handler = signal.getsignal(signal.SIGTERM)
+        if handler in (signal.SIG_DFL, signal.SIG_IGN, None) or handler is before:
+            raise AssertionError(f"SIGTERM is not handled before Popen ({handler!r})")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+        raise AssertionError("the SIGTERM did not stop _run_child")
+
+    def no_processes(*args, **kwargs):
+        raise AssertionError("a process was started")
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(deployment, "_program", program_then_sigterm)
+    monkeypatch.setattr(subprocess, "Popen", no_processes)
+    with pytest.raises(SystemExit) as exit_:
+        deployment._run_child(["sleep", "60"], deployment._role_env(None))
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -24,6 +24,7 @@ from course_lib.fl.fedavg import local_train
 from course_lib.fl.flower import (
     APP_DIR,
     AppConfig,
+    FlowerResult,
     initial_state,
     load_result,
     make_model,
@@ -480,3 +481,104 @@ def test_flower_secaggplus_with_client_side_clipping_adds_the_course_dp_noise(de
     )
     assert clipping_effect.pow(2).mean().sqrt().item() > expected_std
     assert result.mode == "secagg+dp" and len(result.test_acc) == 2
+
+
+# -- the ServerApp's result folder: created fresh and owner-only ----------------------------------
+
+
+def _small_result() -> FlowerResult:
+    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    return FlowerResult(state=state, test_acc=[0.5], round_states=[state])
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_the_result_folder_is_created_owner_only_and_reads_back(tmp_path, umask):
+    """save_result makes a new folder (parents too) with mode 0700 whatever the umask, and what
+    it writes is what load_result reads."""
+    from course_lib.fl.flower import save_result
+
+    out = tmp_path / "a" / "result"
+    old = os.umask(umask)
+    try:
+        save_result(_small_result(), out)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o700 and out.stat().st_uid == os.geteuid()
+    back = load_result(out)
+    assert torch.equal(back.state["w"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
+    assert back.test_acc == [0.5] and len(back.round_states) == 1
+
+
+def test_an_empty_owner_only_temporary_folder_of_ours_is_accepted(tmp_path):
+    """What run_flower_app and the notebook pass: a tempfile.TemporaryDirectory (ours, 0700,
+    empty)."""
+    import tempfile
+
+    from course_lib.fl.flower import save_result
+
+    with tempfile.TemporaryDirectory(dir=tmp_path) as out:
+        save_result(_small_result(), out)
+        assert load_result(out).test_acc == [0.5]
+
+
+def _planted_symlink(tmp_path):
+    target = tmp_path / "attacker"
+    target.mkdir(mode=0o700)
+    os.chmod(target, 0o700)
+    (tmp_path / "result").symlink_to(target)
+    return tmp_path / "result", target
+
+
+def _planted_nonempty(tmp_path):
+    out = tmp_path / "result"
+    out.mkdir(mode=0o700)
+    os.chmod(out, 0o700)
+    (out / "model.pt").write_bytes(b"attacker's model")
+    return out, out
+
+
+def _planted_open(tmp_path):
+    out = tmp_path / "result"
+    out.mkdir()
+    os.chmod(out, 0o777)  # anyone may put files in or read them
+    return out, out
+
+
+def _planted_file(tmp_path):
+    out = tmp_path / "result"
+    out.write_bytes(b"not a folder")
+    return out, tmp_path
+
+
+def _planted_by_another_user(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("making a folder of another user needs root (CI runs as root)")
+    out = tmp_path / "result"
+    out.mkdir(mode=0o700)
+    os.chmod(out, 0o700)
+    os.chown(out, 12345, 12345)
+    return out, out
+
+
+@pytest.mark.parametrize(
+    ("plant", "error", "message"),
+    [
+        (_planted_symlink, FileExistsError, "is a symlink"),
+        (_planted_nonempty, FileExistsError, "is not empty"),
+        (_planted_open, PermissionError, "has mode 0777"),
+        (_planted_file, FileExistsError, "is not a folder"),
+        (_planted_by_another_user, PermissionError, "belongs to user id 12345"),
+    ],
+)
+def test_a_result_folder_someone_else_could_have_made_is_refused(tmp_path, plant, error, message):
+    """Another local user who makes the result folder first (their own folder, a symlink to a
+    folder they read, a folder open to all, one holding their model) must get nothing: the
+    folder is refused before a byte is written, and what was there is unchanged."""
+    from course_lib.fl.flower import save_result
+
+    out, watched = plant(tmp_path)
+    before = sorted((p.name, p.read_bytes()) for p in watched.iterdir() if p.is_file())
+    with pytest.raises(error, match=message):
+        save_result(_small_result(), out)
+    assert sorted((p.name, p.read_bytes()) for p in watched.iterdir() if p.is_file()) == before
+    assert not any(p.name in ("rounds.pt", "history.json") for p in watched.iterdir())

@@ -271,3 +271,156 @@ def test_the_review_refuses_training_settings_out_of_range(
     assert not _review(reviewer, EMAILS[0], job)
     assert reason in reviewer.decisions[-1][3]
     assert reviewer.accountants == {}
+
+
+# -- the scientist against the PRODUCTION reviewer (no stand-in code check) ---------------------
+
+
+def _pending_job(code_dir: Path, *, entrypoint: str = "main.py", status: str = "pending"):
+    """What the production reviewer reads of a syft job (see the syft-backed test below for a real
+    submission): its owner, name, sender, status, declared entrypoint and code folder."""
+    return SimpleNamespace(
+        datasite_owner_email=EMAILS[0],
+        name=f"job-{code_dir.parent.name}-{code_dir.name}",
+        code_dir=code_dir,
+        submitted_by="sci@lab",
+        status=status,
+        job_metadata=SimpleNamespace(entrypoint=entrypoint),
+    )
+
+
+def test_the_production_review_approves_the_honest_job(tmp_path) -> None:
+    reviewer = ss.BudgetReviewer(POLICY, CONSORTIUM, scientist="sci@lab")
+    job = _write_job(tmp_path / "job", _global_model())
+    assert reviewer(_pending_job(job)), reviewer.decisions  # type: ignore[arg-type]
+    assert reviewer.decisions[-1][3].startswith("within budget")
+
+
+@pytest.mark.parametrize(
+    "attack",
+    ["entrypoint", "subfolder", "blank-line", "symlink"],
+)
+def test_the_production_review_refuses_unreviewed_code(tmp_path, attack) -> None:
+    """The reviewed main.py, params.json and global_model.b64, plus unreviewed code the owner
+    would run (``aa/main.py`` as the entrypoint), or files the review cannot vouch for."""
+    job = _write_job(tmp_path / "job", _global_model())
+    entrypoint = "main.py"
+    if attack in ("entrypoint", "subfolder"):
+        (job / "aa").mkdir()
+        (job / "aa" / "main.py").write_text("import os\nprint(os.listdir('/'))\n")
+        entrypoint = "aa/main.py" if attack == "entrypoint" else "main.py"
+    elif attack == "blank-line":
+        (job / "main.py").write_text(ss.SECURE_DP_TRAINING_SCRIPT + "\n\n")
+    else:  # the weights as a link: the owner's review would read one file, the job another
+        weights = tmp_path / "weights.b64"
+        (job / "global_model.b64").rename(weights)
+        (job / "global_model.b64").symlink_to(weights)
+    reviewer = ss.BudgetReviewer(POLICY, CONSORTIUM, scientist="sci@lab")
+    assert not reviewer(_pending_job(job, entrypoint=entrypoint))  # type: ignore[arg-type]
+    assert reviewer.decisions[-1][2:] == (False, "the code is not the reviewed script")
+    assert reviewer.accountants == {}
+
+
+def test_the_entrypoint_bypass_through_real_syft_is_refused(tmp_path) -> None:
+    """The reported bypass end to end through syft-rds: the scientist submits the reviewed job plus
+    ``aa/main.py`` with ``entrypoint="aa/main.py"``; the hospital's production reviewer refuses it
+    and the owner will not write a run.sh for it."""
+    federation = sb.create_federation(2)
+    try:
+        job_dir = _write_job(tmp_path / "job", _global_model())
+        (job_dir / "aa").mkdir()
+        (job_dir / "aa" / "main.py").write_text("print('unreviewed code on private data')\n")
+        owner_email = federation.owner_emails[0]
+        federation.scientist.submit_python_job(
+            user=owner_email, code_path=str(job_dir), job_name="bypass", entrypoint="aa/main.py"
+        )
+        job = next(j for j in sb.pending_jobs(federation.owner(0)) if j.name == "bypass")
+        assert job.job_metadata.entrypoint == "aa/main.py"
+        reviewer = ss.BudgetReviewer(POLICY, CONSORTIUM, scientist=federation.scientist.email)
+        assert not reviewer(job)
+        assert reviewer.decisions[-1][2:] == (False, "the code is not the reviewed script")
+        with pytest.raises(ValueError, match="only the reviewed top-level 'main.py'"):
+            sb.use_owner_python(job)
+        # the same files without the extra folder pass the very same reviewer
+        (job_dir / "aa" / "main.py").unlink()
+        (job_dir / "aa").rmdir()
+        federation.scientist.submit_python_job(
+            user=owner_email, code_path=str(job_dir), job_name="honest", entrypoint="main.py"
+        )
+        honest = next(j for j in sb.pending_jobs(federation.owner(0)) if j.name == "honest")
+        assert reviewer(honest), reviewer.decisions[-1]
+    finally:
+        federation.close()
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ('"lr": 1' + "0" * 400, "lr is too large for a float: a huge integer"),
+        ('"epochs": 1' + "0" * 400, "missing or malformed parameters: epochs"),
+        ('"noise_multiplier": 1' + "0" * 400, "missing or malformed parameters: noise_multiplier"),
+        ('"epochs": 1' + "0" * 300, "ε would reach"),  # a float, but far over any budget
+        ('"lr": 1' + "0" * 5000, "params.json or global_model.b64 cannot be read (ValueError)"),
+    ],
+    ids=["lr-1e400", "epochs-1e400", "noise-1e400", "epochs-1e300", "lr-5000-digits"],
+)
+def test_a_huge_json_integer_is_refused_not_raised(tmp_path, raw, reason) -> None:
+    """JSON integers are unbounded: ``float(10**400)`` raises OverflowError. The review must
+    record a refusal with a reason, never crash."""
+    job = _write_job(tmp_path / "job", _global_model())
+    text = (job / "params.json").read_text()
+    key = raw.split(":")[0]
+    params = json.loads(text)
+    params.pop(key.strip('"'))
+    body = json.dumps(params)
+    (job / "params.json").write_text(body[:-1] + ", " + raw + "}")
+    reviewer = ss.BudgetReviewer(POLICY, CONSORTIUM, scientist="sci@lab")
+    assert not reviewer(_pending_job(job))  # type: ignore[arg-type]
+    assert reason in reviewer.decisions[-1][3]
+    assert len(reviewer.decisions[-1][3]) < 300  # no 400-digit number in the message
+    assert reviewer.accountants == {}
+
+
+# -- time of check, time of use: the job reads each file once -----------------------------------
+
+
+def test_the_job_digests_and_uses_the_same_bytes(tmp_path, monkeypatch, hospitals) -> None:
+    """Whoever can write the job's folder rewrites params.json and the weights while the job
+    trains. The digest keying the masks must still be that of the bytes the job trained with (the
+    old job re-read the files for the digest after training)."""
+    job = _write_job(tmp_path / "job", _global_model())
+    original = {name: (job / name).read_bytes() for name in ss.SECURE_JOB_FILES}
+    digest_before = ss.job_digest(job)
+    seen: dict[str, object] = {}
+    real_train, real_mask = secure_round.train_private, secure_round.mask_update
+
+    def train_then_tamper(model, dataset, **settings):
+        seen["lr"] = settings["lr"]
+        result = real_train(model, dataset, **settings)
+        (job / "params.json").write_text(
+            json.dumps({**json.loads(original["params.json"]), "lr": 9.0})
+        )
+        (job / "global_model.b64").write_text(sb.encode_state(_global_model(1).state_dict()))
+        return result
+
+    def capture_mask(*args, **kwargs):
+        seen["job"] = kwargs["job"]
+        return real_mask(*args, **kwargs)
+
+    monkeypatch.setattr(secure_round, "train_private", train_then_tamper)
+    monkeypatch.setattr(secure_round, "mask_update", capture_mask)
+    _run_job(monkeypatch, job, hospitals[0])
+    assert seen["lr"] == 0.5
+    assert (job / "params.json").read_bytes() != original["params.json"]  # rewritten mid-run ...
+    assert seen["job"] == digest_before  # ... but the masks bind the job that was trained
+    assert seen["job"] != ss.job_digest(job)
+
+
+def test_job_digest_of_checks_its_input(tmp_path) -> None:
+    job = _write_job(tmp_path / "job", _global_model())
+    files = ss.read_job_files(job)
+    assert ss.job_digest_of(files) == ss.job_digest(job)
+    with pytest.raises(ValueError, match="exactly"):
+        ss.job_digest_of({"main.py": files["main.py"]})
+    with pytest.raises(TypeError, match="bytes"):
+        ss.job_digest_of({**files, "params.json": "{}"})  # type: ignore[dict-item]

@@ -7,6 +7,7 @@ federation of more than two parties) runs here, so an upgrade that breaks one fa
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from course_lib.models import MLP
 SUM_JOB = """\
 import csv
 from pathlib import Path
+from types import SimpleNamespace
 
 import syft as sy
 
@@ -209,6 +211,7 @@ LEAKY_ERROR_JOB = """\
 import csv
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import syft as sy
 
@@ -327,3 +330,130 @@ def test_an_owner_is_picked_by_a_numpy_integer(federation):
     assert federation.owner(np.int32(-1)) is federation.owners[-1]
     with pytest.raises(IndexError, match="position 2"):
         federation.owner(np.int64(2))
+
+
+# -- the scientist against the owner's review: only the reviewed top-level main.py may run --------
+
+HOSTILE_JOB = 'from pathlib import Path\nPath("outputs").mkdir(exist_ok=True)\n'
+
+
+def _submit_raw(federation, code_dir: Path, job_name: str, entrypoint: str):
+    """The scientist submits ``code_dir`` as it likes (any entrypoint), straight through syft-rds;
+    returns the job as owner 0 sees it, pending review."""
+    federation.scientist.submit_python_job(
+        user=sb.owner_email(0), code_path=str(code_dir), job_name=job_name, entrypoint=entrypoint
+    )
+    owner = federation.owner(0)
+    return next(j for j in sb.pending_jobs(owner) if j.name == job_name)
+
+
+@pytest.mark.parametrize(
+    ("layout", "entrypoint"),
+    [
+        ({"main.py": SUM_JOB, "aa/main.py": HOSTILE_JOB}, "aa/main.py"),  # the reported bypass
+        ({"main.py": SUM_JOB, "aa/main.py": HOSTILE_JOB}, "main.py"),  # a subfolder at all
+        ({"main.py": SUM_JOB, "aa/params.json": "{}"}, "main.py"),  # a data file in a subfolder
+        ({"main.py": SUM_JOB + "\n\n"}, "main.py"),  # not byte for byte (blank lines)
+    ],
+    ids=["entrypoint", "subfolder", "nested-data", "blank-lines"],
+)
+def test_the_review_refuses_anything_but_the_reviewed_files_byte_for_byte(
+    federation, tmp_path, layout, entrypoint
+):
+    for name, text in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(text.encode())
+    review = sb.approve_if_code_is(
+        {"main.py": SUM_JOB},
+        data_files=["params.json"] if "aa/params.json" in layout else [],
+        scientist=sb.SCIENTIST_EMAIL,
+    )
+    job_name = f"attack-{tmp_path.name}"  # unique per case
+    job = _submit_raw(federation, tmp_path, job_name, entrypoint)
+    assert (Path(job.code_dir) / "main.py").read_bytes() == layout["main.py"].encode()
+    assert not review(job)
+
+
+def test_the_owner_never_runs_another_entrypoint(federation, tmp_path):
+    """The bypass end to end: reviewed main.py + unreviewed aa/main.py, entrypoint aa/main.py. The
+    production review refuses it, run.sh is not written for it, and run_round rejects it."""
+    (tmp_path / "aa").mkdir()
+    (tmp_path / "main.py").write_text(SUM_JOB)
+    (tmp_path / "aa" / "main.py").write_text(HOSTILE_JOB)
+    job = _submit_raw(federation, tmp_path, "entrypoint-attack", "aa/main.py")
+    assert job.job_metadata.entrypoint == "aa/main.py"
+    review = sb.approve_if_code_is({"main.py": SUM_JOB}, scientist=sb.SCIENTIST_EMAIL)
+    assert not review(job)
+    run_sh = Path(job.job_submission_path, "run.sh").read_text()
+    with pytest.raises(ValueError, match="entrypoint 'aa/main.py'"):
+        sb.use_owner_python(job)
+    assert Path(job.job_submission_path, "run.sh").read_text() == run_sh  # nothing written
+
+
+def test_the_honest_job_still_passes_the_review(federation, tmp_path):
+    (tmp_path / "main.py").write_text(SUM_JOB)
+    (tmp_path / "params.json").write_text("{}")
+    job = _submit_raw(federation, tmp_path, "honest-review", "main.py")
+    review = sb.approve_if_code_is(
+        {"main.py": SUM_JOB}, data_files=["params.json"], scientist=sb.SCIENTIST_EMAIL
+    )
+    assert review(job)
+    assert sb.job_code_files(job) == {
+        "main.py": Path(job.code_dir) / "main.py",
+        "params.json": Path(job.code_dir) / "params.json",
+    }
+    # the same job from someone else, or missing a data file, is refused
+    assert not sb.approve_if_code_is(
+        {"main.py": SUM_JOB}, data_files=["params.json"], scientist="other@lab.example"
+    )(job)
+    assert not sb.approve_if_code_is({"main.py": SUM_JOB})(job)
+
+
+def test_approve_if_code_is_validates_its_terms():
+    with pytest.raises(ValueError, match="main.py"):
+        sb.approve_if_code_is({"run.py": SUM_JOB})
+    with pytest.raises(ValueError, match="top of its folder"):
+        sb.approve_if_code_is({"main.py": SUM_JOB}, data_files=["aa/params.json"])
+    with pytest.raises(ValueError, match="repeats"):
+        sb.approve_if_code_is({"main.py": SUM_JOB}, data_files=["main.py"])
+
+
+def test_use_owner_python_runs_only_the_top_level_main_py(tmp_path):
+    def fake_job(entrypoint):
+        return SimpleNamespace(
+            job_submission_path=tmp_path, job_metadata=SimpleNamespace(entrypoint=entrypoint)
+        )
+
+    for entrypoint in (None, "main.py"):
+        script = sb.use_owner_python(fake_job(entrypoint), python="/p/python", private_logs=False)
+        assert script.splitlines()[-1] == "exec /p/python main.py"
+    for entrypoint in ("aa/main.py", "./main.py", "../main.py", "other.py"):
+        with pytest.raises(ValueError, match="only the reviewed top-level"):
+            sb.use_owner_python(fake_job(entrypoint), python="/p/python", private_logs=False)
+
+
+def test_code_changed_after_the_review_is_not_what_runs(federation, numbers, tmp_path):
+    """Time of check, time of use: right after the owner's review approves, the job's own folder
+    (writable by the scientist's side in real mode) gets another main.py. run_round reviews and
+    runs the owner's private copy, so the reviewed code is what runs."""
+    (tmp_path / "main.py").write_text(SUM_JOB)
+    approve = sb.approve_if_code_is({"main.py": SUM_JOB}, scientist=sb.SCIENTIST_EMAIL)
+    reviewed_dirs = []
+
+    def review_then_swap(job):
+        verdict = approve(job)
+        reviewed_dirs.append(Path(job.code_dir))
+        inbox = next(
+            j for j in federation.owner(0).job_client.jobs if j.name == "swapped-after-review"
+        )
+        (Path(inbox.code_dir) / "main.py").write_text(SUM_JOB.replace("sum(", "max("))
+        return verdict
+
+    report = sb.run_round(federation, tmp_path, "swapped-after-review", review=review_then_swap)
+    totals = {e: float(files["total.json"].read_text()) for e, files in report.outputs.items()}
+    assert totals == {sb.owner_email(0): 11.0, sb.owner_email(1): 22.0}  # sums, not max(...)
+    job = next(j for j in federation.owner(0).job_client.jobs if j.name == "swapped-after-review")
+    assert reviewed_dirs[0] == sb.private_code_dir(job)
+    assert (sb.private_code_dir(job) / "main.py").read_text() == SUM_JOB
+    assert f"cd {sb.private_code_dir(job)}" in job.run_script
+    assert sb.private_files_seen_by(federation.scientist, numbers) == []

@@ -4,8 +4,16 @@ This file is the job of lesson 20: :func:`course_lib.fl.secure_syft.write_secure
 text, unchanged, as the job's ``main.py``, and each hospital's reviewer approves a job only if its
 ``main.py`` is exactly this text. Inside a job ``resolve_dataset_files_path`` returns the hospital's
 PRIVATE files (its shard and its secret key); only ``outputs/masked_update.b64`` leaves. The masks
-are keyed to the digest of this job's files (:func:`~course_lib.fl.secure_syft.job_digest`), so
+are keyed to the digest of this job's files (:func:`~course_lib.fl.secure_syft.job_digest_of`), so
 they cancel only if every hospital ran the same job.
+
+The job reads each of its files once, at the start, and both digests and parses those bytes: a
+file rewritten while it trains changes neither the settings it uses nor the digest its masks are
+keyed to. What the job cannot close itself is the window between the owner's review and this
+start: in real mode the job's folder lies where the scientist can write, so a file replaced (or
+added, e.g. a module that shadows an import) after the review would run unreviewed. The owner
+closes it by reviewing and running its own private copy of the job's code
+(:func:`course_lib.fl.syft_bridge.review_private_copy`, which ``run_round`` uses).
 """
 
 import json
@@ -18,18 +26,22 @@ from torch.utils.data import TensorDataset
 
 import course_lib.models
 from course_lib.dp.dpsgd import train_private
-from course_lib.fl.secure_syft import job_digest, job_random_source, mask_update
+from course_lib.fl.secure_syft import job_digest_of, job_random_source, mask_update, read_job_files
 from course_lib.fl.syft_bridge import decode_state, encode_state
 
 
 def main() -> None:
     torch.set_num_threads(1)  # a small model: one thread is as fast and shares the machine better
-    params = json.loads(Path("params.json").read_text())
+    # every file of the job, read ONCE: the digest and the settings and weights come from the
+    # same bytes, so the masks describe exactly the job that trains
+    job_files = read_job_files(Path("."))
+    job = job_digest_of(job_files)
+    params = json.loads(job_files["params.json"])
     files = {path.name: path for path in sy.resolve_dataset_files_path(params["dataset"])}
     images, labels = torch.load(files["shard.pt"], weights_only=True)  # this hospital's patients
     secret_key = bytes.fromhex(files["secagg_secret_key.hex"].read_text())  # stays here
     model = getattr(course_lib.models, params["model"])()
-    model.load_state_dict(decode_state(Path("global_model.b64").read_text()))
+    model.load_state_dict(decode_state(job_files["global_model.b64"].decode("ascii")))
     start = parameters_to_vector(model.parameters()).detach().clone()
 
     # 1. DP-SGD: each patient's gradient is clipped to max_grad_norm, then Gaussian noise is added
@@ -51,7 +63,7 @@ def main() -> None:
     #    masks are keyed to this job's digest: if another hospital got a different job (other
     #    lr, weights, ...), the masks do not cancel and the scientist's sum is random noise
     update = parameters_to_vector(model.parameters()).detach() - start
-    keys, round_index, job = params["public_keys"], params["round"], job_digest(Path("."))
+    keys, round_index = params["public_keys"], params["round"]
     masked = mask_update(update, secret_key, keys, round_index, params["frac_bits"], job=job)
 
     Path("outputs").mkdir(exist_ok=True)  # all that leaves the hospital: the masked update

@@ -40,6 +40,14 @@ Running a job with the owner's own interpreter
     that already has torch and course_lib (:func:`use_owner_python`). The job's
     ``dependencies=`` are then ignored.
 
+What exactly is reviewed and run
+    :func:`approve_if_code_is` approves a job only if its code folder holds exactly the expected
+    files, at the top (no subfolders, no links), the code byte for byte, and its declared
+    entrypoint is ``main.py``; :func:`use_owner_python` only ever runs the top-level ``main.py``
+    (the entrypoint in ``config.yaml`` is the scientist's to write, so any other is refused).
+    :func:`review_private_copy` (what :func:`run_round` does) reviews and runs the owner's own copy
+    of the job's code, so a file changed in the job's folder after the review never runs.
+
 Pinned: this module uses a few underscore APIs of syft 0.10.0 / syft-rds 0.6.1 to build more than
 two parties (syft only ships a two-party helper). ``tests/fl/test_syft_bridge.py`` exercises every
 one, so an upgrade that breaks them fails loudly.
@@ -52,12 +60,13 @@ import hashlib
 import importlib.util
 import io
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from course_lib.paths import offline
 from course_lib.validation import as_integer
@@ -75,7 +84,11 @@ __all__ = [
     "create_federation",
     "login",
     "use_owner_python",
+    "review_private_copy",
+    "private_code_dir",
     "approve_if_code_is",
+    "job_code_files",
+    "JOB_ENTRYPOINT",
     "pending_jobs",
     "run_approved_jobs",
     "share_logs",
@@ -354,12 +367,39 @@ def private_log_dir(job: JobInfo) -> Path:
     return datasite / "private" / "job_logs" / job.submitted_by / job.name
 
 
+#: The only entrypoint an owner runs: the reviewed top-level ``main.py`` of the job's code folder.
+JOB_ENTRYPOINT = "main.py"
+
+#: syft's own permission file, which syft (not the scientist's code) may place in a job folder.
+_SYFT_METADATA_FILES = frozenset({"syft.pub.yaml"})
+
+
+def _entrypoint_problem(job: JobInfo) -> str | None:
+    """Why ``job``'s declared entrypoint is not the reviewed top-level ``main.py`` (or None)."""
+    entrypoint = job.job_metadata.entrypoint
+    if entrypoint is None or entrypoint == JOB_ENTRYPOINT:
+        return None
+    return (
+        f"the job names entrypoint {entrypoint!r}: an owner runs only the reviewed top-level "
+        f"{JOB_ENTRYPOINT!r}"
+    )
+
+
 def use_owner_python(
-    job: JobInfo, python: str | Path | None = None, *, private_logs: bool = True
+    job: JobInfo,
+    python: str | Path | None = None,
+    *,
+    private_logs: bool = True,
+    code_dir: str | Path | None = None,
 ) -> str:
-    """The owner replaces the job's ``run.sh`` so it runs the reviewed entrypoint with ``python``
-    (default: this kernel's interpreter, which has torch and course_lib) instead of building a
-    fresh virtual environment. Returns the new script. Call it *before* approving.
+    """The owner replaces the job's ``run.sh`` so it runs the job's top-level ``main.py`` with
+    ``python`` (default: this kernel's interpreter, which has torch and course_lib) instead of
+    building a fresh virtual environment. Returns the new script. Call it *before* approving.
+
+    The script always runs the literal ``main.py``, the file the review compared: the
+    ``entrypoint`` of a job's ``config.yaml`` is written by the scientist, so a job naming any
+    other entrypoint (``aa/main.py``, ``../x.py``) is refused with ``ValueError`` — otherwise a
+    reviewed ``main.py`` could ride along while an unreviewed file runs.
 
     ``private_logs=True`` (the default) sends the job's stdout and stderr to
     :func:`private_log_dir` instead of syft's logs. syft 0.10 writes a job's logs into the review
@@ -367,10 +407,16 @@ def use_owner_python(
     ``share_logs_with_submitter`` says: a traceback quoting private data would reach the
     scientist. The owner reads the private logs with :func:`owner_logs` and passes them on with
     :func:`share_logs` when they reveal nothing.
+
+    ``code_dir`` (default: the job's own ``code/`` folder) runs another folder instead: the
+    owner's private copy that it reviewed (:func:`review_private_copy`); its ``outputs/`` is
+    pointed at the job's, where syft collects the results.
     """
-    entrypoint = job.job_metadata.entrypoint or "main.py"
+    problem = _entrypoint_problem(job)
+    if problem is not None:
+        raise ValueError(f"refusing to run this job: {problem}")
     python = str(python or sys.executable)
-    run = f"exec {shlex.quote(python)} {shlex.quote(entrypoint)}"
+    run = f"exec {shlex.quote(python)} {shlex.quote(JOB_ENTRYPOINT)}"
     if private_logs:
         logs = private_log_dir(job)
         run = (
@@ -382,12 +428,63 @@ def use_owner_python(
         "#!/bin/bash\n"
         "# run.sh rewritten by the data owner: use the owner's Python, install nothing"
         + (", keep the logs private" if private_logs else "")
-        + "\nset -euo pipefail\ncd code\n"
+        + "\nset -euo pipefail\n"
+        + _cd_into(job, code_dir)
         + run
         + "\n"
     )
     (Path(job.job_submission_path) / "run.sh").write_text(script)
     return script
+
+
+def _cd_into(job: JobInfo, code_dir: str | Path | None) -> str:
+    if code_dir is None:
+        return "cd code\n"
+    outputs = Path(job.code_dir) / "outputs"  # syft creates it before the run, collects it after
+    return (
+        f"cd {shlex.quote(str(code_dir))}\n"
+        f"rm -rf outputs\nln -s {shlex.quote(str(outputs))} outputs\n"
+    )
+
+
+def private_code_dir(job: JobInfo) -> Path:
+    """Where :func:`review_private_copy` keeps the owner's copy of a job's code: under the owner's
+    ``private/`` folder, which neither syft nor the scientist writes."""
+    return private_log_dir(job).parent.parent.parent / "job_code" / job.submitted_by / job.name
+
+
+class _PrivateCopy:
+    """``job`` as its reviewer sees it: every attribute the job's, ``code_dir`` the owner's copy."""
+
+    def __init__(self, job: JobInfo, code_dir: Path) -> None:
+        self._job = job
+        self.code_dir = code_dir
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._job, name)
+
+
+def review_private_copy(
+    job: JobInfo, review: Reviewer, *, python: str | Path | None = None
+) -> bool:
+    """The owner's whole check of one job, closing the window between review and run.
+
+    Copies the job's code folder (links as links, which the review refuses) to
+    :func:`private_code_dir`, runs ``review`` on that copy, and — if it approves and the job names
+    no other entrypoint than ``main.py`` — writes the job's ``run.sh`` to run the *copy* with the
+    owner's Python (:func:`use_owner_python`). The job's own folder is one the scientist's side
+    can write in real mode; whatever lands there after this call is never run. Returns the
+    verdict; the caller then approves or rejects the job.
+    """
+    copy = private_code_dir(job)
+    if copy.exists():
+        shutil.rmtree(copy)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(Path(job.code_dir), copy, symlinks=True)
+    if not review(cast("JobInfo", _PrivateCopy(job, copy))) or _entrypoint_problem(job):
+        return False
+    use_owner_python(job, python, code_dir=copy)
+    return True
 
 
 def owner_logs(job: JobInfo) -> dict[str, str]:
@@ -400,21 +497,63 @@ def owner_logs(job: JobInfo) -> dict[str, str]:
     }
 
 
+def job_code_files(job: JobInfo) -> dict[str, Path] | None:
+    """Every file of ``job``'s code folder, by its relative POSIX path (syft's own
+    ``syft.pub.yaml`` at the top left out), or ``None`` when the folder holds anything a review
+    cannot vouch for: a subfolder, a symbolic link, or something that is not a regular file."""
+    code_dir = Path(job.code_dir)
+    if not code_dir.is_dir() or code_dir.is_symlink():
+        return None
+    files: dict[str, Path] = {}
+    for path in code_dir.iterdir():
+        if path.is_symlink() or not path.is_file():
+            return None  # a subfolder, a link (perhaps to a private file), a device, ...
+        if path.name not in _SYFT_METADATA_FILES:
+            files[path.relative_to(code_dir).as_posix()] = path
+    return files
+
+
 def approve_if_code_is(
     expected: dict[str, str], *, data_files: Sequence[str] = (), scientist: str | None = None
 ) -> Reviewer:
-    """A reviewer that approves a job only if its code files are exactly ``expected``
-    (``{"main.py": source}``), it contains no files other than those and ``data_files``, and
-    (optionally) it comes from ``scientist``. Built on syft-rds' own auto-approval rules."""
-    from syft_rds.job_auto_approval import job_matches_criteria
+    """A reviewer that approves a pending job only if
+
+    - its code folder holds exactly the files ``expected`` and ``data_files`` (relative paths, all
+      at the top: no subfolders, no links; syft's own ``syft.pub.yaml`` aside),
+    - each ``expected`` file (``{"main.py": source}``) equals its source **byte for byte**,
+    - its declared entrypoint is ``main.py`` (or unset) — :func:`use_owner_python` runs only that,
+    - and (optionally) it comes from ``scientist``.
+
+    It replaces syft-rds' ``job_matches_criteria``, which compares file *names* found anywhere in
+    the folder as a set, checks the first file called ``main.py`` it meets, ignores blank lines and
+    leaves the entrypoint alone: a reviewed ``main.py`` plus ``aa/main.py`` with
+    ``entrypoint="aa/main.py"`` passed it, and the owner ran the unreviewed file.
+    """
+    if not isinstance(expected, dict) or JOB_ENTRYPOINT not in expected:
+        raise ValueError(f"expected must map {JOB_ENTRYPOINT!r} (the entrypoint) to its source")
+    wanted = {name: source.encode("utf-8") for name, source in expected.items()}
+    allowed = {*wanted, *data_files}
+    for name in allowed:
+        if (
+            not isinstance(name, str)
+            or not name
+            or "/" in name
+            or "\\" in name
+            or name in {".", ".."}
+        ):
+            raise ValueError(f"a reviewed job's files sit at the top of its folder, got {name!r}")
+    if len(allowed) != len(wanted) + len(tuple(data_files)):
+        raise ValueError("data_files repeats a file or names one of the expected code files")
 
     def review(job: JobInfo) -> bool:
-        return job_matches_criteria(
-            job,
-            required_file_contents=dict(expected),
-            required_file_paths=[*expected, *data_files],
-            allowed_users=[scientist] if scientist else None,
-        )
+        if job.status != "pending" or (scientist is not None and job.submitted_by != scientist):
+            return False
+        if _entrypoint_problem(job) is not None:
+            return False
+        files = job_code_files(job)
+        if files is None or set(files) != allowed:
+            return False
+        return all(files[name].read_bytes() == source for name, source in wanted.items())
 
     return review
 
@@ -523,9 +662,10 @@ def run_round(
     """One full remote-execution round across the owners (mock mode):
 
     the scientist submits ``code_dir`` (with ``main.py``) to each owner → each owner reviews the
-    job with ``review`` and rejects it if the reviewer says no → approves it, with the job's run.sh
-    pointed at the owner's Python (:func:`use_owner_python`) → runs it on the private data → shares
-    the outputs → the scientist collects them.
+    job with ``review`` — on the owner's private copy of its code (:func:`review_private_copy`) —
+    and rejects it if the reviewer says no → approves it, with the job's run.sh running that copy
+    with the owner's Python (:func:`use_owner_python`) → runs it on the private data → shares the
+    outputs → the scientist collects them.
     """
     if federation.mode != "mock":
         raise ValueError(
@@ -543,13 +683,12 @@ def run_round(
         if job is None:
             raise JobFailedError(f"{email} did not receive job {job_name!r}")
         with _maybe_quiet(federation.quiet):
-            if not review(job):
+            if not review_private_copy(job, review):
                 job.reject(reason="the code is not what this owner reviewed and agreed to run")
                 owner.sync()  # tell the scientist
                 raise JobFailedError(
                     f"{email} rejected job {job_name!r}: it did not pass the owner's review"
                 )
-            use_owner_python(job)
             job.approve(reason="code reviewed")
         approved.append(email)
         run_approved_jobs(owner, timeout=timeout, quiet=federation.quiet)
