@@ -9,6 +9,11 @@ SecureRandom (a ChaCha20 keystream keyed from os.urandom), and "+dealer, os.uran
 straight from the operating system (the previous default), to show what the CSPRNG saves. The
 ring matmul alternative ("float64 limbs": three 22-bit limbs per entry, six exact float64 BLAS
 products) is measured here to justify the choice made in course_lib/smpc/ring.py.
+
+The first table (issue 26 §3) sets the engine against the protocol's own floor, measured in the
+same run on one thread: a 2-party Beaver matmul of two n×n shared matrices needs four int64 ring
+products (each party: ε·b_i and a_i·δ); everything else (opening, truncation, bookkeeping) is the
+engine's overhead. CPU-time medians.
 """
 
 from __future__ import annotations
@@ -115,6 +120,37 @@ def shared_matmul_ms(
     return median_ms(lambda: x @ y, repeats, warmup)
 
 
+def _matmul_vs_floor(n: int) -> tuple[float, float, float]:
+    """CPU-time medians (ms) at size n: float32 matmul, the 4-product floor, the online matmul."""
+    repeats = max(5, min(30, 2**24 // n**3))
+    session = Session(2)
+    x, y = session.share(torch.randn(n, n)), session.share(torch.randn(n, n) / 10)
+    ring_a, ring_b = session.rng.int64((n, n)), session.rng.int64((n, n))
+    plain_a, plain_b = torch.randn(n, n), torch.randn(n, n)
+    plain = median_ms(lambda: plain_a @ plain_b, repeats * 3)[1]
+    floor = median_ms(lambda: [ring_a @ ring_b for _ in range(4)], repeats)[1]
+    session.dealer = prepared = PreparedDealer(session.dealer)
+    prepared.prepare(lambda: x @ y, repeats + 3)
+    return plain, floor, median_ms(lambda: x @ y, repeats)[1]
+
+
+def engine_vs_floor(sizes: tuple[int, ...] = (64, 128, 256, 512, 1024)) -> None:
+    """Print online ÷ floor (and ÷ plaintext float32) for 2-party n×n shared matmuls, 1 thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    print("2-party shared n×n matmul, online, 1 thread, CPU-time medians (floor: 4 int64 products)")
+    print("| n    | float32 ms | floor ms | online ms | online ÷ floor | online ÷ float32 |")
+    print("|------|-----------:|---------:|----------:|---------------:|-----------------:|")
+    for n in sizes:
+        plain, floor, online = _matmul_vs_floor(n)
+        print(
+            f"| {n:<4} | {plain:>10.3f} | {floor:>8.3f} | {online:>9.3f} | {online / floor:>14.2f} "
+            f"| {online / plain:>16.0f} |"
+        )
+    torch.set_num_threads(threads)
+    print()
+
+
 def mnist_models(train: ImageDataset) -> dict[str, nn.Module]:
     """The two networks, trained for one epoch (enough for meaningful, non-tied predictions)."""
     seed_everything(0)
@@ -133,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     torch.set_num_threads(parser.parse_args().threads)
+    engine_vs_floor()
     a, b = torch.randn(*SHAPE_A), torch.randn(*SHAPE_B)
     plain = median_ms(lambda: a @ b, repeats=50)
     rng = InsecureSeededRandom(0)

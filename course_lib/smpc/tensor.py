@@ -114,17 +114,17 @@ class SharedTensor:
     # -- basics -------------------------------------------------------------------------------
     @property
     def shape(self) -> torch.Size:
-        return self.shares.shape[1:]
+        return self._shares.shape[1:]
 
     @property
     def n_parties(self) -> int:
         return self.session.n_parties
 
     def numel(self) -> int:
-        return self.shares[0].numel()
+        return self._shares[0].numel()
 
     def dim(self) -> int:
-        return self.shares.dim() - 1
+        return self._shares.dim() - 1
 
     def __repr__(self) -> str:
         return (
@@ -147,18 +147,18 @@ class SharedTensor:
         one process, so the returned tensor is what the receiver gets.
         """
         with self.session.log.operation("reveal"):
-            ring = self.session.deliver(self.shares, to)
+            ring = self.session.deliver(self._shares, to)
         return self.session.encoder.decode(ring, self.scale_bits)
 
     # -- shape operations (local) ---------------------------------------------------------------
     def reshape(self, *shape: int) -> SharedTensor:
         shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else shape
-        return self._new(self.shares.reshape(self.n_parties, *shape))
+        return self._new(self._shares.reshape(self.n_parties, *shape))
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> SharedTensor:
         """``torch.flatten`` of the values (dimension 0 of the shares is the party)."""
         start, end = (d + 1 if d >= 0 else d for d in (start_dim, end_dim))
-        return self._new(self.shares.flatten(start, end))
+        return self._new(self._shares.flatten(start, end))
 
     def view(self, *shape: int) -> SharedTensor:
         """The same as :meth:`reshape` (shares are copied when needed, like ``torch.reshape``)."""
@@ -170,7 +170,7 @@ class SharedTensor:
 
     def transpose(self, dim0: int, dim1: int) -> SharedTensor:
         d0, d1 = (d + 1 if d >= 0 else d for d in (dim0, dim1))
-        return self._new(self.shares.transpose(d0, d1))
+        return self._new(self._shares.transpose(d0, d1))
 
     @property
     def T(self) -> SharedTensor:  # noqa: N802 — mirrors torch.Tensor.T
@@ -179,19 +179,19 @@ class SharedTensor:
         return self.transpose(0, 1)
 
     def expand(self, *shape: int) -> SharedTensor:
-        return self._new(self.shares.expand(self.n_parties, *shape).contiguous())
+        return self._new(self._shares.expand(self.n_parties, *shape).contiguous())
 
     def unsqueeze(self, dim: int) -> SharedTensor:
-        return self._new(self.shares.unsqueeze(dim + 1 if dim >= 0 else dim))
+        return self._new(self._shares.unsqueeze(dim + 1 if dim >= 0 else dim))
 
     def __getitem__(self, index) -> SharedTensor:
         index = index if isinstance(index, tuple) else (index,)
-        return self._new(self.shares[(slice(None), *index)])
+        return self._new(self._shares[(slice(None), *index)])
 
     def sum(self, dim: int | None = None) -> SharedTensor:
         if dim is None:
-            return self._new(self.shares.reshape(self.n_parties, -1).sum(dim=1))
-        return self._new(self.shares.sum(dim=dim + 1 if dim >= 0 else dim))
+            return self._new(self._shares.reshape(self.n_parties, -1).sum(dim=1))
+        return self._new(self._shares.sum(dim=dim + 1 if dim >= 0 else dim))
 
     @staticmethod
     def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
@@ -200,7 +200,7 @@ class SharedTensor:
         for t in tensors[1:]:
             first._check_compatible(t)
         aligned = [t._rescaled(max(u.scale_bits for u in tensors)) for t in tensors]
-        shares = torch.cat([t.shares for t in aligned], dim=dim + 1 if dim >= 0 else dim)
+        shares = torch.cat([t._shares for t in aligned], dim=dim + 1 if dim >= 0 else dim)
         return aligned[0]._new(shares)
 
     # -- checks and public values -----------------------------------------------------------------
@@ -217,7 +217,7 @@ class SharedTensor:
         """The same values with more fractional bits (exact, local)."""
         if scale_bits == self.scale_bits:
             return self
-        return self._new(self.shares << (scale_bits - self.scale_bits), scale_bits)
+        return self._new(self._shares << (scale_bits - self.scale_bits), scale_bits)
 
     def _encode_public(self, public: object, scale_bits: int) -> torch.Tensor:
         value = _python_scalar(public)
@@ -238,7 +238,7 @@ class SharedTensor:
     def _broadcast_shares(self, shape: torch.Size) -> torch.Tensor:
         """The shares broadcast to ``(n_parties, *shape)`` (NumPy rules, ignoring the party dim)."""
         missing = len(shape) - self.dim()
-        shares = self.shares.reshape(self.n_parties, *([1] * missing), *self.shape)
+        shares = self._shares.reshape(self.n_parties, *([1] * missing), *self.shape)
         return shares.expand(self.n_parties, *shape)
 
     def _add_public_to_party0(self, public: torch.Tensor) -> torch.Tensor:
@@ -261,7 +261,7 @@ class SharedTensor:
     __radd__ = __add__
 
     def __neg__(self) -> SharedTensor:
-        return self._new(-self.shares)
+        return self._new(-self._shares)
 
     def __sub__(self, other: SharedTensor | Public) -> SharedTensor:
         return self + (-_operand(other))
@@ -280,7 +280,7 @@ class SharedTensor:
             return self._beaver(other, torch.mul, "mul")
         scalar = _python_scalar(other)
         if isinstance(scalar, int) and not isinstance(scalar, bool):
-            return self._new(self.shares * scalar)  # exact, stays at the same scale
+            return self._new(self._shares * scalar)  # exact, stays at the same scale
         if isinstance(scalar, float) or (isinstance(scalar, torch.Tensor) and scalar.dim() == 0):
             # a public scalar factor: refuse it if fixed point would round it too far (encoding.py)
             check_public_constant(scalar, self.session.precision_bits, "the public factor")
@@ -328,7 +328,7 @@ class SharedTensor:
         return self._public_product(lambda s: conv(s, public), self.session.precision_bits)
 
     def _public_product(self, op: Callable[[torch.Tensor], torch.Tensor], extra_bits: int):
-        shares = torch.stack([op(s) for s in self.shares])
+        shares = torch.stack([op(s) for s in self._shares])
         return self._new(shares, self.scale_bits + extra_bits)._truncate_to_precision()
 
     def _beaver(self, other: SharedTensor, op: RingOp, name: str) -> SharedTensor:
@@ -337,12 +337,13 @@ class SharedTensor:
         session = self.session
         with session.log.operation(name):
             a, b, c = session.dealer.beaver_triple(op, tuple(self.shape), tuple(other.shape))
-            eps, delta = session.open(self.shares - a, other.shares - b)
-            z = []
+            eps, delta = session.open(self._shares - a, other._shares - b)
+            z = c  # the dealer's fresh shares of op(a, b), completed in place (no copies)
             for i in range(self.n_parties):
                 b_i = b[i] + delta if i == 0 else b[i]  # party 0 also adds ε∘δ
-                z.append(c[i] + op(eps, b_i) + op(a[i], delta))
-            product = self._new(torch.stack(z), self.scale_bits + other.scale_bits)
+                z[i] += op(eps, b_i)
+                z[i] += op(a[i], delta)
+            product = self._new(z, self.scale_bits + other.scale_bits)
             return product._truncate_to_precision()
 
     # -- truncation -------------------------------------------------------------------------------
@@ -361,11 +362,11 @@ class SharedTensor:
         session = self.session
         with session.log.operation("truncate"):
             r, r_high, r_msb = session.dealer.truncation_mask(tuple(self.shape), bits)
-            shifted = self._add_public_to_party0(torch.tensor(1 << 62))
-            (c,) = session.open(shifted + r)
-            c_high = (c >> bits) & torch.tensor((1 << (64 - bits)) - 1)
-            c_msb = (c < 0).to(torch.int64)
-            wrapped = r_msb * (1 - c_msb)  # shares of msb(r)·(1 − msb(c)): did x + r wrap?
+            masked = self._shares + r
+            masked[0] += 1 << 62  # party 0 adds the public 2^62: shares of x + 2^62 + r
+            (c,) = session.open(masked)
+            c_high = (c >> bits) & ((1 << (64 - bits)) - 1)  # logical shift of c
+            wrapped = r_msb * (c >= 0)  # shares of msb(r)·(1 − msb(c)): did x + r wrap?
             out = (wrapped << (64 - bits)) - r_high
             out[0] += c_high - (1 << (62 - bits))
         return self._new(out, self.scale_bits - bits)
