@@ -28,11 +28,17 @@ extra = 55 rounds, + 142 dealer messages when streamed):
 | 24.0 ms | offline phase | 1.98 s | 1.49 s | | 40.6 ms | offline phase | 3.09 s | 2.40 s |
 
 The offline phase (party 0 waited 0.41 / 0.49 s for its one bulk message before starting) takes
-the dealer's 142 round trips out of the online phase: 2.7× / 3.3× faster. What remains is
-``rounds × RTT`` plus about 30 %; ``--keep-window`` (no TCP slow start after idle) gave the same
-(3.05 s vs 2.35 s at 40.5 ms), so the remainder is not idle-window shrinking — presumably the
-large messages (the 784×128 weight share, 800 kB per party, and its Beaver opening) taking
-several round trips each while TCP's window grows (not measured separately).
+the dealer's 142 round trips out of the online phase: 2.7× / 3.3× faster. What remained was
+``rounds × RTT`` plus about 30 %. The per-exchange breakdown (``WireCount.exchanges``) located it,
+measured 2026-12-07 (``--across-hosts --delays 0,20``, RTT 40.7 ms, bulk; seconds beyond one RTT
+per exchange): the two largest exchanges — the 784×128 weight share arriving from the owner and
+its Beaver opening, 0.8 MB and 1.6 MB moved — took +0.19 s and +0.26 s (about 6 and 7 round trips
+instead of one), the seven 16–64 kB exchanges +0.21 s, everything else +0.07 s; online 3.02 s vs
+model 2.33 s. With ``--initcwnd 1000`` (initial congestion and receive windows of 1000 segments,
+16 MiB socket buffers) the same run gave +0.00 / +0.01 / +0.03 s and online 2.42 s vs model
+2.51 s: the excess is TCP growing its windows on fresh connections (slow start and receive-window
+autotuning), not the protocol. ``--keep-window`` alone (no slow start after idle) does not remove
+it (3.05 s vs 2.35 s at 40.5 ms), because these connections are new, not idle.
 """
 
 from __future__ import annotations
@@ -150,7 +156,38 @@ def run_roles(
     return [json.loads((folder / f"{role}.json").read_text()) for role, _ in roles]
 
 
-def across_hosts(delays: list[float], n_images: int, keep_window: bool) -> None:
+def open_windows(hosts: EmulatedHosts, segments: int) -> None:
+    """Start every new TCP connection in the hosts with ``segments`` segments of congestion and
+    receive window (Linux's defaults: 10) and 16 MiB socket buffers from the start (the receive
+    window is otherwise grown by autotuning, round trip by round trip), so that a large message
+    needs no slow start."""
+    for name, address in zip(hosts.names, hosts.addresses, strict=True):
+        for key in ("net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"):
+            subprocess.run(
+                ["ip", "netns", "exec", name, "sysctl", "-qw", f"{key}=4096 16777216 16777216"],
+                check=True,
+            )
+        subprocess.run(
+            ["ip", "-n", name, "route", "change", f"{address.rsplit('.', 1)[0]}.0/24", "dev",
+             "eth0", "proto", "kernel", "scope", "link", "src", address,
+             "initcwnd", str(segments), "initrwnd", str(segments)],
+            check=True,
+        )  # fmt: skip
+
+
+def exchange_breakdown(exchanges: list[list[float]], rtt: float) -> list[str]:
+    """Table rows: party 0's exchanges grouped by size (powers of 4 bytes), with their time."""
+    groups: dict[int, list[float]] = {}
+    for moved, seconds in exchanges:
+        groups.setdefault(max(0, int(moved).bit_length() - 1) // 2, []).append(seconds)
+    return [
+        f"| {rtt * 1e3:.1f} | {4**k:,}–{4 ** (k + 1) - 1:,} | {len(times)} | {sum(times):.2f} | "
+        f"{sum(times) - len(times) * rtt:+.2f} |"
+        for k, times in sorted(groups.items())
+    ]
+
+
+def across_hosts(delays: list[float], n_images: int, keep_window: bool, initcwnd: int) -> None:
     seed_everything(0)
     model = MLP(784, (128,), 10)
     fit(model, make_loader(load_mnist(train=True), 64), epochs=1, lr=0.1, progress=False)
@@ -160,7 +197,7 @@ def across_hosts(delays: list[float], n_images: int, keep_window: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         weights = Path(folder, "mlp.pt")
         torch.save(model.state_dict(), weights)
-        rows = []
+        rows, breakdown = [], []
         base: dict[str, float] = {}
         for delay in delays:
             with EmulatedHosts(3, delay_ms=delay) as hosts:
@@ -171,6 +208,8 @@ def across_hosts(delays: list[float], n_images: int, keep_window: bool) -> None:
                              "net.ipv4.tcp_slow_start_after_idle=0"],
                             check=True,
                         )  # fmt: skip
+                if initcwnd:
+                    open_windows(hosts, initcwnd)
                 rtt = measured_rtt(hosts) if delay else 0.0
                 for mode in ("streamed", "bulk"):
                     reports = run_roles(hosts, Path(folder), weights, n_images, mode)
@@ -181,6 +220,8 @@ def across_hosts(delays: list[float], n_images: int, keep_window: bool) -> None:
                     base.setdefault(mode, online)
                     extra = rounds + (messages if mode == "streamed" else 0)
                     model_s = base[mode] + extra * rtt
+                    if mode == "bulk" and delay:
+                        breakdown += exchange_breakdown(party0["wire"]["exchanges"], rtt)
                     rows.append(
                         f"| {delay:g} | {rtt * 1e3:.1f} | {mode} | {rounds} | "
                         f"{messages if mode == 'streamed' else 1} | "
@@ -190,6 +231,7 @@ def across_hosts(delays: list[float], n_images: int, keep_window: bool) -> None:
         print(
             f"MLP 784-128-10, {n_images} images, 2 parties, roles on 3 emulated hosts"
             + (", tcp_slow_start_after_idle=0" if keep_window else "")
+            + (f", initcwnd = initrwnd = {initcwnd} segments" if initcwnd else "")
         )
         print(
             "| one-way delay (ms) | measured RTT (ms) | dealer material | rounds | dealer "
@@ -198,6 +240,13 @@ def across_hosts(delays: list[float], n_images: int, keep_window: bool) -> None:
         )
         print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
+        print(
+            "\nParty 0's online exchanges with the dealer's material delivered beforehand, by "
+            "bytes moved (sent + received): the time each group took beyond one RTT per exchange"
+        )
+        print("| RTT (ms) | bytes per exchange | exchanges | seconds | beyond rounds × RTT (s) |")
+        print("|---|---|---|---|---|")
+        print("\n".join(breakdown))
 
 
 def main() -> None:
@@ -210,13 +259,19 @@ def main() -> None:
         action="store_true",
         help="set net.ipv4.tcp_slow_start_after_idle=0 in the emulated hosts",
     )
+    parser.add_argument(
+        "--initcwnd",
+        type=int,
+        default=0,
+        help="initial congestion and receive window (segments) of every route in the hosts",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.across_hosts:
         delays = [float(d) for d in args.delays.split(",")]
         if delays[0] != 0:
             raise SystemExit("--delays must start with 0 (the baseline of the model)")
-        across_hosts(delays, args.images, args.keep_window)
+        across_hosts(delays, args.images, args.keep_window, args.initcwnd)
         return
 
     print("| what | in-process | 4 processes (gloo, 127.0.0.1) |")

@@ -89,7 +89,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -148,6 +148,8 @@ class WireCount:
     With ``preprocessing="bulk"`` the dealer also sends each party one 8-byte length before its
     bulk message (``header_sent`` / ``header_received``: framing, not in the cost model), and
     ``offline_seconds`` is the time a party spent waiting for and receiving its material.
+    ``exchanges`` lists each online exchange in order as ``(bytes sent + received, seconds)``, so
+    a slow round can be told apart from a large one.
     """
 
     online_sent: int = 0
@@ -159,6 +161,7 @@ class WireCount:
     header_sent: int = 0
     header_received: int = 0
     offline_seconds: float = 0.0
+    exchanges: list[tuple[int, float]] = field(default_factory=list)
 
 
 def _isend(tensor: torch.Tensor, dst: int) -> dist.Work:
@@ -184,21 +187,26 @@ class _Transport:
         ``incoming[src]`` from each ``src``. Sends are asynchronous, so nobody waits on a peer that
         is itself sending."""
         start = time.perf_counter()
+        moved = 0
         requests = []
         for dst, tensor in outgoing.items():
             tensor = tensor.contiguous()
             requests.append((_isend(tensor, dst), tensor))
             self.count.online_sent += tensor.numel() * tensor.element_size()
+            moved += tensor.numel() * tensor.element_size()
         received = {}
         for src, shape in incoming.items():
             buffer = torch.empty(shape, dtype=torch.int64)
             dist.recv(buffer, src)
             self.count.online_received += buffer.numel() * buffer.element_size()
+            moved += buffer.numel() * buffer.element_size()
             received[src] = buffer
         for request, _ in requests:
             request.wait()
+        seconds = time.perf_counter() - start
         self.count.rounds += 1
-        self.count.exchange_seconds += time.perf_counter() - start
+        self.count.exchange_seconds += seconds
+        self.count.exchanges.append((moved, seconds))
         return received
 
     def send_offline(self, tensor: torch.Tensor, dst: int) -> None:

@@ -34,6 +34,21 @@ def test_lesson_conventions(path) -> None:
     assert second.cell_type == "code" and '"google.colab" in sys.modules' in second.source
 
 
+OBJECTIVES = re.compile(r"^After this lesson you can:\n\n((?:- .+\n(?:  .+\n)*)+)", re.M)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_first_cell_states_outcome_objectives(path) -> None:
+    """Cell 0 says what a learner can do afterwards: 3–6 objectives, each starting with a verb
+    (issue 24), instead of a list of topics."""
+    source = nbformat.read(path, as_version=4).cells[0].source
+    match = OBJECTIVES.search(source + "\n")
+    assert match, f"{path.name}: cell 0 needs 'After this lesson you can:' and a list"
+    items = re.findall(r"^- (\S+)", match.group(1), re.M)
+    assert 3 <= len(items) <= 6, items
+    assert not re.search(r"In this (first )?lesson( you will)?:|You will learn", source)
+
+
 QUESTION = re.compile(r"^(\d+)\. \S", re.M)
 ANSWER = re.compile(
     r"^   <!-- BEGIN SOLUTION -->\n   \*Answer\.\*.*?^   <!-- END SOLUTION -->$", re.M | re.S

@@ -129,6 +129,12 @@ def test_wire_bytes_and_rounds_equal_the_cost_model(seeded_runs):
     assert offline == sum(r.wire.offline_received for r in seeded_runs) == model.offline_bytes > 0
     # party 0 takes part in every online round (opens, its inputs, its outputs)
     assert seeded_runs[0].wire.rounds == model.rounds
+    for run in seeded_runs:  # each exchange's record adds up to the totals
+        wire = run.wire
+        assert len(wire.exchanges) == wire.rounds
+        assert sum(moved for moved, _ in wire.exchanges) == wire.online_sent + wire.online_received
+        assert sum(s for _, s in wire.exchanges) == pytest.approx(wire.exchange_seconds)
+        assert all(s >= 0 for _, s in wire.exchanges)
 
 
 def secure_program(session: DistributedSession) -> torch.Tensor:
