@@ -19,7 +19,9 @@ The student edition (written to ``build/student/`` by default) replaces each suc
   ``raise NotImplementedError("your code here")``
   at the block's indentation — the ``check`` then says "not implemented yet".
 
-Outputs and execution counts are cleared, ``# NBVAL_CHECK_OUTPUT`` markers removed, the Colab
+Outputs and execution counts are cleared — except the figure of a cell that only draws a protocol
+chart (:func:`course_lib.diagrams.show_protocol`), so learners see it before running anything —
+``# NBVAL_CHECK_OUTPUT`` markers removed, the Colab
 badge and install cell point at the published student branch (:mod:`tools.colab`), and every
 notebook is validated against the nbformat schema before it is written.
 
@@ -158,12 +160,40 @@ def strip_solutions(source: str, *, markdown: bool = False) -> str:
     return "\n".join(out)
 
 
+def only_draws_a_chart(source: str) -> bool:
+    """True if a code cell does nothing but import and call ``show_protocol`` with literal
+    arguments: its output is a fixed figure of the lesson (no answer, nothing computed)."""
+    try:
+        statements = ast.parse(source).body
+    except SyntaxError:
+        return False
+
+    def draws(node: ast.stmt) -> bool:
+        if isinstance(node, ast.ImportFrom):
+            return node.module == "course_lib.diagrams" and all(
+                alias.name == "show_protocol" and alias.asname is None for alias in node.names
+            )
+        call = node.value if isinstance(node, ast.Expr) else None
+        return (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id == "show_protocol"
+            and not call.keywords
+            and all(isinstance(arg, ast.Constant) for arg in call.args)
+        )
+
+    return any(isinstance(node, ast.Expr) for node in statements) and all(map(draws, statements))
+
+
 def _make_student_cell(cell: nbformat.NotebookNode) -> None:
-    """Stub ``cell``'s solutions in place; a code cell also loses its outputs and NBVAL marker."""
+    """Stub ``cell``'s solutions in place; a code cell also loses its outputs (unless it only
+    draws a protocol chart) and its NBVAL marker."""
     if cell.cell_type == "code":
+        keep_figure = only_draws_a_chart(cell.source)
         lines = strip_solutions(cell.source).splitlines()
         cell.source = "\n".join(line for line in lines if line.strip() != CHECK_OUTPUT_MARKER)
-        cell.outputs = []
+        figures = [o for o in cell.outputs if o.output_type == "display_data"]
+        cell.outputs = figures if keep_figure else []
         cell.execution_count = None
     elif cell.cell_type == "markdown":
         cell.source = strip_solutions(cell.source, markdown=True)
@@ -172,7 +202,8 @@ def _make_student_cell(cell: nbformat.NotebookNode) -> None:
 def make_student_notebook(
     notebook: nbformat.NotebookNode, name: str | None = None
 ) -> nbformat.NotebookNode:
-    """A copy of ``notebook`` with solutions stubbed out and all outputs cleared; given the
+    """A copy of ``notebook`` with solutions stubbed out and outputs cleared (protocol charts
+    kept, see :func:`only_draws_a_chart`); given the
     lesson's file ``name``, its Colab badge and install cell open the student branch."""
     student = nbformat.from_dict(notebook)
     for index, cell in enumerate(student.cells):

@@ -23,6 +23,8 @@ from tools.site.build import SiteBuild, build_site
 from tools.site.catalogue import load_catalogue, parse_course_map, parse_paths
 from tools.site.checks import broken_links, network_loads
 from tools.site.pages import (
+    figure_alt_text,
+    figure_alt_texts,
     local_colab_badges,
     revealing_cells,
     static_progress_bars,
@@ -206,6 +208,21 @@ def test_no_page_loads_anything_from_the_network(sites: dict[str, SiteBuild]) ->
             assert BADGE not in page.read_text(encoding="utf-8"), page
 
 
+def test_images_have_a_description_as_alt_text(sites: dict[str, SiteBuild]) -> None:
+    """MyST-NB writes an output image's hash file name as its alt text unless told otherwise."""
+    for edition, site in sites.items():
+        charts = 0
+        for path in sorted((site.html_dir / "notebooks").glob("*.html")):
+            for tag in re.findall(r"<img\b[^>]*>", path.read_text(encoding="utf-8")):
+                found = re.search(r'\balt="([^"]*)"', tag)
+                alt = html.unescape(found.group(1)) if found else ""
+                where = f"{edition}/{path.name}: {tag[:120]}"
+                assert len(alt.split()) >= 2, where
+                assert not re.search(r"\.(?:png|jpe?g|svg|gif)\b|_images/", alt), where
+                charts += alt.startswith("Message-sequence chart of ")
+        assert charts >= 5, f"{edition}: the protocol charts' descriptions are not the alt text"
+
+
 def test_colab_buttons_open_the_matching_edition(sites: dict[str, SiteBuild]) -> None:
     address = colab.load_address()
     for edition, site in sites.items():
@@ -336,6 +353,52 @@ def test_static_progress_bars_replace_tqdm_widgets() -> None:
         'value="3.0" max="3.0"></progress><span> 3/3 [00:01&lt;00:00]</span></div>'
     }
     assert button == {"text/plain": "button text"}  # no JavaScript to draw it: its text
+
+
+def _figure_output(plain: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_output(
+        "display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": plain}
+    )
+
+
+def test_figure_alt_text_describes_the_figure_not_its_file() -> None:
+    source = (
+        'fig, ax = plt.subplots(1, 2)\nax[0].set_title(f"ε = {eps}: error")\n'
+        'ax[0].set(xlabel="people n", ylabel="std")\nfig.suptitle("Two   panels")\n'
+        'show_images(x, title="digits")'
+    )
+    assert figure_alt_text(source, "<Figure size 900x300 with 2 Axes>", "1 · A") == (
+        "Figure with 2 panels. title: ε = …: error; x axis: people n; y axis: std; "
+        "title: Two panels; title: digits."
+    )
+    # an output that describes itself (course_lib.diagrams' charts) keeps its description
+    assert figure_alt_text(source, "Message-sequence chart of PIR.", None) == (
+        "Message-sequence chart of PIR."
+    )
+    # no label in the code: say where the figure stands
+    assert figure_alt_text("plot(x)", "<Figure size 640x480 with 1 Axes>", "2 · Noise") == (
+        "Figure drawn by the code cell above in the section “2 · Noise”."
+    )
+    assert figure_alt_text(
+        "%matplotlib inline\nplot(x)", "<IPython.core.display.Image object>", None
+    ) == ("Figure drawn by the code cell above.")
+
+
+def test_figure_alt_texts_fill_mystnb_image_alt_of_image_cells_only() -> None:
+    notebook = _notebook("#md ## 1 · Curves\n\ntext", "plot(x)", "print(1)", "plot(y)", "plot(z)")
+    notebook.cells[1].outputs = [_figure_output("<Figure size 640x480 with 1 Axes>")]
+    notebook.cells[3].outputs = [_figure_output("A chart of the protocol.")]
+    notebook.cells[4].outputs = [_figure_output("<Figure size 640x480 with 1 Axes>")]
+    notebook.cells[4].metadata["mystnb"] = {"image": {"alt": "Set by the author."}}
+    cells = figure_alt_texts(notebook).cells
+    alts = [c.metadata.get("mystnb", {}).get("image", {}).get("alt") for c in cells]
+    assert alts == [
+        None,
+        "Figure drawn by the code cell above in the section “1 · Curves”.",
+        None,
+        "A chart of the protocol.",
+        "Set by the author.",
+    ]
 
 
 def test_local_colab_badges_become_text_links() -> None:

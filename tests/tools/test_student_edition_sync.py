@@ -23,6 +23,8 @@ from tools.student_edition import (
     _match_refresh,
     build_student_edition,
     main,
+    make_student_notebook,
+    only_draws_a_chart,
     publish_student_branch,
     strip_solutions,
     sync_student_edition,
@@ -142,8 +144,10 @@ def test_student_edition_of_every_lesson(
         code_text = "\n".join(c.source for c in student.cells if c.cell_type == "code")
         assert "NBVAL_CHECK_OUTPUT" not in code_text
         for cell in student.cells:
-            if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None
+            if cell.cell_type == "code":  # only a protocol chart keeps its figure
+                kept = [o.output_type for o in cell.outputs]
+                assert kept == (["display_data"] if only_draws_a_chart(cell.source) else [])
+                assert cell.execution_count is None
         solutions = [block for cell in original.cells for block in BLOCK.findall(cell.source)]
         assert solutions, f"{original_path.name} has no exercises"
         student_code = "\n".join(c.source for c in student.cells if c.cell_type == "code")
@@ -398,3 +402,37 @@ def test_publish_commits_the_student_edition_without_touching_the_checkout(
     _git(repo, "checkout", "-q", "student")
     with pytest.raises(ValueError, match="is checked out"):
         publish_student_branch(repo, "student")
+
+
+@pytest.mark.parametrize(
+    ("source", "kept"),
+    [
+        ('# chart\nfrom course_lib.diagrams import show_protocol\nshow_protocol("beaver")', True),
+        ('show_protocol("psi")\nshow_protocol("pir")', True),
+        ("from course_lib.diagrams import show_protocol", False),  # draws nothing
+        ('show_protocol("beaver")\nanswer = 42', False),  # computes something too
+        ("show_protocol(name)", False),  # not a literal: depends on the learner's kernel
+        ('from course_lib.diagrams import show_protocol as s\ns("beaver")', False),
+        ('import os\nshow_protocol("beaver")', False),
+        ("show_protocol(", False),
+    ],
+)
+def test_only_a_cell_that_just_draws_a_chart_keeps_its_figure(source: str, kept: bool) -> None:
+    data = {"image/png": "iVBORw0KGgo=", "text/plain": "a chart"}
+    figure = nbformat.v4.new_output("display_data", data=data)
+    printed = nbformat.v4.new_output("stream", name="stdout", text="hello\n")
+    cell = nbformat.v4.new_code_cell(source, outputs=[figure, printed], execution_count=3)
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    (student,) = make_student_notebook(notebook).cells
+    assert only_draws_a_chart(source) is kept
+    assert student.outputs == ([figure] if kept else [])
+    assert student.execution_count is None
+
+
+def test_the_student_edition_shows_the_lessons_protocol_charts() -> None:
+    path = REPO_ROOT / "notebooks" / "16_smpc_arithmetic.ipynb"
+    student = make_student_notebook(nbformat.read(path, as_version=4), path.name)
+    charts = [c for c in student.cells if c.cell_type == "code" and "show_protocol(" in c.source]
+    assert charts and all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in charts)
+    others = [c for c in student.cells if c.cell_type == "code" and c not in charts]
+    assert not any(c.outputs for c in others)

@@ -32,7 +32,8 @@ Modules:
 
 - ``catalogue`` — the README's course map and learning paths, checked against the notebooks;
 - ``editions`` — the two editions;
-- ``pages`` — a lesson notebook as its page shows it (student outputs, progress bars, badges);
+- ``pages`` — a lesson notebook as its page shows it (student outputs, progress bars, badges,
+  a description as every figure's alt text);
 - ``home`` — the home page;
 - ``build`` — staging, ``sphinx-build``, and the checks of ``checks`` (links, nothing from the
   network);

@@ -29,7 +29,12 @@ from tools.site.catalogue import Lesson, load_catalogue, parse_paths, readme_int
 from tools.site.checks import broken_links, network_loads
 from tools.site.editions import EDITIONS, Edition
 from tools.site.home import INSTALL_PAGE, home_page
-from tools.site.pages import local_colab_badges, static_progress_bars, student_page
+from tools.site.pages import (
+    figure_alt_texts,
+    local_colab_badges,
+    static_progress_bars,
+    student_page,
+)
 
 __all__ = ["SiteBuild", "build_site", "stage_sources"]
 
@@ -59,7 +64,7 @@ def _lesson_page(path: Path, edition: Edition, address: colab.CourseAddress) -> 
         notebook = colab.apply_to_notebook(notebook, path.name, address, edition.name)
     else:
         notebook = student_page(notebook, path.name)
-    return local_colab_badges(static_progress_bars(notebook))
+    return figure_alt_texts(local_colab_badges(static_progress_bars(notebook)))
 
 
 def stage_sources(

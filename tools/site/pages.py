@@ -5,7 +5,9 @@
 - :func:`static_progress_bars` — tqdm's progress widgets as plain HTML bars, so a page shows the
   finished bar without loading the Jupyter widget JavaScript from the network;
 - :func:`local_colab_badges` — the lesson's "Open in Colab" badge (an image on Google's server)
-  as a text link to the same address.
+  as a text link to the same address;
+- :func:`figure_alt_texts` — a description as the alt text of every image a code cell shows
+  (MyST-NB would otherwise write the image's hash file name there).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import nbformat
 
 from tools.student_edition import BEGIN, make_student_notebook
 
-__all__ = ["local_colab_badges", "revealing_cells", "static_progress_bars", "student_page"]
+__all__ = [
+    "figure_alt_text",
+    "figure_alt_texts",
+    "local_colab_badges",
+    "revealing_cells",
+    "static_progress_bars",
+    "student_page",
+]
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -157,4 +166,105 @@ def local_colab_badges(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
             cell.source = _COLAB_BADGE.sub(r"[Open this lesson in Colab](\g<url>)", cell.source)
+    return notebook
+
+
+# -- alt text of the figures a code cell shows --------------------------------------------------
+
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
+#: the plain-text reprs that say nothing about the picture (matplotlib's, IPython's, any object's)
+_BARE_REPR = re.compile(
+    r"^<(?:Figure size [\d.x]+ with (?P<axes>\d+) Axes|.* object(?: at 0x\w+)?)>$"
+)
+_LABEL_CALLS = {  # call name → what its first string argument is
+    "set_title": "title",
+    "suptitle": "title",
+    "title": "title",
+    "set_xlabel": "x axis",
+    "xlabel": "x axis",
+    "set_ylabel": "y axis",
+    "ylabel": "y axis",
+}
+_LABEL_KEYWORDS = {"title": "title", "xlabel": "x axis", "ylabel": "y axis"}
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*$", re.M)
+
+
+def _text_of(node: ast.expr) -> str | None:
+    """A string literal's text; an f-string's with each ``{…}`` as "…"; else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            part.value if isinstance(part, ast.Constant) and isinstance(part.value, str) else "…"
+            for part in node.values
+        )
+    return None
+
+
+def _plot_labels(source: str) -> list[tuple[str, str]]:
+    """``(kind, text)`` of the titles and axis labels a cell's code writes, in source order."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    found: list[tuple[int, int, str, str]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in _LABEL_CALLS and node.args and (text := _text_of(node.args[0])):
+            found.append((node.lineno, node.col_offset, _LABEL_CALLS[name], text))
+        for keyword in node.keywords:
+            if keyword.arg in _LABEL_KEYWORDS and (text := _text_of(keyword.value)):
+                found.append((node.lineno, node.col_offset, _LABEL_KEYWORDS[keyword.arg], text))
+    labels: list[tuple[str, str]] = []
+    for _, _, kind, text in sorted(found):
+        text = " ".join(text.split())
+        if (kind, text) not in labels:
+            labels.append((kind, text))
+    return labels
+
+
+def figure_alt_text(source: str, plain: str | None, section: str | None) -> str:
+    """A description of the figure a code cell with ``source`` shows: the output's own plain-text
+    alternative when it describes the picture (``plain``, e.g. course_lib.diagrams' charts), else
+    the titles and axis labels the code writes, else where the figure stands (``section``)."""
+    plain = (plain or "").strip()
+    bare = _BARE_REPR.match(plain)
+    if plain and not bare:
+        return plain
+    panels = int(bare.group("axes")) if bare and bare.group("axes") else 0
+    shape = f" with {panels} panels" if panels > 1 else ""
+    labels = _plot_labels(source)
+    if labels:
+        return f"Figure{shape}. " + "; ".join(f"{kind}: {text}" for kind, text in labels) + "."
+    where = f" in the section “{section}”" if section else ""
+    return f"Figure{shape} drawn by the code cell above{where}."
+
+
+def figure_alt_texts(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Give every code cell that shows an image an alt text (:func:`figure_alt_text`, from the
+    first image output) in the cell metadata MyST-NB reads (``mystnb.image.alt``), unless the
+    cell sets one already. Modifies and returns ``notebook``."""
+    section: str | None = None
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            headings = _HEADING.findall(cell.source)
+            section = headings[-1] if headings else section
+            continue
+        if cell.cell_type != "code":
+            continue
+        images = [
+            output
+            for output in cell.get("outputs", [])
+            if any(kind in output.get("data", {}) for kind in IMAGE_TYPES)
+        ]
+        if not images:
+            continue
+        options = cell.metadata.setdefault("mystnb", {}).setdefault("image", {})
+        if not str(options.get("alt", "")).strip():
+            plain = images[0].data.get("text/plain")
+            plain = "".join(plain) if isinstance(plain, list) else plain
+            options["alt"] = figure_alt_text(cell.source, plain, section)
     return notebook
