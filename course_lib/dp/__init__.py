@@ -16,6 +16,10 @@
 - :mod:`course_lib.dp.attacks` — membership inference: loss threshold and LiRA (lesson 08).
 - :mod:`course_lib.dp.auditing` — empirical lower bounds on ε: Clopper–Pearson audits from an
   attack's TPR/FPR, the one-run audit of Steinke, Nasr & Jagielski (2023) (lesson 22).
+- :mod:`course_lib.dp.analytics` — user-level contribution bounding, GROUP BY with partition
+  selection, noisy sum ÷ noisy count, DP quantiles, and the same with OpenDP (lesson 23).
+- :mod:`course_lib.dp.synthetic` — DP synthetic data from noisy 2-way marginals and a Chow–Liu
+  tree, with marginal error and a distance-to-closest-record attack (lesson 23).
 
 Every public function checks its inputs first, with the shared rules of
 :mod:`course_lib.validation` (numpy and one-element tensor scalars accepted; NaN, out-of-range and

@@ -861,6 +861,47 @@ def _rates(generator: torch.Generator) -> tuple[float, float, float]:
     return _uniform(generator, 0.001, 0.999), _uniform(generator, 0.001, 0.999), delta
 
 
+def _partition_threshold(learner, reference, generator) -> None:
+    """Random budgets, δ from 1e-12 to 0.1 and user bounds up to 20."""
+    for _ in range(TRIALS):
+        epsilon = _uniform(generator, 0.05, 8.0)
+        delta = 10 ** -_uniform(generator, 1, 12)
+        max_rows = _integer(generator, 1, 21)
+        shown = f"threshold({epsilon:.6g}, {delta:.6g}, {max_rows})"
+        got, want = learner(epsilon, delta, max_rows), reference(epsilon, delta, max_rows)
+        expect(got is not None and float(got) == float(want), f"{shown} should be {want}")
+
+
+def _quantile_scores(learner, reference, generator) -> None:
+    """Random data with ties, candidates on and between the values, α = 0, 1 and in between."""
+    for trial in range(TRIALS):
+        n = _integer(generator, 1, 60)
+        values = (torch.randint(0, 20, (n,), generator=generator) / 2).tolist()
+        count = _integer(generator, 1, 12)
+        drawn = (torch.randint(0, 41, (count,), generator=generator) / 4).tolist()
+        candidates = sorted(set(drawn))
+        alpha = (0.0, 1.0)[trial] if trial < 2 else _uniform(generator, 0.0, 1.0)
+        shown = f"scores({values}, {candidates}, {alpha:.6g})"
+        got = torch.as_tensor(learner(list(values), list(candidates), alpha), dtype=torch.float64)
+        want = torch.as_tensor(reference(values, candidates, alpha), dtype=torch.float64)
+        expect(got.shape == want.shape, f"{shown} should give one score per candidate")
+        expect_close(got, want, rtol=0.0, atol=1e-9, what=shown)
+
+
+def _total_variation(learner, reference, generator) -> None:
+    """Random tables of counts (zeros included) of random shapes."""
+    for _ in range(TRIALS):
+        shape = (_integer(generator, 1, 6), _integer(generator, 1, 6))
+        p = torch.randint(0, 30, shape, generator=generator).double()
+        q = torch.randint(0, 30, shape, generator=generator).double()
+        p[0, 0] += 1  # a positive total
+        q[-1, -1] += 1
+        shown = f"tv({p.tolist()}, {q.tolist()})"
+        got = learner(p.numpy().copy(), q.numpy().copy())
+        want = reference(p.numpy().copy(), q.numpy().copy())
+        expect_close(float(got), float(want), rtol=1e-9, atol=1e-12, what=shown)
+
+
 #: Hidden cases by exercise name.
 HIDDEN: dict[str, Case] = {
     "00.count_where": _count_where,
@@ -954,4 +995,7 @@ HIDDEN: dict[str, Case] = {
     ),
     "22.clopper_pearson": _clopper_pearson,
     "22.epsilon_lower_bound": _numbers("lower_bound", _rates),
+    "23.partition_threshold": _partition_threshold,
+    "23.quantile_scores": _quantile_scores,
+    "23.total_variation": _total_variation,
 }
