@@ -87,6 +87,7 @@ from course_lib.validation import (
 __all__ = [
     "per_sample_gradients",
     "clip_gradients",
+    "example_losses",
     "gaussian_noise",
     "PoissonSampler",
     "DPSGD",
@@ -117,6 +118,10 @@ def per_sample_gradients(
     the parameters; ``vmap`` runs that function over the batch dimension in one vectorised call.
     ``method="loop"``: one ordinary backward pass per example (for layers ``vmap`` cannot batch,
     such as ``nn.GRU``).
+
+    ``loss_fn(logits, targets, reduction=...)`` takes ``reduction`` like ``F.cross_entropy``; an
+    example's loss is :func:`example_losses`: the mean of its ``reduction="none"`` values, so a
+    sequence's per-position losses are averaged — the same in every path of :class:`DPSGD`.
     """
     _check_batch(inputs, targets)
     if method == "loop":
@@ -128,7 +133,7 @@ def per_sample_gradients(
 
     def loss_of_one(params, x, y):
         logits = functional_call(model, (params, buffers), (x.unsqueeze(0),))
-        return loss_fn(logits, y.unsqueeze(0))
+        return example_losses(loss_fn, logits, y.unsqueeze(0))[0]
 
     return vmap(grad(loss_of_one), in_dims=(None, 0, 0), randomness="different")(
         params, inputs, targets
@@ -141,7 +146,7 @@ def _per_sample_gradients_loop(
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in params}
     for i in range(len(inputs)):
-        loss = loss_fn(model(inputs[i : i + 1]), targets[i : i + 1])
+        loss = example_losses(loss_fn, model(inputs[i : i + 1]), targets[i : i + 1])[0]
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         for (name, p), g in zip(params.items(), grads, strict=True):
             rows[name].append(torch.zeros_like(p) if g is None else g)
@@ -166,6 +171,30 @@ def clip_gradients(
     if not all_finite:  # factor 0 is not enough: 0 · NaN is still NaN
         clipped = {name: torch.where(_rows(finite, g), g, 0.0) for name, g in clipped.items()}
     return clipped, norms
+
+
+def example_losses(loss_fn: LossFn, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each example's loss, shape ``(batch,)``: ``loss_fn(logits, targets, reduction="none")``,
+    averaged over any further dimensions (the positions of a sequence), as ``loss_fn``'s default
+    ``"mean"`` averages them for one example — the loss :func:`per_sample_gradients`
+    differentiates. ``ValueError`` if the result has no batch dimension."""
+    losses = loss_fn(logits, targets, reduction="none")
+    if losses.dim() == 0 or losses.shape[0] != len(targets):
+        raise ValueError(
+            "loss_fn(logits, targets, reduction='none') must return one loss per example (or "
+            f"per example and position), got shape {tuple(losses.shape)} for {len(targets)} "
+            "examples"
+        )
+    return losses.flatten(1).mean(1) if losses.dim() > 1 else losses
+
+
+def _correct_predictions(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """How many examples the logits classify correctly; for a sequence (a target per position),
+    each example counts its fraction of correct positions. Classes are the last dimension when
+    the logits are ``(*targets.shape, classes)``, else dimension 1 (as ``F.cross_entropy``)."""
+    per_position = logits.dim() == targets.dim() + 1 and logits.shape[:-1] == targets.shape
+    hits = logits.argmax(-1 if per_position else 1) == targets
+    return float(hits.flatten(1).float().mean(1).sum() if hits.dim() > 1 else hits.sum())
 
 
 def _rows(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -386,7 +415,7 @@ def _clipped_sum_taps(
     *,
     verify: bool = False,
     reproducible: bool = True,
-) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, int, int]:
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float, int]:
     """The clipped sum from taps: (sums, parameters, norms, summed loss of the finite examples,
     correct predictions, number of examples with a non-finite gradient). ``reproducible=False``
     (secure noise: no run is meant to repeat bit for bit) lets the norms take faster routes."""
@@ -396,7 +425,7 @@ def _clipped_sum_taps(
         raise ValueError(
             "a layer was called twice in one forward pass (shared weights); use method='vmap'"
         )
-    losses = loss_fn(logits, targets, reduction="none")  # example i's loss only depends on its row
+    losses = example_losses(loss_fn, logits, targets)  # example i's loss depends on its row only
     outputs = [out for _, _, out in taps.records]
     params = [
         p
@@ -445,7 +474,7 @@ def _clipped_sum_taps(
 
     # Σ_i c_i ∇_i is the ordinary gradient computed from backprops scaled by c_i
     sums = _summed_layer_gradients(taps.records, backprops, factors, finite)
-    correct = int((logits.detach().argmax(1) == targets).sum())
+    correct = _correct_predictions(logits.detach(), targets)
     losses = losses.detach()
     loss = (losses if finite is None else losses[finite]).sum().item()
     nonfinite = 0 if finite is None else len(finite) - int(finite.sum())
@@ -713,7 +742,7 @@ class DPSGD:
             self.method = method if method != "auto" else ("loop" if vmap_reason else "vmap")
         self._verified = False
         self.nonfinite_examples = 0
-        self._batch_correct = 0  # the last batch's correct predictions (before its step)
+        self._batch_correct = 0.0  # the last batch's correct predictions (before its step)
         self._batch_nonfinite = 0  # the last batch's examples with a non-finite gradient
 
     def clipped_sum(
@@ -753,11 +782,11 @@ class DPSGD:
         named = dict(self.model.named_parameters())
         with torch.no_grad():
             logits = self.model(inputs)
-        losses = loss_fn(logits, targets, reduction="none")
+        losses = example_losses(loss_fn, logits, targets)
         finite = torch.isfinite(norms)
         self._batch_nonfinite = len(finite) - int(finite.sum())
         loss = (losses if self._batch_nonfinite == 0 else losses[finite]).sum().item()
-        self._batch_correct = int((logits.argmax(1) == targets).sum())
+        self._batch_correct = _correct_predictions(logits, targets)
         return [g.sum(0) for g in clipped.values()], [named[n] for n in clipped], norms, loss
 
     def step(
@@ -902,7 +931,7 @@ def train_private(
     bar = tqdm(total=epochs * len(sampler), desc="DP-SGD", disable=not progress)
     for _ in range(epochs):
         model.train()
-        total_loss, seen, correct, zeroed = 0.0, 0, 0, dp.nonfinite_examples
+        total_loss, seen, correct, zeroed = 0.0, 0, 0.0, dp.nonfinite_examples
         for batch in sampler:
             total_loss += dp.step(inputs[batch].to(device), labels[batch].to(device))
             seen += len(batch)

@@ -15,6 +15,7 @@ from course_lib.dp.dpsgd import (
     DPSGD,
     PoissonSampler,
     clip_gradients,
+    example_losses,
     gaussian_noise,
     per_sample_gradients,
     train_private,
@@ -74,6 +75,60 @@ def test_fast_clipped_sum_equals_the_textbook_one(model_fn):
     by_param = {id(p): s for p, s in zip(params_slow, sums_slow, strict=True)}
     for p, s in zip(params_fast, sums_fast, strict=True):
         torch.testing.assert_close(s, by_param[id(p)], rtol=1e-4, atol=1e-6)
+
+
+def sequence_loss(logits, targets, reduction="mean", ignore_index=-100):
+    """Cross-entropy of per-position logits (batch, positions, classes)."""
+    return F.cross_entropy(
+        logits.transpose(1, 2), targets, reduction=reduction, ignore_index=ignore_index
+    )
+
+
+@pytest.mark.parametrize("max_grad_norm", [100.0, 0.05])  # no clipping at all, and clipping
+@pytest.mark.parametrize("ignore", [False, True])
+def test_every_path_clips_the_same_per_example_loss_of_a_sequence(max_grad_norm, ignore):
+    """A per-position loss: the fast path once clipped the gradient of the *sum* over positions
+    while vmap and the loop clipped the *mean* (12× apart on 12 positions). Every path now uses
+    example_losses — the mean over positions, ignored positions included as zeros."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 5))
+    x, y = torch.randn(6, 12, 4), torch.randint(0, 5, (6, 12))
+    if ignore:
+        y[0, :7] = -100  # some positions carry no target
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    kwargs = {"noise_multiplier": 1.0, "max_grad_norm": max_grad_norm, "expected_batch_size": 6}
+    results = {}
+    for method in ("taps", "vmap", "loop"):
+        dpsgd = DPSGD(model, optimizer, method=method, **kwargs)
+        sums, params, norms, loss = dpsgd.clipped_sum(x, y, sequence_loss)
+        results[method] = ({id(p): g for p, g in zip(params, sums, strict=True)}, norms, loss)
+    losses = example_losses(sequence_loss, model(x), y).detach()
+    want = sequence_loss(model(x), y, reduction="none").mean(1)
+    torch.testing.assert_close(losses, want)
+    _, vmap_norms, vmap_loss = results["vmap"]
+    for method in ("taps", "loop"):
+        sums, norms, loss = results[method]
+        torch.testing.assert_close(norms, vmap_norms, rtol=1e-4, atol=1e-6)
+        assert loss == pytest.approx(vmap_loss, rel=1e-5) == pytest.approx(float(losses.sum()))
+        for key, g in sums.items():
+            torch.testing.assert_close(g, results["vmap"][0][key], rtol=1e-4, atol=1e-6)
+    # and they are the gradients of the mean over positions: unclipped, their sum is autograd's
+    if max_grad_norm == 100.0:
+        assert float(vmap_norms.max()) < max_grad_norm
+        live = example_losses(sequence_loss, model(x), y)
+        reference = torch.autograd.grad(live.sum(), list(model.parameters()))
+        for p, g in zip(model.parameters(), reference, strict=True):
+            torch.testing.assert_close(results["taps"][0][id(p)], g, rtol=1e-4, atol=1e-6)
+
+
+def test_a_loss_without_a_batch_dimension_is_refused():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="one loss per example"):
+        example_losses(
+            lambda logits, y, reduction="mean": F.cross_entropy(logits, y),
+            model(torch.randn(4, 3)),
+            torch.zeros(4, dtype=torch.long),
+        )
 
 
 def test_clipping_bounds_every_example():

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from course_lib.exercises import expect, expect_close, expect_equal
@@ -902,6 +903,55 @@ def _total_variation(learner, reference, generator) -> None:
         expect_close(float(got), float(want), rtol=1e-9, atol=1e-12, what=shown)
 
 
+def _lora_forward(learner, reference, generator) -> None:
+    """Random shapes, ranks and α (float64): the learner's layer output equals the reference's."""
+    for _ in range(TRIALS):
+        n, d_in, d_out = (
+            _integer(generator, 1, 6),
+            _integer(generator, 2, 12),
+            _integer(generator, 2, 12),
+        )
+        rank, alpha = _integer(generator, 1, min(d_in, d_out) + 1), _uniform(generator, 0.5, 32.0)
+        args = [
+            torch.randn(shape, generator=generator, dtype=torch.float64)
+            for shape in ((n, d_in), (d_out, d_in), (d_out,), (rank, d_in), (d_out, rank))
+        ]
+        shown = f"lora_forward with x {n}×{d_in}, W {d_out}×{d_in}, rank {rank}, alpha {alpha:.4g}"
+        got = learner(*(a.clone() for a in args), alpha)
+        expect(got is not None, f"{shown} returned None")
+        expect_close(got, reference(*args, alpha), rtol=1e-9, atol=1e-9, what=shown)
+
+
+def _random_model(generator: torch.Generator) -> tuple[nn.Module, str]:
+    """A model with a ``head`` among other parts, some parameters randomly frozen beforehand."""
+    width, depth = _integer(generator, 2, 9), _integer(generator, 1, 4)
+    model = nn.Module()
+    model.embed = nn.Embedding(_integer(generator, 3, 20), width)
+    model.blocks = nn.Sequential(*(nn.Linear(width, width) for _ in range(depth)))
+    model.norm = nn.LayerNorm(width)
+    model.head = nn.Linear(width, _integer(generator, 1, 6))
+    for p in model.parameters():
+        p.requires_grad_(bool(torch.rand((), generator=generator) < 0.5))
+    return model, f"a model with {depth} block(s) of width {width} (some parameters frozen before)"
+
+
+def _freeze_all_but_head(learner, reference, generator) -> None:
+    for _ in range(TRIALS):
+        model, shown = _random_model(generator)
+        result = learner(model)
+        model = result if isinstance(result, nn.Module) else model
+        wrong = [n for n, p in model.named_parameters() if p.requires_grad != n.startswith("head.")]
+        expect(not wrong, f"freeze_all_but_head on {shown}: wrong requires_grad for {wrong}")
+
+
+def _count_trainable(learner, reference, generator) -> None:
+    for _ in range(TRIALS):
+        model, shown = _random_model(generator)
+        got, want = learner(model), reference(model)
+        expect(got is not None and int(got) == int(want),
+               f"count_trainable on {shown}: got {got}, expected {want}")  # fmt: skip
+
+
 #: Hidden cases by exercise name.
 HIDDEN: dict[str, Case] = {
     "00.count_where": _count_where,
@@ -998,4 +1048,7 @@ HIDDEN: dict[str, Case] = {
     "23.partition_threshold": _partition_threshold,
     "23.quantile_scores": _quantile_scores,
     "23.total_variation": _total_variation,
+    "24.lora_forward": _lora_forward,
+    "24.freeze_all_but_head": _freeze_all_but_head,
+    "24.count_trainable": _count_trainable,
 }
