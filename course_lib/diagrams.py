@@ -155,8 +155,10 @@ SECURE_AGGREGATION = Protocol(
     parties=(_CLIENT, _SERVER),
     lesson=13,
     summary=(
-        "Four rounds; every message between clients passes through the server, which learns only "
-        "the sum of the included updates."
+        "Four rounds; every message between clients passes through the server. A server that "
+        "follows the protocol (honest-but-curious) learns only the sum of the included updates; "
+        "with no signatures or consistency round, one that substitutes keys or lies about who "
+        "survived is outside this threat model."
     ),
     events=(
         Phase("round 0 · advertise keys"),
@@ -431,11 +433,18 @@ def png_bytes(protocol: Protocol | str, *, dpi: int = 110) -> bytes:
     return buffer.getvalue()
 
 
-def show_protocol(protocol: Protocol | str) -> None:
-    """Display the chart in a notebook: one output with the PNG and, as its plain-text
+def chart_output(protocol: Protocol | str) -> dict[str, str]:
+    """The chart as a notebook output bundle: the PNG (base64) and, as its plain-text
     alternative, :attr:`Protocol.description` (the course site's alt text for the image)."""
+    p = _protocol(protocol)
+    return {
+        "image/png": base64.b64encode(png_bytes(p)).decode("ascii"),
+        "text/plain": p.description,
+    }
+
+
+def show_protocol(protocol: Protocol | str) -> None:
+    """Display the chart in a notebook (one output, :func:`chart_output`)."""
     from IPython.display import display
 
-    p = _protocol(protocol)
-    image = base64.b64encode(png_bytes(p)).decode("ascii")
-    display({"image/png": image, "text/plain": p.description}, raw=True)
+    display(chart_output(protocol), raw=True)

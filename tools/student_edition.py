@@ -19,8 +19,9 @@ The student edition (written to ``build/student/`` by default) replaces each suc
   ``raise NotImplementedError("your code here")``
   at the block's indentation — the ``check`` then says "not implemented yet".
 
-Outputs and execution counts are cleared — except the figure of a cell that only draws a protocol
-chart (:func:`course_lib.diagrams.show_protocol`), so learners see it before running anything —
+Outputs and execution counts are cleared — except that a cell that only draws a protocol chart
+(:func:`course_lib.diagrams.show_protocol`) gets the chart drawn afresh, so learners see it before
+running anything —
 ``# NBVAL_CHECK_OUTPUT`` markers removed, the Colab
 badge and install cell point at the published student branch (:mod:`tools.colab`), and every
 notebook is validated against the nbformat schema before it is written.
@@ -57,6 +58,7 @@ from pathlib import Path
 
 import nbformat
 
+from course_lib.diagrams import PROTOCOLS, chart_output
 from course_lib.paths import REPO_ROOT
 from tools import colab
 
@@ -160,40 +162,49 @@ def strip_solutions(source: str, *, markdown: bool = False) -> str:
     return "\n".join(out)
 
 
-def only_draws_a_chart(source: str) -> bool:
-    """True if a code cell does nothing but import and call ``show_protocol`` with literal
-    arguments: its output is a fixed figure of the lesson (no answer, nothing computed)."""
+def charts_drawn(source: str) -> list[str] | None:
+    """The protocol charts a code cell draws, if it does nothing but import and call
+    ``show_protocol`` with the literal names of course charts; else None. The student edition
+    draws those charts afresh from :mod:`course_lib.diagrams` — never copies a stored output, so
+    nothing computed in the instructor's kernel (an answer, a redefined ``show_protocol``) can
+    reach learners through such a cell."""
     try:
         statements = ast.parse(source).body
     except SyntaxError:
-        return False
-
-    def draws(node: ast.stmt) -> bool:
+        return None
+    charts = []
+    for node in statements:
         if isinstance(node, ast.ImportFrom):
-            return node.module == "course_lib.diagrams" and all(
-                alias.name == "show_protocol" and alias.asname is None for alias in node.names
-            )
+            if node.module != "course_lib.diagrams" or any(
+                alias.name != "show_protocol" or alias.asname is not None for alias in node.names
+            ):
+                return None
+            continue
         call = node.value if isinstance(node, ast.Expr) else None
-        return (
+        if not (
             isinstance(call, ast.Call)
             and isinstance(call.func, ast.Name)
             and call.func.id == "show_protocol"
             and not call.keywords
-            and all(isinstance(arg, ast.Constant) for arg in call.args)
-        )
-
-    return any(isinstance(node, ast.Expr) for node in statements) and all(map(draws, statements))
+            and len(call.args) == 1
+            and isinstance(call.args[0], ast.Constant)
+            and call.args[0].value in PROTOCOLS
+        ):
+            return None
+        charts.append(call.args[0].value)
+    return charts or None
 
 
 def _make_student_cell(cell: nbformat.NotebookNode) -> None:
-    """Stub ``cell``'s solutions in place; a code cell also loses its outputs (unless it only
-    draws a protocol chart) and its NBVAL marker."""
+    """Stub ``cell``'s solutions in place; a code cell also loses its outputs (a cell that only
+    draws protocol charts gets them drawn afresh) and its NBVAL marker."""
     if cell.cell_type == "code":
-        keep_figure = only_draws_a_chart(cell.source)
+        charts = charts_drawn(cell.source)
         lines = strip_solutions(cell.source).splitlines()
         cell.source = "\n".join(line for line in lines if line.strip() != CHECK_OUTPUT_MARKER)
-        figures = [o for o in cell.outputs if o.output_type == "display_data"]
-        cell.outputs = figures if keep_figure else []
+        cell.outputs = [
+            nbformat.v4.new_output("display_data", data=chart_output(name)) for name in charts or []
+        ]
         cell.execution_count = None
     elif cell.cell_type == "markdown":
         cell.source = strip_solutions(cell.source, markdown=True)
@@ -203,7 +214,7 @@ def make_student_notebook(
     notebook: nbformat.NotebookNode, name: str | None = None
 ) -> nbformat.NotebookNode:
     """A copy of ``notebook`` with solutions stubbed out and outputs cleared (protocol charts
-    kept, see :func:`only_draws_a_chart`); given the
+    drawn afresh, see :func:`charts_drawn`); given the
     lesson's file ``name``, its Colab badge and install cell open the student branch."""
     student = nbformat.from_dict(notebook)
     for index, cell in enumerate(student.cells):

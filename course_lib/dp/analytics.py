@@ -4,10 +4,12 @@ means as noisy sum ÷ noisy count, and a DP quantile (lesson 23).
 **Threat model.** A *trusted curator* holds the raw table and publishes only the outputs of these
 functions (central DP). The protected unit is a **user**: the guarantee holds between any two
 tables that differ in *all* rows of one user (add/remove a user). A user with many rows would
-otherwise move every answer many times over, so every function first **bounds contributions**:
-each user keeps at most ``max_rows`` rows, chosen uniformly at random (:func:`bound_contributions`)
-— after that, adding or removing a user changes at most ``max_rows`` rows, and every sensitivity
-below is stated in those rows.
+otherwise move every answer many times over, so the functions that take the table
+(:func:`dp_count_by`, :func:`dp_group_mean`) first **bound contributions**: each user keeps at
+most ``max_rows`` rows, chosen uniformly at random (:func:`bound_contributions`) — after that,
+adding or removing a user changes at most ``max_rows`` rows, and every sensitivity below is stated
+in those rows. :func:`dp_quantile` takes bare values, so it cannot bound anything: pass it values
+already bounded to ``max_rows`` per user, and that ``max_rows``.
 
 **Unknown keys.** A GROUP BY over a column such as a clinic's name has no public list of keys: a
 walk-in clinic only one patient visited is itself a fact about that patient. Releasing the keys
@@ -30,6 +32,7 @@ generator and cannot be seeded.
 from __future__ import annotations
 
 import math
+import numbers
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,6 +172,14 @@ def _check_visits(visits: object) -> list[Visit]:
             raise TypeError(f"visits must hold Visit rows, got a {type(row).__name__}")
         if not math.isfinite(row.minutes):
             raise ValueError(f"a visit's minutes must be finite, got {row.minutes}")
+        # A user id must name one user unambiguously: NaN equals nothing (not even itself), and
+        # 7, 7.0, True and "7" would be one person counted as several — each given its own
+        # max_rows — so ids are integers (bool excluded; NumPy integers equal Python ones).
+        if isinstance(row.user, bool | np.bool_) or not isinstance(row.user, numbers.Integral):
+            raise TypeError(
+                f"a visit's user id must be an integer (one id per user), got {row.user!r} of type "
+                f"{type(row.user).__name__}"
+            )
     return rows
 
 

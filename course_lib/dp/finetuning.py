@@ -234,8 +234,10 @@ def noise_multiplier_for_epsilon(
     ``sample_rate`` spend at most ``epsilon`` (course RDP accountant, at ``delta``).
 
     Bisection on σ: ε decreases as σ grows. The returned σ gives an ε in
-    ``[epsilon − tolerance·epsilon, epsilon]``. ``ValueError`` for ε ≤ 0, NaN or ∞, a bad δ, q
-    or step count, or a target below what σ ≤ 10⁴ can reach."""
+    ``[epsilon − tolerance·epsilon, epsilon]`` — except for a target so loose that the smallest σ
+    considered (0.05) already spends less: then that σ is returned, and it spends less than
+    ``epsilon`` (never more). ``ValueError`` for ε ≤ 0, NaN or ∞, a bad δ, q or step count, or a
+    target below what σ ≤ 10⁴ can reach."""
     epsilon = check_epsilon(epsilon)
     if not math.isfinite(epsilon):
         raise ValueError(f"epsilon must be finite, got {epsilon}")
@@ -373,10 +375,11 @@ def plant_canaries(
     each canary the indices of the sequences that now hold it.
 
     Every copy lands in its own sequence, so a canary with k copies is in exactly k training
-    examples — a group of k for DP-SGD. Sequences keep their length, and the other sequences are
-    untouched, so members with and without canaries come from the same text as held-out
-    sequences. ``ValueError`` when there are fewer sequences than copies or a canary does not fit
-    in one sequence."""
+    examples — a group of k for DP-SGD. Sequences keep their length and the other sequences are
+    untouched, so members *without* a canary come from the same text as held-out sequences (the
+    ones holding a canary do not: leave them out of a membership test, or it measures the canary
+    phrase rather than membership). ``ValueError`` when there are fewer sequences than copies or a
+    canary does not fit in one sequence."""
     inputs, targets = data.tensors
     context = inputs.shape[1]
     canaries = list(canaries)

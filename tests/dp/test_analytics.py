@@ -93,6 +93,20 @@ def test_bounding_rejects_bad_input_before_doing_anything(log: list[Visit]) -> N
         bound_contributions([Visit(0, "a", math.nan)], 1)
 
 
+@pytest.mark.parametrize("alias", [math.nan, "7", 7.0, True])
+def test_a_user_cannot_escape_the_bound_with_an_ambiguous_id(alias: object) -> None:
+    """NaN ids are all different keys (NaN != NaN) and 7 / "7" would be two users: each would get
+    its own max_rows. Only integer ids are taken, so one person is one key."""
+    rows = [Visit(alias, "walk-in #1", 20.0) for _ in range(10)]  # type: ignore[arg-type]
+    rows += [Visit(7, "walk-in #1", 20.0)]
+    with pytest.raises(TypeError, match="user id must be an integer"):
+        bound_contributions(rows, 1)
+    with pytest.raises(TypeError, match="user id must be an integer"):
+        dp_count_by(rows, 1.0, 1e-6, 1)
+    kept = bound_contributions([Visit(np.int64(7), "a", 1.0), Visit(7, "a", 1.0)], 1)
+    assert len(kept) == 1  # a NumPy integer is the same user as the Python one
+
+
 # -- partition selection ---------------------------------------------------------------------------
 
 

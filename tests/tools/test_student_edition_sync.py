@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_lib.diagrams import chart_output
 from course_lib.paths import REPO_ROOT
 from tools import colab
 from tools.student_edition import (
@@ -22,9 +23,9 @@ from tools.student_edition import (
     SolutionMarkerError,
     _match_refresh,
     build_student_edition,
+    charts_drawn,
     main,
     make_student_notebook,
-    only_draws_a_chart,
     publish_student_branch,
     strip_solutions,
     sync_student_edition,
@@ -145,8 +146,8 @@ def test_student_edition_of_every_lesson(
         assert "NBVAL_CHECK_OUTPUT" not in code_text
         for cell in student.cells:
             if cell.cell_type == "code":  # only a protocol chart keeps its figure
-                kept = [o.output_type for o in cell.outputs]
-                assert kept == (["display_data"] if only_draws_a_chart(cell.source) else [])
+                drawn = [chart_output(name) for name in charts_drawn(cell.source) or []]
+                assert [o.data for o in cell.outputs] == drawn
                 assert cell.execution_count is None
         solutions = [block for cell in original.cells for block in BLOCK.findall(cell.source)]
         assert solutions, f"{original_path.name} has no exercises"
@@ -405,34 +406,44 @@ def test_publish_commits_the_student_edition_without_touching_the_checkout(
 
 
 @pytest.mark.parametrize(
-    ("source", "kept"),
+    ("source", "charts"),
     [
-        ('# chart\nfrom course_lib.diagrams import show_protocol\nshow_protocol("beaver")', True),
-        ('show_protocol("psi")\nshow_protocol("pir")', True),
-        ("from course_lib.diagrams import show_protocol", False),  # draws nothing
-        ('show_protocol("beaver")\nanswer = 42', False),  # computes something too
-        ("show_protocol(name)", False),  # not a literal: depends on the learner's kernel
-        ('from course_lib.diagrams import show_protocol as s\ns("beaver")', False),
-        ('import os\nshow_protocol("beaver")', False),
-        ("show_protocol(", False),
+        (
+            '# chart\nfrom course_lib.diagrams import show_protocol\nshow_protocol("beaver")',
+            ["beaver"],
+        ),
+        ('show_protocol("dh_psi")\nshow_protocol("pir")', ["dh_psi", "pir"]),
+        ("from course_lib.diagrams import show_protocol", None),  # draws nothing
+        ('show_protocol("beaver")\nanswer = 42', None),  # computes something too
+        ("show_protocol(name)", None),  # not a literal: depends on the learner's kernel
+        ('show_protocol("no such chart")', None),
+        ('from course_lib.diagrams import show_protocol as s\ns("beaver")', None),
+        ('import os\nshow_protocol("beaver")', None),
+        ("show_protocol(", None),
     ],
 )
-def test_only_a_cell_that_just_draws_a_chart_keeps_its_figure(source: str, kept: bool) -> None:
-    data = {"image/png": "iVBORw0KGgo=", "text/plain": "a chart"}
-    figure = nbformat.v4.new_output("display_data", data=data)
+def test_a_cell_that_only_draws_charts_gets_them_drawn_afresh(
+    source: str, charts: list[str] | None
+) -> None:
+    """Never the stored output: an instructor's cell whose output was computed by a redefined
+    show_protocol (or is stale) cannot pass anything but the course's own chart to learners."""
+    stored = nbformat.v4.new_output("display_data", data={"text/plain": "ANSWER: 0x1234"})
     printed = nbformat.v4.new_output("stream", name="stdout", text="hello\n")
-    cell = nbformat.v4.new_code_cell(source, outputs=[figure, printed], execution_count=3)
-    notebook = nbformat.v4.new_notebook(cells=[cell])
-    (student,) = make_student_notebook(notebook).cells
-    assert only_draws_a_chart(source) is kept
-    assert student.outputs == ([figure] if kept else [])
+    cell = nbformat.v4.new_code_cell(source, outputs=[stored, printed], execution_count=3)
+    (student,) = make_student_notebook(nbformat.v4.new_notebook(cells=[cell])).cells
+    assert charts_drawn(source) == charts
     assert student.execution_count is None
+    assert [o.data for o in student.outputs] == [chart_output(name) for name in charts or []]
+    assert "ANSWER" not in json.dumps(student.outputs)
 
 
 def test_the_student_edition_shows_the_lessons_protocol_charts() -> None:
     path = REPO_ROOT / "notebooks" / "16_smpc_arithmetic.ipynb"
     student = make_student_notebook(nbformat.read(path, as_version=4), path.name)
     charts = [c for c in student.cells if c.cell_type == "code" and "show_protocol(" in c.source]
-    assert charts and all(any("image/png" in o.get("data", {}) for o in c.outputs) for c in charts)
+    assert charts and all(
+        [o.data for o in c.outputs] == [chart_output(n) for n in charts_drawn(c.source) or []]
+        for c in charts
+    )
     others = [c for c in student.cells if c.cell_type == "code" and c not in charts]
     assert not any(c.outputs for c in others)
