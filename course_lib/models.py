@@ -1,6 +1,6 @@
 """Small models used throughout the course.
 
-Neither model uses BatchNorm: BatchNorm mixes the samples of a batch, which breaks per-sample
+No model here uses BatchNorm: BatchNorm mixes the samples of a batch, which breaks per-sample
 gradients (and so DP-SGD, Part II) and leaks across clients in federated learning (Part III).
 """
 
@@ -13,7 +13,7 @@ from torch import nn
 
 from course_lib.validation import check_nonnegative, check_positive_int
 
-__all__ = ["MLP", "SmallCNN"]
+__all__ = ["MLP", "SmallCNN", "SmallCNNGroupNorm"]
 
 
 class MLP(nn.Module):
@@ -79,3 +79,52 @@ class SmallCNN(nn.Module):
                 f"SmallCNN expects images of shape (N, C, 28, 28), got {tuple(x.shape)}"
             )
         return self.head(self.features(x))
+
+
+class SmallCNNGroupNorm(SmallCNN):
+    """:class:`SmallCNN` with a GroupNorm after each convolution: the DP-SGD variant of issue #26.
+
+    Same layers, same 26,010 parameters and the same initialisation for a given seed, same
+    ``features``/``head`` split; each convolution's output is normalised over groups of channels
+    *within each image* (mean 0, variance 1) before its activation. Unlike BatchNorm this never
+    mixes the examples of a batch, so per-sample gradients and DP-SGD stay well defined; with
+    ``affine=False`` it adds no parameters, so every trainable parameter is still in an
+    ``nn.Linear``/``nn.Conv2d`` layer and DP-SGD's fast path applies.
+
+    ``activation``: ``"relu"`` (default) or ``"tanh"`` for every activation of the network. With
+    the normalisation in place ReLU trained better under DP noise than tanh on the offline MNIST
+    sample's validation split (92.8% vs 91.5%, ``benchmarks/dp_accuracy.py``); without it, tanh
+    is SmallCNN's choice.
+    """
+
+    ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        *,
+        groups: int = 4,
+        activation: str = "relu",
+    ) -> None:
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"activation must be 'relu' or 'tanh', got {activation!r}")
+        groups = check_positive_int(groups, "groups")
+        if 16 % groups or 32 % groups:
+            raise ValueError(f"groups must divide 16 and 32 (the channel counts), got {groups}")
+        super().__init__(num_classes=num_classes, in_channels=in_channels)
+        act = self.ACTIVATIONS[activation]
+        conv1, _, pool1, conv2, _, pool2, flatten = self.features
+        self.features = nn.Sequential(
+            conv1,
+            nn.GroupNorm(groups, 16, affine=False),
+            act(),
+            pool1,
+            conv2,
+            nn.GroupNorm(groups, 32, affine=False),
+            act(),
+            pool2,
+            flatten,
+        )
+        hidden, _, out = self.head
+        self.head = nn.Sequential(hidden, act(), out)

@@ -195,3 +195,56 @@ def test_training_and_evaluation_follow_the_model_to_its_device(device) -> None:
     assert len(history.val_acc) == 1
     assert model_device(model).type == device
     assert model_device(torch.nn.ReLU()) == torch.device("cpu")
+
+
+# -- SmallCNNGroupNorm (issue #26: the DP-SGD recipe of benchmarks/dp_accuracy.py) ---------------
+
+
+def test_small_cnn_group_norm_normalises_each_image_on_its_own() -> None:
+    from course_lib.dp.dpsgd import DPSGD
+    from course_lib.models import SmallCNNGroupNorm
+
+    torch.manual_seed(0)
+    plain = SmallCNN()
+    torch.manual_seed(0)
+    model = SmallCNNGroupNorm()
+    # same parameters (no GroupNorm affine terms), same initialisation as SmallCNN
+    assert sum(p.numel() for p in model.parameters()) == 26_010
+    pairs = zip(plain.parameters(), model.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    x = torch.randn(6, 1, 28, 28)
+    assert model(x).shape == (6, 10)
+    assert isinstance(model.head[1], torch.nn.ReLU)
+    assert isinstance(SmallCNNGroupNorm(activation="tanh").features[2], torch.nn.Tanh)
+    # after the first GroupNorm, every group of 4 channels of every image has mean 0, variance 1
+    normed = model.features[:2](x * 7.0 + 3.0)
+    groups = normed.reshape(6, 4, -1)
+    assert torch.allclose(groups.mean(-1), torch.zeros(6, 4), atol=1e-5)
+    assert torch.allclose(groups.var(-1, unbiased=False), torch.ones(6, 4), atol=1e-3)
+    # no example influences another's output (unlike BatchNorm): changing image 0 leaves 1–5
+    changed = x.clone()
+    changed[0] = torch.randn(1, 28, 28) * 5
+    assert torch.equal(model(changed)[1:], model(x)[1:])
+    assert not torch.allclose(model(changed)[0], model(x)[0])
+    # every parameter sits in a Linear/Conv2d, so DP-SGD's fast path applies
+    dp = DPSGD(
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        noise_multiplier=1.0,
+        max_grad_norm=1.0,
+        expected_batch_size=6,
+    )
+    assert dp.method == "taps" and dp.fallback_reason is None
+
+
+def test_small_cnn_group_norm_rejects_bad_settings() -> None:
+    from course_lib.models import SmallCNNGroupNorm
+
+    with pytest.raises(ValueError, match="divide 16 and 32"):
+        SmallCNNGroupNorm(groups=3)
+    with pytest.raises(ValueError, match="groups"):
+        SmallCNNGroupNorm(groups=0)
+    with pytest.raises(ValueError, match="activation"):
+        SmallCNNGroupNorm(activation="sigmoid")
+    with pytest.raises(ValueError, match=r"\(N, C, 28, 28\)"):
+        SmallCNNGroupNorm()(torch.zeros(2, 1, 32, 32))
