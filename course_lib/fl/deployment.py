@@ -149,7 +149,12 @@ class LocalFederation:
         echo: called with each line ``flwr run --stream`` prints (the ServerApp's log; ``None``:
             keep quiet). The last lines of every process are kept in :attr:`log` either way.
         echo_all: also echo the SuperLink's and SuperNodes' own (verbose) logs.
-        grace: seconds between SIGTERM and SIGKILL when stopping.
+        grace: seconds between SIGTERM and SIGKILL when stopping (the SuperLink's interpreter
+            can linger for seconds after its server has shut down; the run's result is saved
+            before anything is stopped).
+        simulation_cpus: with ``simulation=True``, the CPUs Ray may use, hence the number of
+            ClientApp actors (one per CPU; each is a Python process importing PyTorch). 1 by
+            default: the course's models are small, and on a small machine start-up dominates.
         port: the SuperLink's port on 127.0.0.1 (default: a free one). A port another program
             holds is refused at once (``OSError`` naming it), before any process starts.
         tls: serve the SuperLink over TLS instead of ``--insecure``: a throw-away CA and a
@@ -166,7 +171,8 @@ class LocalFederation:
         simulation: bool = False,
         echo: Callable[[str], None] | None = print,
         echo_all: bool = False,
-        grace: float = 5.0,
+        grace: float = 2.0,
+        simulation_cpus: int = 1,
         port: int | None = None,
         tls: bool = False,
     ) -> None:
@@ -181,6 +187,10 @@ class LocalFederation:
             if not 1 <= port <= 65535:
                 raise ValueError(f"port must lie in 1..65535, got {port}")
         grace = check_nonnegative(grace, "grace (seconds between SIGTERM and SIGKILL)")
+        simulation_cpus = as_integer(simulation_cpus, "simulation_cpus")
+        if simulation_cpus <= 0:
+            raise ValueError(f"simulation_cpus must be at least 1, got {simulation_cpus}")
+        self.simulation_cpus = simulation_cpus
         if not isinstance(tls, bool):
             raise TypeError(f"tls must be True or False, got {tls!r}")
         self.requested_port = port
@@ -206,6 +216,11 @@ class LocalFederation:
             FLWR_DISABLE_UPDATE_CHECK="1",
             PYTHONUNBUFFERED="1",
             OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "1"),
+            # how often each SuperExec looks for a task to start (a ServerApp, a ClientApp);
+            # Flower's default is 1 s, a wait paid by every ClientApp of every round
+            FLWR_SUPEREXEC_TASK_POLL_INTERVAL=env.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1"),
+            # the course app's data, loaded once per federation (course_lib.fl.flower)
+            COURSE_FLOWER_DATA_CACHE=os.path.join(str(self.flwr_home), "course-data"),
             # the SuperLink/SuperNodes start flower-superexec, flwr-serverapp... by name
             PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
         )
@@ -259,6 +274,7 @@ class LocalFederation:
             check_port_free(self.requested_port)
         self.flwr_home = Path(tempfile.mkdtemp(prefix="course-flwr-home-"))
         try:
+            (self.flwr_home / "course-data").mkdir(mode=0o700)
             self.port = self.requested_port if self.requested_port is not None else free_port()
             check_port_free(self.port)
             if self.tls:
@@ -384,7 +400,8 @@ class LocalFederation:
             command += [
                 "--federation-config",
                 f"num-supernodes={self.num_supernodes} client-resources-num-cpus=1 "
-                "client-resources-num-gpus=0.0",
+                "client-resources-num-gpus=0.0 "
+                f"init-args-num-cpus={self.simulation_cpus}",
             ]
         started = time.perf_counter()
         cli = self._start("flwr run", command)

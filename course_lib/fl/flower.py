@@ -66,13 +66,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 
-from course_lib.data import load_mnist
-from course_lib.fl.dp_fedavg import DPFedHistory, dp_fedavg_epsilon, run_dp_fedavg
+from course_lib.data import ImageDataset, load_mnist
 from course_lib.fl.fedavg import FedHistory, local_train_with_metrics, run_fedavg
 from course_lib.fl.partition import (
     client_subsets,
@@ -93,6 +92,12 @@ from course_lib.validation import (
     check_positive_int,
 )
 
+if TYPE_CHECKING:
+    from course_lib.fl.dp_fedavg import DPFedHistory
+
+# course_lib.fl.dp_fedavg (and through its accountant, SciPy) is imported where it is used: every
+# Flower process imports this module, and a ClientApp process starts afresh for every task.
+
 __all__ = [
     "APP_DIR",
     "MODES",
@@ -105,6 +110,7 @@ __all__ = [
     "reference_fedavg",
     "reference_dp_fedavg",
     "RoundClock",
+    "claim_result_dir",
     "save_result",
     "load_result",
     "run_flower_app",
@@ -282,9 +288,38 @@ class AppConfig:
         return {key.replace("_", "-"): value for key, value in asdict(self).items()}
 
 
+#: Environment variable naming a private folder where Flower processes share the data they load.
+#: :class:`~course_lib.fl.deployment.LocalFederation` sets it to a folder inside its temporary
+#: ``FLWR_HOME`` (removed with it): the ServerApp saves both splits there once, and every
+#: ClientApp process — a fresh one per node and round on the Deployment Engine — reads a tensor
+#: file instead of importing torchvision and parsing the sample again. Unset (a real deployment,
+#: a SuperNode started by hand), every process loads its data itself.
+DATA_CACHE_ENV = "COURSE_FLOWER_DATA_CACHE"
+
+
 @functools.lru_cache(maxsize=4)
-def _mnist(train: bool, max_samples: int, seed: int):
-    return load_mnist(train=train, max_samples=max_samples, seed=seed)
+def _mnist(train: bool, max_samples: int, seed: int) -> ImageDataset:
+    folder = os.environ.get(DATA_CACHE_ENV)
+    if not folder:
+        return load_mnist(train=train, max_samples=max_samples, seed=seed)
+    path = Path(folder) / f"mnist-{'train' if train else 'test'}-{max_samples}-{seed}.pt"
+    try:
+        saved = torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        data = load_mnist(train=train, max_samples=max_samples, seed=seed)
+        saved = {"images": data.images, "labels": data.labels, "name": data.name}
+        saved.update(source=data.source, classes=list(data.classes))
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        torch.save(saved, partial)
+        os.replace(partial, path)  # atomic: a process reading at the same time sees all or nothing
+        return data
+    return ImageDataset(
+        saved["images"],
+        saved["labels"],
+        name=saved["name"],
+        source=saved["source"],
+        classes=saved["classes"],
+    )
 
 
 def _train_data(config: AppConfig):
@@ -391,6 +426,8 @@ def reference_dp_fedavg(
     ``num_partitions`` for an IID split) Flower's weighted average is this equal-weight one.
     ``rng`` draws the noise (secure by default).
     """
+    from course_lib.fl.dp_fedavg import run_dp_fedavg
+
     return run_dp_fedavg(
         lambda: make_model(config),
         _partitions(config, num_partitions),
@@ -446,6 +483,8 @@ class RoundClock:
     def __init__(self, config: AppConfig) -> None:
         self.config = config
         self.test = server_test_set(config)
+        if os.environ.get(DATA_CACHE_ENV):  # the nodes' split too, before any node asks for it
+            _train_data(config)
         self.result = FlowerResult(state={}, mode=config.mode, delta=config.delta)
         self._last = time.perf_counter()
         self._replies: dict[int, tuple[int, int]] = {}
@@ -477,6 +516,8 @@ class RoundClock:
             result.aggregated.append(aggregated)
             result.nonfinite.append(nonfinite)
             if config.mode in DP_MODES:  # every round is charged, released or not
+                from course_lib.fl.dp_fedavg import dp_fedavg_epsilon
+
                 result.epsilon.append(
                     dp_fedavg_epsilon(config.noise_multiplier, 1.0, server_round, config.delta)
                     if config.noise_multiplier > 0
@@ -525,6 +566,14 @@ def _claim_result_dir(out: Path) -> None:
             ) from None
     else:
         os.chmod(out, 0o700)  # the umask may have taken the owner's bits too
+
+
+def claim_result_dir(result_dir: str | Path) -> None:
+    """Claim ``result_dir`` for :func:`save_result` now (same rules): the ServerApp calls it
+    before its first round, so a folder that would be refused fails the run at once instead of
+    after every round has trained. :func:`save_result` accepts the claimed folder (empty, ours,
+    0700) later."""
+    _claim_result_dir(Path(result_dir))
 
 
 def save_result(result: FlowerResult, result_dir: str | Path) -> None:

@@ -74,7 +74,6 @@ from flwr.supercore.differential_privacy import (
     compute_stdv,
 )
 
-from course_lib.fl.dp_fedavg import clip_update
 from course_lib.fl.flower import AppConfig
 
 #: The start of the error a ClientApp raises instead of sending a non-finite model.
@@ -197,6 +196,8 @@ def clip_update_mod(msg: Message, context: Context, call_next) -> Message:
         str(i): torch.from_numpy(np.asarray(r) - np.asarray(s))
         for i, (r, s) in enumerate(zip(received, sent, strict=True))
     }
+    from course_lib.fl.dp_fedavg import clip_update  # here: SciPy stays out of plain runs
+
     clipped, _ = clip_update(update, clipping_norm, name="this node's update")
     fitres.parameters = ndarrays_to_parameters(
         [np.asarray(s) + clipped[str(i)].numpy() for i, s in enumerate(sent)]
@@ -334,6 +335,8 @@ class FixedDenominatorServerSideClipping(DifferentialPrivacyServerSideFixedClipp
             server_round, replies, self.current_arrays, self.strategy.weighted_by_key
         )
         self.report(server_round, len(usable), nonfinite)
+        from course_lib.fl.dp_fedavg import clip_update
+
         current = self.current_arrays.to_torch_state_dict()
         total = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in current.items()}
         for i, reply in enumerate(usable):

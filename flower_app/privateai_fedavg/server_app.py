@@ -47,7 +47,13 @@ from privateai_fedavg.guards import (
     ScreenedFedAvg,
     ScreenedLegacyFedAvg,
 )
-from privateai_fedavg.task import AppConfig, RoundClock, initial_state, save_result
+from privateai_fedavg.task import (
+    AppConfig,
+    RoundClock,
+    claim_result_dir,
+    initial_state,
+    save_result,
+)
 
 app = ServerApp()
 
@@ -56,6 +62,8 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds in the chosen ``mode`` and save the result."""
     config = AppConfig.from_run_config(context.run_config)
+    if config.result_dir:  # claimed first: a folder save_result would refuse fails the run now
+        claim_result_dir(config.result_dir)
     clock = RoundClock(config)
     if config.mode.startswith("secagg+"):
         _run_secaggplus(grid, context, config, clock)

@@ -8,6 +8,7 @@ the lessons train (see ``course_lib.fl.flower``).
 from course_lib.fl.flower import (
     AppConfig,
     RoundClock,
+    claim_result_dir,
     initial_state,
     make_model,
     node_partition,
@@ -18,6 +19,7 @@ from course_lib.fl.flower import (
 __all__ = [
     "AppConfig",
     "RoundClock",
+    "claim_result_dir",
     "initial_state",
     "make_model",
     "node_partition",

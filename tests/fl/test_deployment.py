@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from course_lib.fl import deployment
 from course_lib.fl.deployment import (
     LocalFederation,
     _toml_pair,
@@ -309,6 +310,43 @@ def test_bools_are_refused_before_anything_starts(monkeypatch, tmp_path, flag, n
     with pytest.raises(TypeError, match=name):
         LocalFederation(**kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_simulation_cpus_is_checked_and_reaches_ray(monkeypatch):
+    """Ray gets ``simulation_cpus`` CPUs (so as many ClientApp actors); bad values are refused
+    before anything starts. Every process gets the federation's data cache and a short SuperExec
+    poll interval."""
+    with pytest.raises(ValueError, match="simulation_cpus"):
+        LocalFederation(2, simulation=True, simulation_cpus=0)
+    with pytest.raises(TypeError, match="simulation_cpus"):
+        LocalFederation(2, simulation=True, simulation_cpus=1.5)
+    federation = LocalFederation(3, simulation=True, simulation_cpus=np.int64(2), echo=None)
+    assert federation.simulation_cpus == 2
+    federation.flwr_home = Path("/nonexistent/home")
+    started = []
+    monkeypatch.setattr(federation, "_start", lambda name, args: started.append(args) or _Done())
+    monkeypatch.setattr(federation, "_check_course_app", lambda *a: None)
+    signalled = []
+    monkeypatch.setattr(deployment, "_signal_group", lambda pid, sig: signalled.append(pid))
+    federation.run("app", {})
+    assert signalled == [None]  # the fake `flwr run` (no real process is signalled)
+    (command,) = started
+    assert command[command.index("--federation-config") + 1].split() == [
+        "num-supernodes=3", "client-resources-num-cpus=1", "client-resources-num-gpus=0.0",
+        "init-args-num-cpus=2",
+    ]  # fmt: skip
+    env = federation._env()
+    assert env["COURSE_FLOWER_DATA_CACHE"] == "/nonexistent/home/course-data"
+    assert env["FLWR_SUPEREXEC_TASK_POLL_INTERVAL"] == "0.1"
+
+
+class _Done:
+    """A finished ``flwr run``: exit status 0."""
+
+    pid = None
+
+    def wait(self, timeout=None):
+        return 0
 
 
 def test_numpy_integers_are_taken_as_python_ints():

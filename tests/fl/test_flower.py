@@ -25,6 +25,7 @@ from course_lib.fl.flower import (
     APP_DIR,
     AppConfig,
     FlowerResult,
+    RoundClock,
     initial_state,
     load_result,
     make_model,
@@ -172,6 +173,37 @@ def test_course_dp_fedavg_with_every_client_is_fedavg_without_clipping_or_noise(
     history = reference_dp_fedavg(noisy, 3, delta=1e-3, rng=InsecureSeededRandom(1))
     assert history.participants == [3, 3]  # q = 1: every client, every round
     assert history.epsilon[-1] == dp_fedavg_epsilon(2.0, 1.0, 2, 1e-3)
+
+
+def test_a_federation_s_processes_share_the_data_through_its_cache(monkeypatch, tmp_path):
+    """With the cache variable set (LocalFederation sets it for its processes) the first load
+    saves the split and a later process reads the file instead: the same images and labels. The
+    file is written only when the variable is set."""
+    from course_lib.data import load_mnist
+    from course_lib.fl import flower
+
+    config = AppConfig(train_samples=600, test_samples=200, data_seed=3)
+    expected = load_mnist(train=True, max_samples=600, seed=3)
+    monkeypatch.delenv(flower.DATA_CACHE_ENV, raising=False)
+    flower._mnist.cache_clear()
+    assert len(node_partition(config, 0, 2)) == 300 and list(tmp_path.iterdir()) == []
+    monkeypatch.setenv(flower.DATA_CACHE_ENV, str(tmp_path))
+    flower._mnist.cache_clear()
+    RoundClock(config)  # the ServerApp: the test split, and the nodes' split before they ask
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mnist-test-200-3.pt",
+        "mnist-train-600-3.pt",
+    ]
+    flower._mnist.cache_clear()  # a fresh ClientApp process
+    monkeypatch.setattr(flower, "load_mnist", lambda **_: pytest.fail("the cache was not used"))
+    cached = flower._train_data(config)
+    assert torch.equal(cached.images, expected.images) and torch.equal(
+        cached.labels, expected.labels
+    )
+    assert (cached.name, cached.source, cached.classes) == (
+        expected.name, expected.source, expected.classes
+    )  # fmt: skip
+    flower._mnist.cache_clear()
 
 
 def test_partitions_are_the_course_iid_split():
@@ -507,6 +539,30 @@ def test_the_result_folder_is_created_owner_only_and_reads_back(tmp_path, umask)
     back = load_result(out)
     assert torch.equal(back.state["w"], torch.arange(6, dtype=torch.float32).reshape(2, 3))
     assert back.test_acc == [0.5] and len(back.round_states) == 1
+
+
+def test_the_server_app_claims_its_result_folder_before_the_first_round(tmp_path, monkeypatch):
+    """claim_result_dir (what the ServerApp calls before any round) refuses what save_result
+    would refuse, and save_result accepts the folder it claimed."""
+    import inspect
+
+    from course_lib.fl.flower import claim_result_dir, save_result
+
+    monkeypatch.syspath_prepend(str(APP_DIR))  # the app's package, as a SuperNode installs it
+    from privateai_fedavg import server_app
+
+    body = inspect.getsource(server_app.main)
+    assert body.index("claim_result_dir(") < body.index("RoundClock(") < body.index("save_result(")
+    taken = tmp_path / "taken"
+    taken.mkdir(mode=0o700)
+    (taken / "model.pt").write_bytes(b"someone's")
+    with pytest.raises(FileExistsError, match="not empty"):
+        claim_result_dir(taken)
+    out = tmp_path / "new" / "result"
+    claim_result_dir(out)
+    assert out.is_dir() and out.stat().st_mode & 0o777 == 0o700 and not any(out.iterdir())
+    save_result(_small_result(), out)
+    assert load_result(out).test_acc == [0.5]
 
 
 def test_an_empty_owner_only_temporary_folder_of_ours_is_accepted(tmp_path):
