@@ -191,7 +191,9 @@ def example_losses(loss_fn: LossFn, logits: torch.Tensor, targets: torch.Tensor)
 def _correct_predictions(logits: torch.Tensor, targets: torch.Tensor) -> float:
     """How many examples the logits classify correctly; for a sequence (a target per position),
     each example counts its fraction of correct positions. Classes are the last dimension when
-    the logits are ``(*targets.shape, classes)``, else dimension 1 (as ``F.cross_entropy``)."""
+    the logits are ``(*targets.shape, classes)``, else dimension 1 (as ``F.cross_entropy``); when
+    a sequence is as long as there are classes both readings fit, and the first is taken. Only the
+    reported accuracy depends on this, never the gradients or the privacy accounting."""
     per_position = logits.dim() == targets.dim() + 1 and logits.shape[:-1] == targets.shape
     hits = logits.argmax(-1 if per_position else 1) == targets
     return float(hits.flatten(1).float().mean(1).sum() if hits.dim() > 1 else hits.sum())
