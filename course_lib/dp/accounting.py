@@ -29,10 +29,14 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
+from course_lib.dp.calibration import smallest_sufficient
 from course_lib.validation import (
     check_delta,
+    check_epsilon,
     check_noise_multiplier,
     check_nonnegative_int,
+    check_positive,
+    check_positive_int,
     check_sample_rate,
 )
 
@@ -190,6 +194,48 @@ def rdp_epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: 
     return rdp_to_epsilon(rdp, delta)[0]
 
 
+def noise_multiplier_for_epsilon(
+    epsilon: float,
+    *,
+    sample_rate: float,
+    steps: int,
+    delta: float,
+    tolerance: float = 1e-3,
+) -> float:
+    """The smallest noise multiplier σ for which ``steps`` Poisson-sampled DP-SGD steps at
+    ``sample_rate`` spend at most ``epsilon`` at ``delta`` (by :func:`rdp_epsilon`).
+
+    ε decreases as σ grows, so :func:`course_lib.dp.calibration.smallest_sufficient` bisects on σ
+    (as Opacus' ``get_noise_multiplier`` does). The returned σ spends an ε in
+    ``[epsilon·(1 − tolerance), epsilon]`` — except for a target so loose that the smallest σ
+    considered (0.05) already spends less: then that σ is returned, and it spends less than
+    ``epsilon`` (never more). ``ValueError`` for ε ≤ 0, NaN or ∞, a bad δ, q or step count, or a
+    target that σ ≤ 10⁴ cannot reach.
+
+    >>> sigma = noise_multiplier_for_epsilon(3.0, sample_rate=0.1, steps=100, delta=1e-5)
+    >>> round(sigma, 2), rdp_epsilon(sigma, 0.1, 100, 1e-5) <= 3.0
+    (1.8, True)
+    """
+    epsilon = check_epsilon(epsilon)
+    if not math.isfinite(epsilon):
+        raise ValueError(f"epsilon must be finite, got {epsilon}")
+    sample_rate = check_sample_rate(sample_rate)
+    steps = check_positive_int(steps, "steps")
+    delta = check_delta(delta)
+    tolerance = check_positive(tolerance, "tolerance")
+    if tolerance >= 1:
+        raise ValueError(f"tolerance is relative and must be < 1, got {tolerance}")
+    return smallest_sufficient(
+        lambda sigma: rdp_epsilon(sigma, sample_rate, steps, delta),
+        epsilon,
+        rel_tol=1e-12,
+        cost_rel_tol=tolerance,
+        lowest=0.05,
+        highest=1e4,
+        setting=f" for {steps} steps at q = {sample_rate}, δ = {delta}",
+    )
+
+
 class RDPAccountant:
     """Tracks DP-SGD steps (possibly with changing σ or q) and reports ε at any time.
 
@@ -263,6 +309,7 @@ from course_lib.dp.composition import (  # noqa: E402  (kept at the end: they ar
 __all__ = [
     "DEFAULT_ORDERS",
     "RDPAccountant",
+    "noise_multiplier_for_epsilon",
     "rdp_epsilon",
     "rdp_to_epsilon",
     "subsampled_gaussian_rdp",

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from course_lib.dp.accounting import RDPAccountant, rdp_epsilon
+from course_lib.dp.accounting import RDPAccountant
 from course_lib.dp.dpsgd import DPSGD, PoissonSampler
 from course_lib.dp.memorization import ALPHABET, Canary, encode
 from course_lib.lora import count_parameters
@@ -38,7 +38,6 @@ from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import model_device
 from course_lib.validation import (
     check_delta,
-    check_epsilon,
     check_nonnegative_int,
     check_positive,
     check_positive_int,
@@ -50,7 +49,6 @@ __all__ = [
     "FineTuneResult",
     "NextCharView",
     "fine_tune",
-    "noise_multiplier_for_epsilon",
     "plant_canaries",
     "sequence_dataset",
     "sequence_loss",
@@ -217,58 +215,6 @@ def sequence_perplexity(model: nn.Module, data: TensorDataset) -> float:
     """Per-character perplexity ``exp(mean cross-entropy)`` over every character of ``data``
     (all sequences have the same length, so this is the mean of the sequence losses)."""
     return math.exp(float(sequence_losses(model, data).mean()))
-
-
-# -- privacy calibration ---------------------------------------------------------------------------
-
-
-def noise_multiplier_for_epsilon(
-    epsilon: float,
-    *,
-    sample_rate: float,
-    steps: int,
-    delta: float,
-    tolerance: float = 1e-3,
-) -> float:
-    """The smallest noise multiplier σ for which ``steps`` Poisson-sampled DP-SGD steps at
-    ``sample_rate`` spend at most ``epsilon`` (course RDP accountant, at ``delta``).
-
-    Bisection on σ: ε decreases as σ grows. The returned σ gives an ε in
-    ``[epsilon − tolerance·epsilon, epsilon]`` — except for a target so loose that the smallest σ
-    considered (0.05) already spends less: then that σ is returned, and it spends less than
-    ``epsilon`` (never more). ``ValueError`` for ε ≤ 0, NaN or ∞, a bad δ, q or step count, or a
-    target below what σ ≤ 10⁴ can reach."""
-    epsilon = check_epsilon(epsilon)
-    if not math.isfinite(epsilon):
-        raise ValueError(f"epsilon must be finite, got {epsilon}")
-    sample_rate = check_sample_rate(sample_rate)
-    steps = check_positive_int(steps, "steps")
-    delta = check_delta(delta)
-    tolerance = check_positive(tolerance, "tolerance")
-    if tolerance >= 1:
-        raise ValueError(f"tolerance is relative and must be < 1, got {tolerance}")
-
-    def spent(sigma: float) -> float:
-        return rdp_epsilon(sigma, sample_rate, steps, delta)
-
-    low, high = 0.05, 1.0
-    while spent(high) > epsilon:
-        low, high = high, 2 * high
-        if high > 1e4:
-            raise ValueError(
-                f"ε = {epsilon} is out of reach for {steps} steps at q = {sample_rate}, "
-                f"δ = {delta} (σ = 10⁴ still spends more)"
-            )
-    if spent(low) <= epsilon:  # the target is very loose: the smallest σ tried already meets it
-        return low
-    while True:  # invariant: spent(low) > epsilon ≥ spent(high)
-        if spent(high) >= epsilon * (1 - tolerance):
-            return high
-        middle = (low + high) / 2
-        if spent(middle) > epsilon:
-            low = middle
-        else:
-            high = middle
 
 
 # -- training --------------------------------------------------------------------------------------

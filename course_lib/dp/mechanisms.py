@@ -44,6 +44,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from course_lib.dp.calibration import smallest_sufficient
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.validation import (
     as_number,
@@ -442,23 +443,18 @@ def gaussian_sigma_analytic(sensitivity: float, epsilon: float, delta: float) ->
     """The smallest σ for which Gaussian noise is (ε, δ)-DP (the analytic Gaussian mechanism).
 
     Balle & Wang (2018) show the exact condition is ``gaussian_delta(σ) ≤ δ``; ``gaussian_delta``
-    decreases in σ, so bisection finds the smallest such σ (returned rounded *up*, so it is safe).
+    decreases in σ, so bisection (:func:`course_lib.dp.calibration.smallest_sufficient`) finds the
+    smallest such σ, to a relative 1e-12 and rounded *up*, so it is safe.
     """
     sensitivity = check_sensitivity(sensitivity)
     epsilon = check_epsilon(epsilon)
     delta = check_delta(delta)
-    low = high = sensitivity
-    while gaussian_delta(high, sensitivity, epsilon) > delta:
-        high *= 2.0
-    while gaussian_delta(low, sensitivity, epsilon) <= delta:
-        low /= 2.0
-    while high - low > 1e-12 * high:
-        middle = 0.5 * (low + high)
-        if gaussian_delta(middle, sensitivity, epsilon) > delta:
-            low = middle
-        else:
-            high = middle
-    return high
+    return smallest_sufficient(
+        lambda sigma: gaussian_delta(sigma, sensitivity, epsilon),
+        delta,
+        start=sensitivity,
+        rel_tol=1e-12,
+    )
 
 
 def gaussian_mechanism(

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from course_lib.dp.accounting import rdp_to_epsilon, subsampled_gaussian_rdp
+from course_lib.dp.calibration import smallest_sufficient
 from course_lib.dp.mechanisms import sample_discrete_gaussian
 from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.validation import check_delta, check_epsilon, check_positive, check_positive_int
@@ -139,20 +140,12 @@ def gaussian_epsilon_for(sigma: float, marginals: int, delta: float) -> float:
 
 
 def sigma_for_budget(epsilon: float, delta: float, marginals: int) -> float:
-    """The smallest σ (to 0.1 %) whose ``marginals`` releases cost at most (ε, δ) in total."""
+    """The smallest σ (to 0.1 %, rounded up) whose ``marginals`` releases cost at most (ε, δ) in
+    total (bisection: :func:`course_lib.dp.calibration.smallest_sufficient`)."""
     epsilon = check_epsilon(epsilon)
     delta = check_delta(delta)
     marginals = check_positive_int(marginals, "marginals")
-    low, high = 1e-3, 1.0
-    while gaussian_epsilon_for(high, marginals, delta) > epsilon:
-        low, high = high, 2.0 * high
-    while high - low > 1e-3 * high:
-        middle = 0.5 * (low + high)
-        if gaussian_epsilon_for(middle, marginals, delta) > epsilon:
-            low = middle
-        else:
-            high = middle
-    return high
+    return smallest_sufficient(lambda sigma: gaussian_epsilon_for(sigma, marginals, delta), epsilon)
 
 
 def noisy_pair_marginals(

@@ -1,16 +1,19 @@
 """course_lib.dp.accounting agrees with Opacus' RDPAccountant and rejects bad input."""
 
 import itertools
+import math
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from opacus.accountants import RDPAccountant as OpacusRDPAccountant
+from opacus.accountants.utils import get_noise_multiplier
 
 from course_lib.dp.accounting import (
     DEFAULT_ORDERS,
     RDPAccountant,
+    noise_multiplier_for_epsilon,
     rdp_epsilon,
     rdp_to_epsilon,
     subsampled_gaussian_rdp,
@@ -132,3 +135,41 @@ def test_numpy_and_tensor_scalars_are_numbers(scalars):
     accountant = RDPAccountant()
     accountant.step(noise_multiplier=scalars[0], sample_rate=scalars[1], steps=scalars[2])
     assert accountant.get_epsilon(scalars[3]) == pytest.approx(3.77, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "q", "steps"), [(8.0, 0.05, 100), (1.0, 0.01, 500), (3.0, 0.1, 20)]
+)
+def test_sigma_solves_to_the_target_epsilon(epsilon: float, q: float, steps: int) -> None:
+    sigma = noise_multiplier_for_epsilon(epsilon, sample_rate=q, steps=steps, delta=1e-5)
+    spent = rdp_epsilon(sigma, q, steps, 1e-5)
+    assert epsilon * (1 - 1e-3) <= spent <= epsilon
+    assert rdp_epsilon(sigma * 0.99, q, steps, 1e-5) > spent  # the smallest σ, not any σ
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1.0, math.nan, math.inf])
+def test_a_bad_epsilon_is_refused(epsilon: float) -> None:
+    with pytest.raises(ValueError):
+        noise_multiplier_for_epsilon(epsilon, sample_rate=0.1, steps=10, delta=1e-5)
+
+
+@pytest.mark.parametrize(("epsilon", "q", "steps"), [(8.0, 0.05, 100), (3.0, 0.1, 400)])
+def test_sigma_agrees_with_opacus_get_noise_multiplier(
+    epsilon: float, q: float, steps: int
+) -> None:
+    # Opacus solves the same equation with its RDP accountant (ε tolerance 0.01 by default)
+    theirs = get_noise_multiplier(
+        target_epsilon=epsilon, target_delta=1e-5, sample_rate=q, steps=steps, accountant="rdp"
+    )
+    ours = noise_multiplier_for_epsilon(epsilon, sample_rate=q, steps=steps, delta=1e-5)
+    assert ours == pytest.approx(theirs, rel=0.01)
+
+
+def test_a_loose_target_returns_the_smallest_sigma_considered() -> None:
+    sigma = noise_multiplier_for_epsilon(1e6, sample_rate=0.01, steps=1, delta=1e-5)
+    assert sigma == 0.05 and rdp_epsilon(sigma, 0.01, 1, 1e-5) <= 1e6
+
+
+def test_an_unreachable_target_is_named() -> None:
+    with pytest.raises(ValueError, match="out of reach for 10000 steps at q = 1.0"):
+        noise_multiplier_for_epsilon(1e-4, sample_rate=1.0, steps=10_000, delta=1e-5)

@@ -16,7 +16,6 @@ from course_lib.dp.finetuning import (
     CharTransformer,
     NextCharView,
     fine_tune,
-    noise_multiplier_for_epsilon,
     sequence_dataset,
     sequence_loss,
     sequence_losses,
@@ -180,22 +179,6 @@ def test_non_private_fine_tuning_reports_no_epsilon_and_lowers_the_loss(data) ->
     )  # fmt: skip
     assert result.epsilon == math.inf
     assert sequence_losses(model, data).mean() < before - 0.3
-
-
-@pytest.mark.parametrize(
-    ("epsilon", "q", "steps"), [(8.0, 0.05, 100), (1.0, 0.01, 500), (3.0, 0.1, 20)]
-)
-def test_sigma_solves_to_the_target_epsilon(epsilon: float, q: float, steps: int) -> None:
-    sigma = noise_multiplier_for_epsilon(epsilon, sample_rate=q, steps=steps, delta=1e-5)
-    spent = rdp_epsilon(sigma, q, steps, 1e-5)
-    assert epsilon * (1 - 1e-3) <= spent <= epsilon
-    assert rdp_epsilon(sigma * 0.99, q, steps, 1e-5) > spent  # the smallest σ, not any σ
-
-
-@pytest.mark.parametrize("epsilon", [0.0, -1.0, math.nan, math.inf])
-def test_a_bad_epsilon_is_refused(epsilon: float) -> None:
-    with pytest.raises(ValueError):
-        noise_multiplier_for_epsilon(epsilon, sample_rate=0.1, steps=10, delta=1e-5)
 
 
 def test_bad_fine_tuning_arguments_are_refused_before_the_model_changes(data) -> None:
