@@ -3,7 +3,8 @@
 - :mod:`course_lib.he.paillier` — Paillier (``phe``), additively homomorphic: a server adds
   clients' encrypted model updates and only the key holder can read the sum (lesson 18).
 - :mod:`course_lib.he.ckks` — CKKS (TenSEAL), approximate arithmetic on encrypted real vectors:
-  a small network classifies an encrypted image it never sees (lesson 18).
+  a small network classifies an encrypted image it never sees (lesson 18); the server's pass runs
+  on TenSEAL's ciphertext with SEAL's own API (``tenseal.sealapi``) for a layout with 12 rotations.
 
 Private set intersection, which uses Diffie–Hellman rather than homomorphic encryption, lives in
 :mod:`course_lib.psi` (lesson 19).

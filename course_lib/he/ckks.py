@@ -15,28 +15,41 @@ activation (one multiplication) instead of ReLU (no polynomial at all). ``N = 81
 pre-processing done by the client), ``Linear(side², hidden)``, ``x²``, ``Linear(hidden, 10)``.
 
 **The packing** (:class:`EncryptedMLP`) is chosen to need few rotations, because rotations dominate
-the cost:
+the cost. Both layers use the same pattern — replicate, multiply slot-wise, rotate-and-sum in
+``log2`` steps:
 
-* *first layer* — the client encrypts its input *tiled*: a ``hidden × columns`` matrix whose every
-  row is ``[x, 1, 0, …]`` (the 1 carries the bias), stored column by column so it fills all
-  ``N/2`` slots (``ts.enc_matmul_encoding``). The server multiplies slot-wise by its weight matrix
-  laid out the same way and sums each row with ``enc_matmul_plain`` — ``log2(columns)`` rotations
-  (8 for a 14×14 image) instead of one rotation per input pixel (196) with ``CKKSVector.mm``.
-* *second layer* — ``CKKSVector.mm``, TenSEAL's diagonal method: one plaintext product and one
-  rotation per diagonal of the ``hidden × 10`` weight matrix, ``hidden − 1`` rotations (15) for a
-  dense matrix (the first diagonal needs none). It works because the row sum above leaves every
-  hidden unit replicated all around the ring (slot ``k`` holds unit ``k mod hidden``).
+* *first layer* — the client encrypts its input *tiled*: ``hidden`` copies of
+  ``[x, 1, 0, …]`` (the 1 carries the bias) interleaved so that slot ``c · hidden + h`` holds
+  input ``c`` for every hidden unit ``h`` and the ``hidden × columns`` grid fills all ``N/2``
+  slots (``ts.enc_matmul_encoding``). The server multiplies slot-wise by its weights laid out the
+  same way (slot ``c · hidden + h`` = ``W1[h, c]``) and rotates-and-sums by ``hidden``,
+  ``2 · hidden``, …, ``N/4``: ``log2(columns)`` rotations (8 for a 14×14 image, instead of one per
+  input pixel, 196, with ``CKKSVector.mm``). The sum is cyclic over the whole ring, so every slot
+  ``k`` ends up holding hidden unit ``k mod hidden``: the hidden layer comes out *replicated*.
+* *second layer* — laid out like the first: slot ``hidden · j + h`` = ``W2[j, h]``, one slot-wise
+  product with the replicated (squared) hidden units, then a rotate-and-sum by 1, 2, …,
+  ``hidden/2``: ``log2(hidden)`` rotations (4), after which slot ``hidden · j`` holds logit ``j``.
+  A 0/1 mask keeps those 10 slots only (the others hold partial sums of the server's weights,
+  which the client must not read), then the bias is added. :meth:`EncryptedMLP.decrypt` reads
+  slots ``0, hidden, 2 · hidden, …``.
 
-  Why not lay layer 2 out like layer 1 (multiply, then ``log2(hidden)`` rotate-and-sum)? That needs
-  a ``10 · hidden``-slot weight product on the replicated hidden units and then a sum over
-  *consecutive* slots, and TenSEAL's vector API allows neither at this depth: a ``CKKSVector`` of
-  ``hidden`` values multiplies only by ``hidden`` values (and zeroes the other slots), its only
-  consecutive-slot sum is ``sum()`` over the whole vector, and resizing it (``pack_vectors``,
-  ``enc_matmul_plain``) costs a multiplication, a fifth level. That layout needs SEAL's own
-  rotations (``tenseal.sealapi``): ``benchmarks/he.py`` measures it at 8 + 4 rotations and about
-  half the time per image. :attr:`EncryptedMLP.rotations` counts the rotations of each layer.
+Before issue 26 the second layer was TenSEAL's ``CKKSVector.mm`` (the diagonal method): one
+rotation per non-zero diagonal of the ``hidden × 10`` matrix, ``hidden − 1`` = 15
+(:func:`diagonal_rotations`), about twice the time per image; ``benchmarks/he.py`` keeps that
+recipe as the baseline. :attr:`EncryptedMLP.rotations` counts the rotations of each layer.
 
-Depth used: weight product, row-sum mask, square, second layer = 4.
+**TenSEAL outside, SEAL inside.** TenSEAL's vector API cannot express the second layout: it has no
+rotation by a chosen step, a ``CKKSVector`` of ``hidden`` values multiplies only by ``hidden``
+values, and resizing costs a multiplication (a fifth level). So the learner-facing objects stay
+TenSEAL's — ``ts.Context``, keys, ``CKKSVector``, ``serialize`` / ``ckks_vector_from`` — and the
+server pass runs on the *same* ciphertext with SEAL's own API as TenSEAL ships it
+(``tenseal.sealapi``): ``CKKSVector.ciphertext()`` is the SEAL ciphertext,
+``Context.seal_context()``, ``galois_keys()`` and ``relin_keys()`` the SEAL objects of the
+server's *public* context, and the result goes back into a ``CKKSVector`` through TenSEAL's
+serialisation format. The server never needs, and under :func:`public_context` never has, the
+secret key.
+
+Depth used: first-layer weights, square, second-layer weights, answer mask = 4.
 
 **Parameters that fit together** (:func:`check_parameters`, called by :func:`make_context`). A
 rescale divides by the next middle prime, so every middle prime must be as large as the scale
@@ -59,11 +72,16 @@ layer, which the client multiplies back after decrypting (:meth:`EncryptedMLP.de
 from __future__ import annotations
 
 import math
+import os
+import struct
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import tenseal as ts
+import tenseal.sealapi as sa  # type: ignore[import-untyped]  # (the override names "tenseal" only)
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,6 +94,7 @@ __all__ = [
     "DEFAULT_COEFF_MOD_BIT_SIZES",
     "MAX_COEFF_MODULUS_BITS",
     "check_parameters",
+    "diagonal_rotations",
     "output_headroom",
     "EncryptedMLP",
     "HEFriendlyMLP",
@@ -280,13 +299,92 @@ def _logit_bound(model: HEFriendlyMLP) -> float:
     return float(torch.maximum(y_high.abs(), y_low.abs()).max())
 
 
-def _diagonal_rotations(matrix: torch.Tensor, slots: int) -> int:
-    """Rotations ``CKKSVector.mm(matrix)`` performs: TenSEAL's diagonal ``i`` (``0 ≤ i < rows``)
-    holds ``matrix[(i + k) mod rows, k mod cols]`` for ``k < min(slots, rows · cols)``; it is
-    skipped when all zero, and diagonal 0 needs no rotation."""
+def diagonal_rotations(matrix: torch.Tensor, slots: int) -> int:
+    """Rotations TenSEAL's ``CKKSVector.mm(matrix)`` performs (the layout before issue 26, kept in
+    ``benchmarks/he.py`` as the baseline): its diagonal ``i`` (``0 ≤ i < rows``) holds
+    ``matrix[(i + k) mod rows, k mod cols]`` for ``k < min(slots, rows · cols)``; it is skipped
+    when all zero, and diagonal 0 needs no rotation."""
     rows, cols = matrix.shape
     k = torch.arange(min(slots, rows * cols), device=matrix.device)
     return sum(1 for i in range(1, rows) if bool(matrix[(i + k) % rows, k % cols].ne(0).any()))
+
+
+def _varint(value: int) -> bytes:
+    """``value`` as a protobuf varint (7 bits per byte, low bits first)."""
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | 0x80 if value else low)
+        if not value:
+            return bytes(out)
+
+
+def _seal_bytes(ciphertext: sa.Ciphertext) -> bytes:
+    """SEAL's own serialisation of ``ciphertext`` (``tenseal.sealapi`` only saves to a path, so
+    through a temporary file, in memory where ``/dev/shm`` exists)."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+        path = os.path.join(d, "ciphertext")
+        ciphertext.save(path)
+        with open(path, "rb") as file:
+            return file.read()
+
+
+def _ckks_vector_bytes(ciphertext: sa.Ciphertext, size: int, scale: float) -> bytes:
+    """The bytes ``CKKSVector.serialize`` would give for a one-ciphertext vector of ``size``
+    slots: TenSEAL's ``CKKSVectorProto`` (``sizes = 1``, packed; ``ciphertexts = 2``, SEAL's
+    serialisation; ``scale = 3``, a double), written field by field."""
+    sizes = _varint(size)
+    body = _seal_bytes(ciphertext)
+    return (
+        b"\x0a" + _varint(len(sizes)) + sizes
+        + b"\x12" + _varint(len(body)) + body
+        + b"\x19" + struct.pack("<d", scale)
+    )  # fmt: skip
+
+
+def _rotate_and_sum(
+    evaluator: sa.Evaluator, ciphertext: sa.Ciphertext, steps: list[int], galois: sa.GaloisKeys
+) -> None:
+    """``ciphertext += rotate(ciphertext, step)`` for each step, largest first: with steps
+    ``s, 2s, …, 2^(k−1)s`` slot ``i`` ends up holding the sum of slots ``i, i + s, …,
+    i + (2^k − 1)s`` (cyclically), ``k`` rotations."""
+    for step in reversed(steps):
+        rotated = sa.Ciphertext()
+        evaluator.rotate_vector(ciphertext, step, galois, rotated)
+        evaluator.add_inplace(ciphertext, rotated)
+
+
+class _Plaintexts:
+    """The server's weights encoded once for one set of SEAL parameters, each at the level where
+    it meets the ciphertext (SEAL multiplies only operands at the same level)."""
+
+    def __init__(self, mlp: EncryptedMLP, seal_context: sa.SEALContext, scale: float) -> None:
+        self.encoder = sa.CKKSEncoder(seal_context)
+        self.evaluator = sa.Evaluator(seal_context)
+        levels, data = [], seal_context.first_context_data()
+        while data is not None:
+            levels.append(data.parms_id())
+            data = data.next_context_data()
+        self.scale = scale
+        self.w1 = self.encode(mlp._w1, levels[0])
+        self.w2 = self.encode(mlp._w2, levels[2])
+        self.mask = self.encode(mlp._mask, levels[3])
+        self._bias_values = mlp._bias
+        self._bias: dict[tuple[tuple[int, ...], float], sa.Plaintext] = {}
+
+    def encode(self, values: list[float], parms_id: list[int], scale: float | None = None) -> Any:
+        plain = sa.Plaintext()
+        self.encoder.encode(values, parms_id, self.scale if scale is None else scale, plain)
+        return plain
+
+    def bias(self, ciphertext: sa.Ciphertext) -> sa.Plaintext:
+        """The bias at the answer's level and scale (deterministic: encoded once)."""
+        key = (tuple(ciphertext.parms_id()), ciphertext.scale)
+        if key not in self._bias:
+            self._bias[key] = self.encode(
+                self._bias_values, ciphertext.parms_id(), ciphertext.scale
+            )
+        return self._bias[key]
 
 
 class EncryptedMLP:
@@ -301,7 +399,7 @@ class EncryptedMLP:
     by ``1 / output_scale`` (a power of two) so that the encrypted result cannot wrap around.
     """
 
-    #: multiplications in a row: weight product, row-sum mask, square, second layer
+    #: multiplications in a row: first-layer weights, square, second-layer weights, answer mask
     depth = 4
 
     def __init__(
@@ -315,36 +413,58 @@ class EncryptedMLP:
                 f"slots must be a power of two (poly_modulus_degree / 2: slot_count), got {slots}"
             )
         headroom = output_headroom() if headroom is None else check_positive(headroom, "headroom")
-        self.side, self.hidden = model.side, model.hidden
+        self.side, self.hidden, self.slots = model.side, model.hidden, slots
         inputs = self.side * self.side
         if self.hidden & (self.hidden - 1):
             raise ValueError(
                 f"hidden must be a power of two for the tiled packing, got {self.hidden}"
             )
+        self.num_classes = model.fc2.out_features
         self.columns = slots // self.hidden
-        if self.columns < inputs + 1:
+        if self.columns < max(inputs + 1, self.num_classes):
             raise ValueError(
                 f"{inputs} inputs (+1 for the bias) × {self.hidden} hidden units do not fit in "
                 f"{slots} slots: use a smaller side or hidden size, or a larger poly_modulus_degree"
             )
         with torch.no_grad():
-            # CPU by design: TenSEAL reads the weights as Python lists (.tolist() below)
+            # CPU by design: SEAL's encoder reads the weights as Python lists (.tolist() below)
             w1 = torch.zeros(self.columns, self.hidden, dtype=torch.float64)
             w1[:inputs] = model.fc1.weight.T.double()
             w1[inputs] = model.fc1.bias.double()
-            self._w1 = w1.reshape(-1).tolist()  # column c of the tiled input meets row c of W1ᵀ
+            self._w1 = w1.reshape(-1).tolist()  # slot c·hidden + h = W1[h, c]: meets x_c
             self.logit_bound = _logit_bound(model)
             self.output_scale = 2.0 ** max(0, math.ceil(math.log2(2 * self.logit_bound / headroom)))
-            w2 = model.fc2.weight.T.double() / self.output_scale
-            self._w2 = w2.tolist()
-            self._b2 = (model.fc2.bias.double() / self.output_scale).tolist()
-        self._ones = [1.0] * self.columns
-        #: rotations per layer: the row sum's ``log2(columns)``, and one per non-zero diagonal of
-        #: the second layer's matrix after the first (TenSEAL skips zero diagonals)
-        self.rotations = {
-            "first layer": self.columns.bit_length() - 1,
-            "second layer": _diagonal_rotations(w2, slots),
+            w2 = torch.zeros(self.columns, self.hidden, dtype=torch.float64)
+            w2[: self.num_classes] = model.fc2.weight.double() / self.output_scale
+            self._w2 = w2.reshape(-1).tolist()  # slot hidden·j + h = W2[j, h]: meets unit h
+            answer = torch.zeros(self.columns, self.hidden, dtype=torch.float64)
+            answer[: self.num_classes, 0] = 1.0  # logit j lands in slot hidden·j
+            self._mask = answer.reshape(-1).tolist()
+            answer[: self.num_classes, 0] = model.fc2.bias.double() / self.output_scale
+            self._bias = answer.reshape(-1).tolist()
+        #: rotation steps of each layer's rotate-and-sum (all powers of two: TenSEAL's
+        #: ``generate_galois_keys()`` makes a key for each)
+        self.steps = {
+            "first layer": [self.hidden << k for k in range(self.columns.bit_length() - 1)],
+            "second layer": [1 << k for k in range(self.hidden.bit_length() - 1)],
         }
+        #: rotations per image and layer: ``log2(columns)`` and ``log2(hidden)``
+        self.rotations = {layer: len(steps) for layer, steps in self.steps.items()}
+        self._plaintexts: dict[tuple[tuple[int, ...], float], _Plaintexts] = {}
+
+    @property
+    def answer_size(self) -> int:
+        """Slots of the answer vector: logit ``j`` sits in slot ``hidden · j``, zeros between."""
+        return self.hidden * (self.num_classes - 1) + 1
+
+    def _check_context(self, context: ts.Context) -> None:
+        if not isinstance(context, ts.Context):
+            raise TypeError(f"expected a tenseal Context, got {type(context).__name__}")
+        if slot_count(context) != self.slots:
+            raise ValueError(
+                f"the context has {slot_count(context)} slots but this EncryptedMLP was laid out "
+                f"for {self.slots}: build it with EncryptedMLP(model, slot_count(context))"
+            )
 
     def encode_input(self, image: torch.Tensor) -> list[list[float]]:
         """The client's tiled plaintext: ``hidden`` identical rows ``[pooled pixels, 1, 0, …]``."""
@@ -366,17 +486,31 @@ class EncryptedMLP:
         return row.expand(self.hidden, -1).tolist()
 
     def encrypt(self, context: ts.Context, image: torch.Tensor) -> ts.CKKSVector:
-        """Client: encrypt one ``(1, 28, 28)`` image in the tiled layout."""
+        """Client: encrypt one ``(1, 28, 28)`` image in the tiled layout (slot ``c · hidden + h``
+        holds input ``c`` for every hidden unit ``h``: ``ts.enc_matmul_encoding``)."""
+        self._check_context(context)
         return ts.enc_matmul_encoding(context, self.encode_input(image))
 
     def decrypt(self, answer: ts.CKKSVector) -> list[float]:
-        """Client: the logits from the server's answer (decrypted and multiplied by
-        ``output_scale``)."""
-        return [value * self.output_scale for value in answer.decrypt()]
+        """Client: the logits from the server's answer (decrypted, read from slots
+        ``0, hidden, 2·hidden, …`` and multiplied by ``output_scale``)."""
+        if not isinstance(answer, ts.CKKSVector):
+            raise TypeError(f"expected a tenseal CKKSVector, got {type(answer).__name__}")
+        if answer.size() != self.answer_size:
+            raise ValueError(
+                f"the answer holds {answer.size()} slots, expected {self.answer_size}: decrypt "
+                "what this model's EncryptedMLP.forward returned"
+            )
+        values = answer.decrypt()
+        return [values[self.hidden * j] * self.output_scale for j in range(self.num_classes)]
 
     def forward(self, encrypted: ts.CKKSVector) -> ts.CKKSVector:
-        """Server: encrypted logits divided by ``output_scale`` (10 slots), computed without the
-        secret key; the client reads them with :meth:`decrypt`."""
+        """Server: encrypted logits divided by ``output_scale``, computed without the secret key;
+        the client reads them with :meth:`decrypt`.
+
+        The pass runs on the vector's own SEAL ciphertext (``encrypted.ciphertext()``) with its
+        context's SEAL objects (``seal_context()``, ``galois_keys()``, ``relin_keys()``), then
+        wraps the result back into a :class:`tenseal.CKKSVector` under the same context."""
         if not isinstance(encrypted, ts.CKKSVector):
             raise TypeError(f"expected a tenseal CKKSVector, got {type(encrypted).__name__}")
         if encrypted.size() != self.hidden * self.columns:
@@ -385,18 +519,47 @@ class EncryptedMLP:
                 f"{self.hidden * self.columns}: encrypt the image with this model's "
                 "EncryptedMLP.encrypt"
             )
-        try:
-            hidden = (encrypted * self._w1).enc_matmul_plain(self._ones, self.hidden)
-            hidden.square_()
-            return hidden.mm(self._w2) + self._b2
-        except ValueError as error:
-            if "scale out of bounds" in str(error):
-                raise ValueError(
-                    f"the ciphertext ran out of levels: this network needs {self.depth} "
-                    "multiplications in a row, so the context needs at least that many middle "
-                    "primes in coeff_mod_bit_sizes"
-                ) from error
-            raise
+        context = encrypted.context()
+        self._check_context(context)
+        seal_context = context.seal_context().data
+        (ct,) = encrypted.ciphertext()
+        levels = seal_context.get_context_data(ct.parms_id()).chain_index()
+        if levels < self.depth:
+            raise ValueError(
+                f"the ciphertext ran out of levels: this network needs {self.depth} "
+                f"multiplications in a row but the ciphertext has {levels} left, so the context "
+                f"needs at least {self.depth} middle primes in coeff_mod_bit_sizes"
+            )
+        if not (context.has_galois_keys() and context.has_relin_keys()):
+            raise ValueError(
+                "the server's context needs the Galois (rotation) and relinearisation keys: "
+                "make the client's context with make_context() and send public_context(context)"
+            )
+        galois, relin = context.galois_keys().data, context.relin_keys().data
+        key = (tuple(seal_context.first_parms_id()), context.global_scale)
+        if key not in self._plaintexts:
+            self._plaintexts[key] = _Plaintexts(self, seal_context, context.global_scale)
+        plain = self._plaintexts[key]
+        ev = plain.evaluator
+        # first layer: weights slot-wise, then a cyclic rotate-and-sum over the columns leaves
+        # hidden unit h in every slot k with k mod hidden = h
+        ev.multiply_plain_inplace(ct, plain.w1)
+        ev.rescale_to_next_inplace(ct)
+        _rotate_and_sum(ev, ct, self.steps["first layer"], galois)
+        ev.square_inplace(ct)
+        ev.relinearize_inplace(ct, relin)
+        ev.rescale_to_next_inplace(ct)
+        # second layer, laid out like the first: slot hidden·j + h = W2[j, h], then a
+        # rotate-and-sum by 1, 2, …, hidden/2 puts logit j in slot hidden·j
+        ev.multiply_plain_inplace(ct, plain.w2)
+        ev.rescale_to_next_inplace(ct)
+        _rotate_and_sum(ev, ct, self.steps["second layer"], galois)
+        # keep only the logits: the other slots hold partial sums of the server's weights
+        ev.multiply_plain_inplace(ct, plain.mask)
+        ev.rescale_to_next_inplace(ct)
+        ev.add_plain_inplace(ct, plain.bias(ct))
+        answer = _ckks_vector_bytes(ct, self.answer_size, context.global_scale)
+        return ts.ckks_vector_from(context, answer)
 
     __call__ = forward
 

@@ -9,11 +9,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import course_lib.he.ckks as ckks
 from course_lib.he.ckks import (
     EncryptedMLP,
     HEFriendlyMLP,
-    _diagonal_rotations,
+    _ckks_vector_bytes,
     _logit_bound,
+    diagonal_rotations,
     encrypted_inference,
     make_context,
     output_headroom,
@@ -60,17 +62,93 @@ def test_encrypted_logits_match_plaintext(model, context):
 
 
 def test_server_works_with_the_public_context_only(model, context):
-    server_ctx = public_context(context)
-    assert not server_ctx.is_private()
+    """The threat model: the server gets the public context *as bytes* (as over a network), which
+    holds no secret key, and still computes the answer; only the client can read it."""
+    server_ctx = ts.context_from(public_context(context).serialize())
+    assert not server_ctx.is_private() and not server_ctx.has_secret_key()
+    with pytest.raises(ValueError, match="doesn't hold a Secret key"):
+        server_ctx.secret_key()
+    assert server_ctx.has_galois_keys() and server_ctx.has_relin_keys()
     server = EncryptedMLP(model, slot_count(context))
     image = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(2))
     query = ts.ckks_vector_from(server_ctx, server.encrypt(context, image).serialize())
     answer = server(query)
-    with pytest.raises(ValueError):
+    assert not answer.context().has_secret_key()  # the answer lives under the server's context
+    with pytest.raises(ValueError, match="secret_key"):
         answer.decrypt()  # no secret key on the server
     logits = torch.tensor(server.decrypt(ts.ckks_vector_from(context, answer.serialize())))
     expected = model(image.unsqueeze(0))[0].detach().double()
     assert (logits - expected).abs().max() <= RELATIVE_BOUND * max(1.0, expected.abs().max().item())
+
+
+def test_the_lesson_layout_needs_12_rotations_and_does_12(model, context, monkeypatch):
+    """8 for the first layer (log2 of 256 columns) and 4 for the second (log2 of 16 hidden units),
+    counted on SEAL's evaluator during a real pass; TenSEAL's CKKSVector.mm needed 15 for the
+    second layer."""
+    calls: list[int] = []
+    real = ckks.sa.Evaluator
+
+    class CountingEvaluator:
+        def __init__(self, seal_context):
+            self._evaluator = real(seal_context)
+
+        def __getattr__(self, name):
+            return getattr(self._evaluator, name)
+
+        def rotate_vector(self, ciphertext, step, keys, destination):
+            calls.append(step)
+            return self._evaluator.rotate_vector(ciphertext, step, keys, destination)
+
+    monkeypatch.setattr(ckks.sa, "Evaluator", CountingEvaluator)
+    server = EncryptedMLP(model, slot_count(context))
+    assert server.rotations == {"first layer": 8, "second layer": 4}
+    image = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(3))
+    logits = torch.tensor(server.decrypt(server(server.encrypt(context, image))))
+    assert sorted(calls) == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+    expected = model(image.unsqueeze(0))[0].detach().double()
+    assert (logits - expected).abs().max() <= RELATIVE_BOUND * max(1.0, expected.abs().max().item())
+    dense = (
+        model.fc2.weight.T.double()
+    )  # the old second layer: a rotation per diagonal after the first
+    assert diagonal_rotations(dense, slot_count(context)) == 15
+
+
+def _emulated_pass(server: EncryptedMLP, image: torch.Tensor) -> torch.Tensor:
+    """EncryptedMLP.forward in the clear: the same slot layout, products and rotations (a left
+    rotation by s is torch.roll by -s), so the layout itself is checked exactly in float64."""
+    tile = torch.tensor(server.encode_input(image), dtype=torch.float64).T.reshape(-1)
+    v = tile * torch.tensor(server._w1, dtype=torch.float64)
+    for step in server.steps["first layer"]:
+        v = v + v.roll(-step)
+    v = v.square() * torch.tensor(server._w2, dtype=torch.float64)
+    for step in server.steps["second layer"]:
+        v = v + v.roll(-step)
+    v = v * torch.tensor(server._mask, dtype=torch.float64)
+    v = v + torch.tensor(server._bias, dtype=torch.float64)
+    rest = torch.ones_like(v, dtype=torch.bool)
+    rest[: server.hidden * server.num_classes : server.hidden] = False
+    assert v[rest].abs().max() == 0  # nothing but the logits leaves the server
+    return v[: server.hidden * server.num_classes : server.hidden] * server.output_scale
+
+
+@pytest.mark.parametrize(("side", "hidden"), [(14, 16), (7, 4), (10, 8), (15, 16), (3, 1)])
+def test_the_layout_computes_the_network_exactly_in_the_clear(side, hidden):
+    torch.manual_seed(side + hidden)
+    model = HEFriendlyMLP(side, hidden).double().eval()
+    server = EncryptedMLP(model, 4096)
+    for seed in range(3):
+        image = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(seed)).double()
+        expected = model(image.unsqueeze(0))[0].detach()
+        assert torch.allclose(_emulated_pass(server, image), expected, rtol=1e-10, atol=1e-10)
+
+
+def test_the_answer_is_wrapped_exactly_as_tenseal_serialises(context):
+    """_ckks_vector_bytes writes TenSEAL's CKKSVectorProto by hand: byte-identical to serialize."""
+    for values in ([1.5, -2.0], [float(i) for i in range(4096)]):
+        vector = ts.ckks_vector(context, values)
+        (ciphertext,) = vector.ciphertext()
+        wrapped = _ckks_vector_bytes(ciphertext, vector.size(), context.global_scale)
+        assert wrapped == vector.serialize()
 
 
 def test_too_few_levels_is_a_clear_error(model):
@@ -193,7 +271,10 @@ def test_encrypted_logits_match_plaintext_for_other_sizes(context, side, hidden,
     model = HEFriendlyMLP(side, hidden).eval()
     server = EncryptedMLP(model, slot_count(context))
     assert server.columns == 4096 // hidden
-    assert server.rotations == {"first layer": first_rotations, "second layer": hidden - 1}
+    assert server.rotations == {
+        "first layer": first_rotations,
+        "second layer": hidden.bit_length() - 1,
+    }
     images = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(side))
     _assert_matches_plaintext(encrypted_inference(model, images, context))
 
@@ -241,17 +322,18 @@ def test_second_layer_rotation_count_is_exact(nonzero, expected):
         matrix = matrix * keep
     elif nonzero == "identity 16":
         matrix = torch.eye(16, dtype=torch.float64)
-    assert _diagonal_rotations(matrix, 4096) == expected
+    assert diagonal_rotations(matrix, 4096) == expected
     # the diagonals counted are all the method needs: skipping the others loses nothing
     vector = torch.rand(16, dtype=torch.float64)
     assert torch.allclose(_emulated_mm(vector, matrix, 4096), vector @ matrix)
 
 
 def test_encrypted_mm_agrees_with_the_diagonal_model(context):
-    """TenSEAL's mm on a matrix with only the odd diagonals gives the plaintext product."""
+    """The old second layer (benchmarks/he.py's baseline): TenSEAL's mm on a matrix with only the
+    odd diagonals gives the plaintext product."""
     matrix = torch.zeros(16, 10, dtype=torch.float64)
     matrix[3, 0], matrix[8, 7] = 0.5, -2.0  # both on odd diagonals only
-    assert _diagonal_rotations(matrix, 4096) == 8
+    assert diagonal_rotations(matrix, 4096) == 8
     vector = torch.rand(16, dtype=torch.float64)
     encrypted = ts.ckks_vector(context, vector.tolist()).mm(matrix.tolist())
     got = torch.tensor(encrypted.decrypt(), dtype=torch.float64)
@@ -278,3 +360,25 @@ def test_bad_server_arguments_are_refused(model, context):
         server.encrypt(context, [[0.0] * 28] * 28)
     with pytest.raises(TypeError, match="CKKSVector"):
         server(server.encode_input(torch.rand(1, 28, 28)))
+
+
+def test_contexts_that_do_not_fit_the_layout_are_refused(model, context):
+    small = HEFriendlyMLP(side=7, hidden=4).eval()
+    server = EncryptedMLP(small, 2048)  # laid out for N = 4096, used with N = 8192
+    with pytest.raises(ValueError, match="laid out for 2048"):
+        server.encrypt(context, torch.rand(1, 28, 28))
+    with pytest.raises(TypeError, match="tenseal Context"):
+        server.encrypt("context", torch.rand(1, 28, 28))
+    no_rotations = ts.context(
+        ts.SCHEME_TYPE.CKKS, poly_modulus_degree=8192, coeff_mod_bit_sizes=[41, 33, 33, 33, 33, 45]
+    )
+    no_rotations.global_scale = 2.0**33
+    server = EncryptedMLP(model, slot_count(context))
+    with pytest.raises(ValueError, match="Galois"):
+        server(server.encrypt(no_rotations, torch.rand(1, 28, 28)))
+    answer = server(server.encrypt(context, torch.rand(1, 28, 28)))
+    assert answer.size() == server.answer_size == 16 * 9 + 1
+    with pytest.raises(ValueError, match="answer holds 2 slots"):
+        server.decrypt(ts.ckks_vector(context, [1.0, 2.0]))
+    with pytest.raises(TypeError, match="CKKSVector"):
+        server.decrypt(answer.decrypt())
