@@ -13,6 +13,17 @@ course_lib draws its noise from the secure source (a ChaCha20 keystream keyed fr
 system) by default; "seeded" swaps in InsecureSeededRandom (the lessons' reproducible mode).
 Opacus uses torch.normal (its default, non-secure mode); its best mode (hooks or ghost clipping)
 is taken per round.
+
+Memory layouts (SmallCNN). The goal columns compare every method in PyTorch's default (NCHW
+contiguous) layout, the only one in which Opacus' per-sample gradients are right
+(tests/dp/test_opacus_layout.py, lesson 08). SmallCNN rows add course_lib and non-private SGD
+in the channels_last layout (CPU max-pooling is several times faster there, and course_lib is
+correct in both layouts): "channels_last" columns give course_lib there against non-private SGD
+in channels_last (same layout), and against Opacus in the default layout (each library in the
+layout where it is correct and fastest, as lesson 08 runs them).
+
+    --models cnn       only the SmallCNN rows (mlp: only the MLP rows)
+    --no-noise-rows    skip the Gaussian-noise table
 """
 
 from __future__ import annotations
@@ -61,6 +72,18 @@ def non_private(model: nn.Module, batches: Batches) -> Run:
             optimizer.step()
 
     return run
+
+
+def channels_last(make: Callable[[nn.Module, Batches], Run]) -> Callable[[nn.Module, Batches], Run]:
+    """The same method on the model (and batches) in the channels_last memory layout."""
+
+    def make_in_layout(model: nn.Module, batches: Batches) -> Run:
+        cl = torch.channels_last
+        return make(
+            model.to(memory_format=cl), [(x.contiguous(memory_format=cl), y) for x, y in batches]
+        )
+
+    return make_in_layout
 
 
 def course_lib_dpsgd(model: nn.Module, batches: Batches, seeded: bool = False) -> Run:
@@ -113,6 +136,11 @@ METHODS: dict[str, Callable[[nn.Module, Batches], Run]] = {
     "course_lib seeded": lambda m, b: course_lib_dpsgd(m, b, seeded=True),
     "Opacus hooks": lambda m, b: opacus(m, b, "hooks"),
     "Opacus ghost": lambda m, b: opacus(m, b, "ghost"),
+}
+#: Extra methods for 4-D (image) models: course_lib and non-private SGD in channels_last.
+LAYOUT_METHODS: dict[str, Callable[[nn.Module, Batches], Run]] = {
+    "non-private channels_last": channels_last(non_private),
+    "course_lib channels_last": channels_last(course_lib_dpsgd),
 }
 
 
@@ -190,6 +218,10 @@ def main() -> None:
         help="cpu: process CPU time, robust to other jobs on a busy machine (with --threads 1)",
     )
     parser.add_argument("--no-opacus", action="store_true", help="skip the Opacus columns")
+    parser.add_argument(
+        "--models", choices=["all", "mlp", "cnn"], default="all", help="which rows to run"
+    )
+    parser.add_argument("--no-noise-rows", action="store_true", help="skip the noise table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")  # Opacus' notices about secure mode and the RNG
@@ -199,7 +231,8 @@ def main() -> None:
         f"{args.threads} torch thread(s), {args.clock} time, {args.rounds} paired rounds of "
         f"{args.steps} steps per method"
     )
-    noise_rows(args.rounds, clock)
+    if not args.no_noise_rows:
+        noise_rows(args.rounds, clock)
 
     data = load_mnist(train=True)
     methods = {
@@ -211,19 +244,26 @@ def main() -> None:
         ("SmallCNN", SmallCNN, 64),
         ("SmallCNN", SmallCNN, 256),
     ]
-    print("\nSteps per second relative to non-private SGD (median [min–max] over rounds)")
+    if args.models != "all":
+        configs = [c for c in configs if (c[1] is SmallCNN) == (args.models == "cnn")]
+    print(
+        "\nSteps per second relative to non-private SGD (median [min–max] over rounds); every "
+        "method in the default memory layout"
+    )
     print(
         "| model, batch | non-private ms/step | course_lib / non-private | goal | "
         "seeded / non-private | course_lib / best Opacus | goal |"
     )
     print("|---|---|---|---|---|---|---|")
+    layout_rows = []
     for name, model_fn, batch in configs:
         batches = [
             (data.images[i * batch : (i + 1) * batch], data.labels[i * batch : (i + 1) * batch])
             for i in range(args.steps)
         ]
         runs = {}
-        for method, make_run in methods.items():
+        image_model = model_fn is SmallCNN
+        for method, make_run in (methods | (LAYOUT_METHODS if image_model else {})).items():
             torch.manual_seed(0)
             runs[method] = make_run(model_fn(), batches)
         times = paired_times(runs, args.rounds, clock)
@@ -249,6 +289,39 @@ def main() -> None:
             ]
             cells += [f"{spread(best)}×", verdict(best, GOAL_VS_OPACUS)]
         print("| " + " | ".join(cells) + " |", flush=True)
+        if image_model:
+            layout_rows.append(layout_cells(f"{name}, {batch}", times, args))
+    if layout_rows:
+        print(
+            "\nSmallCNN with course_lib in channels_last: against non-private SGD in channels_last "
+            "(same layout) and against Opacus in the default layout (where it is correct)"
+        )
+        print(
+            "| model, batch | non-private channels_last ms/step | course_lib channels_last / "
+            "non-private channels_last | course_lib channels_last / course_lib default | "
+            "course_lib channels_last / best Opacus (default layout) |"
+        )
+        print("|---|---|---|---|---|")
+        for cells in layout_rows:
+            print("| " + " | ".join(cells) + " |", flush=True)
+
+
+def layout_cells(row: str, times: dict[str, list[float]], args: argparse.Namespace) -> list[str]:
+    """One row of the channels_last table, from a configuration's paired times."""
+    course, base = times["course_lib channels_last"], times["non-private channels_last"]
+    cells = [
+        row,
+        f"{statistics.median(base) / args.steps * 1e3:.2f}",
+        f"{spread([b / c for b, c in zip(base, course, strict=True)])}×",
+        f"{spread([d / c for d, c in zip(times['course_lib'], course, strict=True)])}×",
+    ]
+    if args.no_opacus:
+        return [*cells, "—"]
+    best = [
+        min(h, g) / c
+        for h, g, c in zip(times["Opacus hooks"], times["Opacus ghost"], course, strict=True)
+    ]
+    return [*cells, f"{spread(best)}× ({verdict(best, GOAL_VS_OPACUS)})"]
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """DP-SGD: per-sample gradients, clipping, noise, Poisson sampling and a short private run."""
 
+import copy
 import math
 import warnings
 
@@ -731,3 +732,266 @@ def test_single_channel_conv_norms_match_the_textbook_in_both_modes(geometry, se
     sums, _, norms, _ = fast.clipped_sum(x, y)
     assert not torch.isfinite(norms[2]) and torch.isfinite(norms[[0, 1, 3, 4, 5]]).all()
     assert all(torch.isfinite(s).all() for s in sums) and fast._batch_nonfinite == 1
+
+
+# -- the materialised per-sample route (secure noise: rounding may differ from the seeded one) ----
+
+
+class ConvNet(nn.Module):
+    """Multi-channel convolutions with padding, stride, dilation and a non-square kernel, and a
+    single-channel first layer: every geometry the materialised route builds patches for."""
+
+    def __init__(self, geometry=((3, 2), 2, (1, 2), (2, 1))):
+        super().__init__()
+        kernel, stride, padding, dilation = geometry
+        self.first = nn.Conv2d(1, 3, 3, stride=1, padding=1)
+        self.conv = nn.Conv2d(3, 5, kernel, stride=stride, padding=padding, dilation=dilation)
+        self.out = nn.LazyLinear(10)
+
+    def forward(self, x):
+        h = torch.tanh(self.first(x))
+        return self.out(torch.tanh(self.conv(h)).flatten(1))
+
+
+def _in_layout(model, x, layout):
+    if layout == "channels_last":
+        cl = torch.channels_last
+        return model.to(memory_format=cl), x.contiguous(memory_format=cl)
+    return model, x
+
+
+CONV_GEOMETRIES = [((3, 2), 2, (1, 2), (2, 1)), (4, 2, 0, 1), (3, 1, 2, 2), ((2, 3), (3, 1), 0, 1)]
+
+
+@pytest.mark.parametrize("layer_kind", ["conv", "single-channel conv", "sequence linear"])
+@pytest.mark.parametrize("layout", ["default", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("copies", ["numpy", "torch"])
+def test_materialised_per_sample_gradients_equal_the_exact_ones(
+    layer_kind, layout, dtype, copies, monkeypatch
+):
+    """_per_sample_weight_gradients against per-example autograd in float64: numpy's patches and
+    the grouped convolution for one input channel (CPU float), and torch's strided copy for
+    everything (what a GPU or another dtype takes)."""
+    from course_lib.dp import dpsgd
+
+    if copies == "torch":
+        monkeypatch.setattr(dpsgd, "_cpu_float", lambda x: False)
+    torch.manual_seed(0)
+    if layer_kind == "sequence linear":
+        layer, x = nn.Linear(7, 4), torch.randn(5, 6, 7)
+        g = torch.randn(5, 6, 4)
+    else:
+        channels = 1 if layer_kind == "single-channel conv" else 3
+        layer = nn.Conv2d(channels, 4, (3, 2), stride=2, padding=(1, 2), dilation=(2, 1))
+        x = torch.randn(5, channels, 11, 9)
+        layer, x = _in_layout(layer, x, layout)
+        g = torch.randn_like(layer(x))
+    layer, x, g = layer.to(dtype), x.to(dtype), g.to(dtype)
+    grads, to_weight = dpsgd._per_sample_weight_gradients(layer, x, g)
+    layer64 = copy.deepcopy(layer).double()
+    expected = torch.stack(
+        [
+            torch.autograd.grad(
+                (layer64(x[i : i + 1].double()) * g[i : i + 1].double()).sum(), layer64.weight
+            )[0]
+            for i in range(len(x))
+        ]
+    )
+    assert grads.dtype == dtype and grads.shape[:2] == (len(x), layer.weight.shape[0])
+    for i in range(len(x)):  # to_weight puts one example's gradient in the weight's order
+        torch.testing.assert_close(
+            to_weight(grads[i].flatten()).double(), expected[i], rtol=1e-5, atol=1e-5
+        )
+    coefficients = torch.randn(len(x), dtype=dtype)
+    torch.testing.assert_close(
+        to_weight(coefficients @ grads.flatten(1)).double(),
+        torch.einsum("i,i...->...", coefficients.double(), expected),
+        rtol=1e-4,
+        atol=1e-4,
+    )
+
+
+def test_materialised_route_declines_flat_linear_layers_and_layers_past_the_limit(monkeypatch):
+    from course_lib.dp import dpsgd
+
+    conv, x = nn.Conv2d(2, 3, 3), torch.randn(4, 2, 6, 6)
+    g = torch.randn(4, 3, 4, 4)
+    assert (
+        dpsgd._per_sample_weight_gradients(nn.Linear(3, 2), torch.randn(4, 3), torch.randn(4, 2))
+        is None
+    )
+    assert dpsgd._per_sample_weight_gradients(conv, x, g) is not None
+    monkeypatch.setattr(dpsgd, "_PER_SAMPLE_LIMIT", 4 * conv.weight.numel() - 1)
+    assert dpsgd._per_sample_weight_gradients(conv, x, g) is None
+
+
+@pytest.mark.parametrize(
+    "model_fn", [SmallCNN, Mixed, ConvNet, lambda: ConvNet(CONV_GEOMETRIES[2])]
+)
+@pytest.mark.parametrize("layout", ["default", "channels_last"])
+@pytest.mark.parametrize("limit", ["materialised", "ghost norms"])
+def test_secure_fast_path_equals_vmap_and_the_loop(model_fn, layout, limit, monkeypatch):
+    """With secure noise the fast path materialises per-sample conv and sequence gradients (or,
+    past the size limit, takes the ghost-norm routes): norms, clipped sums and loss all match the
+    textbook vmap and loop paths, in both memory layouts."""
+    from course_lib.dp import dpsgd
+
+    if limit == "ghost norms":
+        monkeypatch.setattr(dpsgd, "_PER_SAMPLE_LIMIT", 0)
+    calls = []
+    original = dpsgd._per_sample_weight_gradients
+    monkeypatch.setattr(
+        dpsgd,
+        "_per_sample_weight_gradients",
+        lambda *args: calls.append(1) or original(*args),
+    )
+    torch.manual_seed(0)
+    model, (x, y) = model_fn(), batch(8)
+    model(x)  # materialise lazy layers
+    model, x = _in_layout(model, x, layout)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    kwargs = {"noise_multiplier": 1.0, "max_grad_norm": 0.05, "expected_batch_size": 8}
+    fast = DPSGD(model, optimizer, method="taps", **kwargs)
+    assert fast.rng.secure
+    sums, params, norms, loss = fast.clipped_sum(x, y)
+    assert calls  # the route was asked (and, past the limit, declined)
+    assert all(s.shape == p.shape for s, p in zip(sums, params, strict=True))
+    for method in ("vmap", "loop"):
+        ref_sums, ref_params, ref_norms, ref_loss = DPSGD(
+            model, optimizer, method=method, **kwargs
+        ).clipped_sum(x, y)
+        torch.testing.assert_close(norms, ref_norms, rtol=1e-4, atol=1e-6)
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        expected = _by_param(ref_sums, ref_params)
+        for p, s in _by_param(sums, params).items():
+            torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_fn", [SmallCNN, Mixed, ConvNet])
+@pytest.mark.parametrize("layout", ["default", "channels_last"])
+@pytest.mark.parametrize("poison", list(POISONS))
+@pytest.mark.parametrize("copies", ["numpy", "torch"])
+def test_secure_fast_path_zeroes_and_counts_non_finite_examples(
+    model_fn, layout, poison, copies, monkeypatch
+):
+    """Non-finite examples through the materialised route: numpy's copies and product on the
+    CPU, torch's strided copy and bmm (what a GPU takes) otherwise."""
+    from course_lib.dp import dpsgd
+
+    if copies == "torch":
+        monkeypatch.setattr(dpsgd, "_cpu_float", lambda x: False)
+    torch.manual_seed(0)
+    model, (x, y) = model_fn(), batch(6)
+    model(x)
+    x_bad = x.clone()
+    POISONS[poison](x_bad[2].view(-1))
+    model, x = _in_layout(model, x, layout)
+    _, x_bad = _in_layout(model, x_bad, layout)
+    dp = _dpsgd(model, "taps")
+    assert dp.rng.secure
+    sums, params, norms, loss = dp.clipped_sum(x_bad, y)
+    keep = [0, 1, 3, 4, 5]
+    assert not torch.isfinite(norms[2]) and torch.isfinite(norms[keep]).all()
+    assert dp._batch_nonfinite == 1
+    clean_sums, clean_params, _, clean_loss = _dpsgd(model, "vmap").clipped_sum(x[keep], y[keep])
+    expected = _by_param(clean_sums, clean_params)
+    for p, s in _by_param(sums, params).items():
+        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
+    assert loss == pytest.approx(clean_loss, rel=1e-5)
+    dp.step(x_bad, y)
+    assert dp.nonfinite_examples == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("model_fn", [SmallCNN, Mixed])
+def test_secure_fast_path_guards_run_only_when_a_batch_has_a_non_finite_gradient(
+    model_fn, monkeypatch
+):
+    calls = {"where": 0, "isfinite": 0}
+    where, isfinite = torch.where, torch.isfinite
+
+    def counting(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    torch.manual_seed(0)
+    dp = _dpsgd(model_fn(), "taps")
+    x, y = batch(6)
+    dp.step(x, y)
+    monkeypatch.setattr(torch, "where", counting("where", where))
+    monkeypatch.setattr(torch, "isfinite", counting("isfinite", isfinite))
+    dp.step(x, y)
+    assert calls == {"where": 0, "isfinite": 1} and dp.nonfinite_examples == 0
+    x[4, 0, 4, 4] = math.nan  # a pixel every model reads (Mixed's dilated conv skips odd ones)
+    dp.step(x, y)
+    assert calls["where"] > 0 and dp.nonfinite_examples == 1
+
+
+def test_seeded_runs_keep_their_arithmetic(monkeypatch):
+    """Seeded (reproducible) runs never take the materialised route, so lessons' seeded numbers
+    are computed exactly as before."""
+    from course_lib.dp import dpsgd
+
+    def refuse(*args):
+        raise AssertionError("the materialised route ran in a seeded run")
+
+    monkeypatch.setattr(dpsgd, "_per_sample_weight_gradients", refuse)
+    torch.manual_seed(0)
+    model, (x, y) = ConvNet(), batch(4)
+    model(x)  # materialise the lazy layer
+    dp = _dpsgd(model, "taps", rng=InsecureSeededRandom(0))
+    dp.step(x, y)
+    with pytest.raises(AssertionError, match="materialised route ran"):
+        _dpsgd(model, "taps").step(x, y)  # secure noise does take it
+
+
+class ConvUsedOutside(nn.Module):
+    """A convolution's weight also used directly in forward, outside the layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 3, padding=1)
+        self.head = nn.Linear(2 * 6 * 6, 3)
+
+    def forward(self, x):
+        h = torch.tanh(self.conv(x))
+        return self.head(torch.tanh(F.conv2d(h, self.conv.weight, padding=1)).flatten(1))
+
+
+def test_secure_fast_path_still_falls_back_for_a_conv_weight_used_outside_its_layer():
+    torch.manual_seed(0)
+    model = ConvUsedOutside()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(6, 2, 6, 6, generator=g), torch.randint(0, 3, (6,), generator=g)
+    dp = _dpsgd(model, "auto", clip=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sums, params, _, _ = dp.clipped_sum(x, y)
+    assert dp.method == "vmap" and dp.fallback_reason
+    expected = brute_force_clipped_sum(model, x, y, 0.2)
+    for p, s in _by_param(sums, params).items():
+        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_secure_fast_path_runs_where_the_model_lives(device, dtype):
+    """On a GPU the patches are torch's strided copy (the single-channel layer too)."""
+    torch.manual_seed(0)
+    model = ConvNet().to(dtype=dtype)
+    x, y = batch(6)
+    model(x.to(dtype))
+    model = model.to(device)
+    x = x.to(device=device, dtype=dtype)
+    y = y.to(device)
+    sums, params, norms, _ = _dpsgd(model, "taps").clipped_sum(x, y)
+    ref_sums, ref_params, ref_norms, _ = _dpsgd(model, "vmap").clipped_sum(x, y)
+    assert norms.device.type == device and all(s.device.type == device for s in sums)
+    torch.testing.assert_close(norms, ref_norms, rtol=1e-4, atol=1e-6)
+    expected = _by_param(ref_sums, ref_params)
+    for p, s in _by_param(sums, params).items():
+        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
