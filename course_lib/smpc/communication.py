@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 __all__ = ["Cost", "CommunicationLog", "Input", "Opening", "Output", "WORD_BYTES"]
@@ -41,7 +41,7 @@ __all__ = ["Cost", "CommunicationLog", "Input", "Opening", "Output", "WORD_BYTES
 WORD_BYTES = 8
 
 
-@dataclass
+@dataclass(slots=True)
 class Cost:
     """Rounds and bytes of online communication, plus bytes the dealer sent beforehand."""
 
@@ -97,6 +97,22 @@ class Input:
     elements: int
 
 
+class _Operation:
+    """``with log.operation(name):`` — pushes ``name`` on the log's stack for the block (a plain
+    class: it runs for every multiplication, and a generator-based context manager costs more)."""
+
+    __slots__ = ("_name", "_stack")
+
+    def __init__(self, stack: list[str], name: str) -> None:
+        self._stack, self._name = stack, name
+
+    def __enter__(self) -> None:
+        self._stack.append(self._name)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.pop()
+
+
 @dataclass
 class CommunicationLog:
     """Running totals of rounds and bytes, overall and per operation."""
@@ -111,9 +127,10 @@ class CommunicationLog:
     _stack: list[str] = field(default_factory=list, repr=False)
 
     def _charge(self, cost: Cost) -> None:
-        name = self._operation()
+        name = self._stack[0] if self._stack else "other"
         self.total = self.total + cost
-        self.by_operation[name] = self.by_operation.get(name, Cost()) + cost
+        spent = self.by_operation.get(name)
+        self.by_operation[name] = cost if spent is None else spent + cost
 
     def _operation(self) -> str:
         return self._stack[0] if self._stack else "other"
@@ -159,14 +176,9 @@ class CommunicationLog:
         """The dealer sent each party one share of ``elements`` words (offline)."""
         self._charge(Cost(offline_bytes=WORD_BYTES * self.n_parties * elements))
 
-    @contextmanager
-    def operation(self, name: str) -> Iterator[None]:
+    def operation(self, name: str) -> AbstractContextManager[None]:
         """Charge the communication in this block to ``name`` (unless an outer op is running)."""
-        self._stack.append(name)
-        try:
-            yield
-        finally:
-            self._stack.pop()
+        return _Operation(self._stack, name)
 
     @contextmanager
     def measure(self) -> Iterator[Cost]:

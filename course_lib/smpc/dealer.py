@@ -9,7 +9,8 @@ sees none of its inputs hands out, ahead of time, shares of random values with a
   the comparison protocol;
 - **random bits** shared both ways (XOR and additively), to convert a bit from one sharing to the
   other;
-- **truncation masks** ``(r, r >> f, msb(r))`` for dividing a shared number by ``2^f``.
+- **truncation masks**: shares of a uniform ``r`` (offset by ``2^62``) and of two values derived
+  from ``r >> f`` and ``msb(r)``, for dividing a shared number by ``2^f``.
 
 The dealer must not collude with any party (with the shares of ``a`` it could unmask ``x − a``).
 Real systems replace it by cryptographic protocols (oblivious transfer or homomorphic encryption);
@@ -74,9 +75,24 @@ class Dealer:
     def truncation_mask(
         self, shape: tuple[int, ...], bits: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Shares of uniform ``r``, of ``r >> bits`` (``r`` read as unsigned) and of ``msb(r)``."""
+        """Shares of ``r + 2^62`` for a uniform ``r``, and of the two values a truncation by
+        ``f = bits`` can need from ``r`` (``r`` read as unsigned; see
+        :meth:`SharedTensor._open_truncated <course_lib.smpc.tensor.SharedTensor>`):
+
+        - ``if_nonneg = msb(r)·2^(64−f) − (r >> f) − 2^(62−f)``, used when the opened
+          ``c = x + 2^62 + r`` is non-negative as an int64 (``msb(c) = 0``);
+        - ``if_neg = 2^(64−f) − (r >> f) − 2^(62−f)``, used when it is negative.
+
+        The public offset ``2^62`` is added to the mask here, once, rather than by party 0 online.
+        """
         r = self.rng.int64(shape)
-        low_mask = torch.tensor((1 << (64 - bits)) - 1, dtype=torch.int64)
-        r_high = (r >> bits) & low_mask  # logical shift: drop the sign extension
-        r_msb = (r < 0).to(torch.int64)
-        return self._share(r), self._share(r_high), self._share(r_msb)
+        top = _as_int64(1 << (64 - bits))  # 2^(64−f) as an int64 (−2^63 when f = 1)
+        offset = ((r >> bits) & ((1 << (64 - bits)) - 1)).neg_().sub_(1 << (62 - bits))
+        if_neg = offset + top  # offset = −(r >> f) − 2^(62−f), with r >> f a logical shift
+        if_nonneg = offset.add_((r >> 63) & top)  # r >> 63 is −1 (all ones) where msb(r) = 1
+        return self._share(r.add_(1 << 62)), self._share(if_nonneg), self._share(if_neg)
+
+
+def _as_int64(value: int) -> int:
+    """``value`` modulo 2^64 as the int64 that stands for it (2^63 is −2^63)."""
+    return (value + 2**63) % 2**64 - 2**63

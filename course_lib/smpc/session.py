@@ -23,6 +23,8 @@ outside the computation, such as ``"patient"``), and :meth:`SharedTensor.reveal
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from course_lib.fixed_point import check_ring_tensor
@@ -133,17 +135,17 @@ class Session:
         """Reconstruct several additively shared values in one round of communication.
 
         Charged to the log and listed in ``log.openings`` with the shape of each value."""
-        self.log.record_open(
-            sum(s[0].numel() for s in stacked_shares), _shapes(stacked_shares), "additive"
-        )
-        return [reconstruct(s) for s in stacked_shares]
+        opened = [reconstruct(s) for s in stacked_shares]  # checks the shares before charging
+        shapes = _shapes(stacked_shares)
+        self.log.record_open(sum(math.prod(shape) for shape in shapes), shapes, "additive")
+        return opened
 
     def open_xor(self, *stacked_shares: torch.Tensor) -> list[torch.Tensor]:
         """Reconstruct several XOR-shared values in one round (listed in ``log.openings``)."""
-        self.log.record_open(
-            sum(s[0].numel() for s in stacked_shares), _shapes(stacked_shares), "xor"
-        )
-        return [reconstruct_xor(s) for s in stacked_shares]
+        opened = [reconstruct_xor(s) for s in stacked_shares]  # checks the shares first
+        shapes = _shapes(stacked_shares)
+        self.log.record_open(sum(math.prod(shape) for shape in shapes), shapes, "xor")
+        return opened
 
     def __repr__(self) -> str:
         return (

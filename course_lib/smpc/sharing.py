@@ -39,7 +39,8 @@ def share(secret: torch.Tensor, n_parties: int, rng: RandomSource | None = None)
     check_party_count(n_parties)
     rng = resolve_random_source(rng)
     shares = rng.int64((n_parties, *secret.shape))
-    shares[-1] = secret - shares[:-1].sum(dim=0)  # int64 arithmetic wraps modulo 2^64
+    others = shares[0] if n_parties == 2 else shares[:-1].sum(dim=0)
+    torch.sub(secret, others, out=shares[-1])  # int64 arithmetic wraps modulo 2^64
     return shares
 
 
@@ -66,6 +67,8 @@ def share_xor(
 def reconstruct_xor(shares: torch.Tensor) -> torch.Tensor:
     """XOR the shares (dimension 0) together to recover the secret."""
     check_ring_tensor(shares, "the shares")
+    if shares.dim() == 0 or shares.shape[0] == 0:
+        raise ValueError("reconstruct_xor needs a stack of shares on dimension 0")
     result = shares[0].clone()
     for s in shares[1:]:
         result ^= s

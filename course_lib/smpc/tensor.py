@@ -8,23 +8,29 @@ Linear operations are local — each party works on its own share, nobody talks:
 Products of two shared tensors use a **Beaver triple** ``(a, b, c = a ∘ b)`` from the dealer, for
 any bilinear ``∘`` (elementwise ``*``, ``@``, ``conv2d``). The parties open ``ε = x − a`` and
 ``δ = y − b`` — uniformly random, so they reveal nothing — and compute, locally,
-``x ∘ y = c + ε ∘ b + a ∘ δ + ε ∘ δ`` (the last term by party 0 only). One round.
+``x ∘ y = c + ε ∘ b + a ∘ δ + ε ∘ δ`` (the last term by party 0 only). One round. (The simulator
+computes all parties' terms in a few batched torch calls — one product for every ``a_i ∘ δ``,
+one for every ``ε ∘ b_i`` — which gives each party exactly what it would compute alone.)
 
 Fixed-point **truncation.** A product of two numbers with ``f`` fractional bits has ``2f``; it
 must be divided by ``2^f``. Shares cannot simply be shifted (their sum wraps around 2^64). We use a
-mask from the dealer: shares of a uniform ``r``, of ``r >> f`` and of ``msb(r)``. The parties open
-``c = x + 2^62 + r`` (uniform: reveals nothing) and compute ``(c >> f) − (r >> f)``, correcting the
-one possible wrap-around of ``c`` exactly with ``msb(r)`` (it wrapped iff ``msb(r) = 1`` and
-``msb(c) = 0``). The only error is the borrow from the dropped low bits: the result is
-``floor(x / 2^f)`` or one more — **at most 1 ulp (2^-f) of error**, an unbiased stochastic rounding,
-with **no failure probability** as long as ``|x| < 2^62`` before truncation (guaranteed for products
-of encodable values, see :mod:`.encoding`). One round. (The popular local truncation of SecureML —
-each party shifts its own share — also has a ±1 ulp error but fails with probability about
-``|x| / 2^63`` per element, giving a huge wrong value.)
+mask from the dealer: a uniform ``r``. The parties open ``c = x + 2^62 + r`` (uniform: reveals
+nothing) and compute ``(c >> f) − (r >> f)``, correcting the one possible wrap-around of ``c``
+exactly with ``msb(r)`` (it wrapped iff ``msb(r) = 1`` and ``msb(c) = 0``). Everything in that
+formula that depends on ``r`` alone the dealer prepares, for both signs of ``c``; the parties
+pick one with the public ``msb(c)`` (see :meth:`.Dealer.truncation_mask`). The only error is the
+borrow from the dropped low bits: the result is ``floor(x / 2^f)`` or one more — **at most 1 ulp
+(2^-f) of error**, an unbiased stochastic rounding, with **no failure probability** as long as
+``|x| < 2^62`` before truncation (guaranteed for products of encodable values, see
+:mod:`.encoding`). One round. A product is truncated inside the multiplication: the parties add
+the mask to their shares of ``x ∘ y`` straight away and open only the masked value. (The popular
+local truncation of SecureML — each party shifts its own share — also has a ±1 ulp error but
+fails with probability about ``|x| / 2^63`` per element, giving a huge wrong value.)
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,7 +39,12 @@ import torch
 
 from course_lib.fixed_point import check_ring_tensor
 from course_lib.smpc.encoding import check_public_constant
-from course_lib.smpc.ring import check_on_cpu, conv2d_output_shape, ring_conv2d, ring_matmul
+from course_lib.smpc.ring import (
+    check_on_cpu,
+    conv2d_output_shape,
+    ring_conv2d,
+    ring_matmul,
+)
 from course_lib.smpc.session import Session
 from course_lib.validation import as_integer, check_int_in_range
 
@@ -44,6 +55,56 @@ Public = int | float | torch.Tensor
 #: A product of two values at the largest precision (30 bits) briefly has 60 fractional bits.
 MAX_SCALE_BITS = 60
 RingOp = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+#: ``cross_terms(z, a, b, eps, delta)``: add each party's ``op(ε, b_i) + op(a_i, δ)`` to ``z[i]``.
+CrossTerms = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def _mul_cross_terms(
+    z: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, delta: torch.Tensor
+) -> None:
+    """Elementwise: ``z_i += ε·b_i + a_i·δ`` for every party at once (δ and ε broadcast)."""
+    z.addcmul_(a, delta).addcmul_(eps, b)
+
+
+def _matmul_cross_terms(
+    z: torch.Tensor, a: torch.Tensor, b: torch.Tensor, eps: torch.Tensor, delta: torch.Tensor
+) -> None:
+    """Matmul: ``z_i += a_i @ δ`` as one product of the parties' ``a`` stacked as rows, and
+    ``z_i += ε @ b_i`` as one batched product; both accumulate into ``z`` (no temporaries)."""
+    n_parties, rows, cols = z.shape
+    z.view(n_parties * rows, cols).addmm_(a.reshape(n_parties * rows, -1), delta)
+    z.baddbmm_(eps.expand(n_parties, *eps.shape), b)
+
+
+def _conv2d_cross_terms(
+    z: torch.Tensor,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    eps: torch.Tensor,
+    delta: torch.Tensor,
+    *,
+    stride: int,
+    padding: int,
+) -> None:
+    """conv2d: ``z_i += conv(ε, b_i) + conv(a_i, δ)``, as two convolutions: ε with every party's
+    kernels at once, and every party's ``a_i`` (as one batch of images) with δ. ``z`` is
+    (parties, N, O, OH, OW)."""
+    n_parties, n, out_channels = z.shape[:3]
+    kernels = b.reshape(n_parties * out_channels, *b.shape[2:])
+    by_b = ring_conv2d(eps, kernels, stride, padding)  # (N, P·O, OH, OW)
+    z += by_b.view(n, n_parties, out_channels, *by_b.shape[2:]).transpose(0, 1)
+    z += _stacked_conv2d(a, delta, stride, padding)
+
+
+def _stacked_conv2d(
+    shares: torch.Tensor, kernel: torch.Tensor, stride: int, padding: int
+) -> torch.Tensor:
+    """Every party's share (parties, N, C, H, W) convolved with one public kernel, as one batch."""
+    n_parties, n = shares.shape[:2]
+    out = ring_conv2d(shares.reshape(n_parties * n, *shares.shape[2:]), kernel, stride, padding)
+    return out.view(n_parties, n, *out.shape[1:])
 
 
 def _python_scalar(value: object) -> object:
@@ -133,9 +194,17 @@ class SharedTensor:
         )
 
     def _new(self, shares: torch.Tensor, scale_bits: int | None = None) -> SharedTensor:
-        return SharedTensor(
-            shares, self.session, self.scale_bits if scale_bits is None else scale_bits
-        )
+        """A tensor of the same session from shares the protocol code computed itself.
+
+        Internal path: ``shares`` come from torch operations on this tensor's own int64 CPU shares
+        (or the dealer's), so they are not validated again — the public constructor still checks
+        everything it is given.
+        """
+        out = SharedTensor.__new__(SharedTensor)
+        out._shares = shares
+        out.session = self.session
+        out.scale_bits = self.scale_bits if scale_bits is None else scale_bits
+        return out
 
     def reveal(self, to: int | str | None = None) -> torch.Tensor:
         """Open the tensor (one round) and decode it to float64.
@@ -277,15 +346,17 @@ class SharedTensor:
                     f"elementwise product needs equal shapes, got {tuple(self.shape)} and "
                     f"{tuple(other.shape)} (use .expand to broadcast)"
                 )
-            return self._beaver(other, torch.mul, "mul")
+            return self._beaver(other, torch.mul, "mul", _mul_cross_terms)
         scalar = _python_scalar(other)
         if isinstance(scalar, int) and not isinstance(scalar, bool):
             return self._new(self._shares * scalar)  # exact, stays at the same scale
         if isinstance(scalar, float) or (isinstance(scalar, torch.Tensor) and scalar.dim() == 0):
             # a public scalar factor: refuse it if fixed point would round it too far (encoding.py)
             check_public_constant(scalar, self.session.precision_bits, "the public factor")
+        self._check_product_scale(self.session.precision_bits)
         public = self._encode_public(scalar, self.session.precision_bits)
-        return self._public_product(lambda s: s * public, self.session.precision_bits)
+        shape = torch.broadcast_shapes(self.shape, public.shape)
+        return self._public_product(self._broadcast_shares(shape) * public)
 
     __rmul__ = __mul__
 
@@ -303,9 +374,13 @@ class SharedTensor:
                 "inner dimensions differ"
             )
         if isinstance(other, SharedTensor):
-            return self._beaver(other, ring_matmul, "matmul")
+            return self._beaver(other, ring_matmul, "matmul", _matmul_cross_terms)
+        self._check_product_scale(self.session.precision_bits)
         public = self._encode_public(other, self.session.precision_bits)
-        return self._public_product(lambda s: ring_matmul(s, public), self.session.precision_bits)
+        n_parties, (rows, inner) = self.n_parties, self.shape
+        # every party's share times the public matrix, in one product: the shares stacked as rows
+        product = self._shares.reshape(n_parties * rows, inner) @ public
+        return self._public_product(product.view(n_parties, rows, -1))
 
     def __rmatmul__(self, other: torch.Tensor) -> SharedTensor:
         return (self.T @ other.T).T
@@ -323,28 +398,57 @@ class SharedTensor:
             return ring_conv2d(x, w, stride, padding)
 
         if isinstance(weight, SharedTensor):
-            return self._beaver(weight, conv, "conv2d")
+            cross = functools.partial(_conv2d_cross_terms, stride=stride, padding=padding)
+            return self._beaver(weight, conv, "conv2d", cross)
+        self._check_product_scale(self.session.precision_bits)
         public = self._encode_public(weight, self.session.precision_bits)
-        return self._public_product(lambda s: conv(s, public), self.session.precision_bits)
+        return self._public_product(_stacked_conv2d(self._shares, public, stride, padding))
 
-    def _public_product(self, op: Callable[[torch.Tensor], torch.Tensor], extra_bits: int):
-        shares = torch.stack([op(s) for s in self._shares])
-        return self._new(shares, self.scale_bits + extra_bits)._truncate_to_precision()
+    def _check_product_scale(self, extra_bits: int) -> None:
+        """``ValueError`` (before anything is sent) if a product would carry more than
+        :data:`MAX_SCALE_BITS` fractional bits before its truncation."""
+        if self.scale_bits + extra_bits > MAX_SCALE_BITS:
+            raise ValueError(
+                f"the product would have scale_bits = {self.scale_bits} + {extra_bits} fractional "
+                f"bits, more than the {MAX_SCALE_BITS} a 64-bit ring can hold; truncate the "
+                "operands first"
+            )
 
-    def _beaver(self, other: SharedTensor, op: RingOp, name: str) -> SharedTensor:
-        """``op(self, other)`` for bilinear ``op`` with a Beaver triple (one round + truncation)."""
+    def _public_product(self, shares: torch.Tensor) -> SharedTensor:
+        """Shares (computed locally from this tensor's and a public value at the session's
+        precision), truncated back to the session's precision."""
+        product = self._new(shares, self.scale_bits + self.session.precision_bits)
+        return product._truncate_to_precision()
+
+    def _beaver(
+        self, other: SharedTensor, op: RingOp, name: str, cross_terms: CrossTerms
+    ) -> SharedTensor:
+        """``op(self, other)`` for bilinear ``op`` with a Beaver triple (one round + truncation).
+
+        ``cross_terms(z, a, b, eps, delta)`` adds every party's ``op(ε, b_i) + op(a_i, δ)`` to its
+        row of ``z`` in place (batched over the parties: a few large torch calls, not one per
+        party). The truncation back to the session precision is fused in: the parties only ever
+        open the masked product.
+        """
         self._check_compatible(other)
-        session = self.session
+        self._check_product_scale(other.scale_bits)
+        session, scale_bits = self.session, self.scale_bits + other.scale_bits
+        excess = scale_bits - session.precision_bits
         with session.log.operation(name):
             a, b, c = session.dealer.beaver_triple(op, tuple(self.shape), tuple(other.shape))
             eps, delta = session.open(self._shares - a, other._shares - b)
-            z = c  # the dealer's fresh shares of op(a, b), completed in place (no copies)
-            for i in range(self.n_parties):
-                b_i = b[i] + delta if i == 0 else b[i]  # party 0 also adds ε∘δ
-                z[i] += op(eps, b_i)
-                z[i] += op(a[i], delta)
-            product = self._new(z, self.scale_bits + other.scale_bits)
-            return product._truncate_to_precision()
+            # Party 0 also adds ε∘δ: it uses b_0 + δ for its ε∘b_0 (the triple is used only once).
+            b[0] += delta
+            if excess <= 0:
+                z = c.contiguous()  # the dealer's fresh shares of op(a, b), completed in place
+                cross_terms(z, a, b, eps, delta)
+                return self._new(z, scale_bits)
+            # the truncation (charged to `name`, the outermost operation, like everything here)
+            mask, if_nonneg, if_neg = session.dealer.truncation_mask(tuple(c.shape[1:]), excess)
+            masked = c + mask  # shares of op(x, y) + 2^62 + r, never of the product alone
+            cross_terms(masked, a, b, eps, delta)
+            out = self._open_truncated(masked, if_nonneg, if_neg, excess)
+        return self._new(out, scale_bits - excess)
 
     # -- truncation -------------------------------------------------------------------------------
     def _truncate_to_precision(self) -> SharedTensor:
@@ -361,15 +465,28 @@ class SharedTensor:
             )
         session = self.session
         with session.log.operation("truncate"):
-            r, r_high, r_msb = session.dealer.truncation_mask(tuple(self.shape), bits)
-            masked = self._shares + r
-            masked[0] += 1 << 62  # party 0 adds the public 2^62: shares of x + 2^62 + r
-            (c,) = session.open(masked)
-            c_high = (c >> bits) & ((1 << (64 - bits)) - 1)  # logical shift of c
-            wrapped = r_msb * (c >= 0)  # shares of msb(r)·(1 − msb(c)): did x + r wrap?
-            out = (wrapped << (64 - bits)) - r_high
-            out[0] += c_high - (1 << (62 - bits))
+            mask, if_nonneg, if_neg = session.dealer.truncation_mask(tuple(self.shape), bits)
+            out = self._open_truncated(self._shares + mask, if_nonneg, if_neg, bits)
         return self._new(out, self.scale_bits - bits)
+
+    def _open_truncated(
+        self, masked: torch.Tensor, if_nonneg: torch.Tensor, if_neg: torch.Tensor, bits: int
+    ) -> torch.Tensor:
+        """Open ``c = x + 2^62 + r`` (``masked`` holds its shares) and return shares of about
+        ``x / 2^bits`` (floor or one more).
+
+        With ``c_high`` the logical shift of ``c`` and the wrap-around bit
+        ``w = msb(r)·(1 − msb(c))``, the result is ``c_high − 2^(62−f) − (r >> f) + w·2^(64−f)``
+        (module docstring). Everything in it that depends on ``r`` comes from the dealer
+        (:meth:`.Dealer.truncation_mask`), for either sign of ``c`` as an int64: the parties pick
+        one with the public sign, and party 0 adds the arithmetic shift ``c >> f`` (which is
+        ``c_high − 2^(64−f)`` for a negative ``c``: ``if_neg`` puts the ``2^(64−f)`` back).
+        """
+        (c,) = self.session.open(masked)
+        # in place: the dealer's shares serve this truncation only
+        out = torch.where(c < 0, if_neg, if_nonneg, out=if_nonneg)
+        out[0] += c >> bits
+        return out
 
     # -- comparisons (defined in course_lib.smpc.comparison) -------------------------------------
     def ltz(self) -> SharedTensor:

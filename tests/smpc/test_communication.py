@@ -113,3 +113,14 @@ def test_bad_receivers_are_refused_before_anything_is_sent(to, error):
     with pytest.raises(error, match="party index|name"):
         s.share(torch.ones(2), owner=to)
     assert s.log.total == before and s.log.outputs == []
+
+
+def test_openings_check_the_shares_before_charging_the_log(s):
+    good = s.share_integers(torch.ones(3, dtype=torch.int64)).shares
+    before = (s.log.total.rounds, s.log.total.bytes, len(s.log.openings))
+    for bad, error in ((good.double(), TypeError), (torch.tensor(5), ValueError)):
+        for opener in (s.open, s.open_xor):
+            with pytest.raises(error):
+                opener(good, bad)
+    assert (s.log.total.rounds, s.log.total.bytes, len(s.log.openings)) == before
+    assert s.open(good)[0].tolist() == [1, 1, 1]
