@@ -566,16 +566,20 @@ def _clipped_sum_taps(
             else None
         )
         bias_grads = _bias_gradients(layer, g) if has_bias else None
-        if bias_grads is not None:
-            squared_norms += bias_grads.square().sum(1)
+        # weight first, then bias: the order of these float additions is the seeded route's, so
+        # seeded runs repeat bit for bit
         if materialised is not None:
             weight_grads, to_weight = materialised
             squared_norms += torch.linalg.vector_norm(weight_grads.flatten(1), dim=1).square()
-            per_sample.append(_PerSample(weight_grads, bias_grads, to_weight))
-            continue
-        if layer.weight.requires_grad:
+        elif layer.weight.requires_grad:
             squared_norms += _squared_norms(layer, x, g, reproducible=reproducible)
-        per_sample.append(None)
+        if bias_grads is not None:
+            squared_norms += bias_grads.square().sum(1)
+        per_sample.append(
+            None
+            if materialised is None
+            else _PerSample(materialised[0], bias_grads, materialised[1])
+        )
     norms = squared_norms.sqrt()
     # One check for the whole batch; the per-example guards run only when it fails (they change
     # nothing when every norm is finite: where(True, value, 0) is value).
