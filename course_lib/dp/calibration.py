@@ -32,44 +32,66 @@ def smallest_sufficient(
     rel_tol: float = 1e-3,
     cost_rel_tol: float | None = None,
     lowest: float = 0.0,
-    highest: float = math.inf,
+    highest: float = 1e6,
     what: str = "σ",
     setting: str = "",
 ) -> float:
-    """The smallest ``x > 0`` with ``cost(x) ≤ budget``, for a ``cost`` non-increasing in ``x``.
+    """The smallest ``x`` in ``[lowest, highest]`` with ``cost(x) ≤ budget``, for a ``cost`` that
+    does not increase in ``x`` (more noise never spends more).
 
-    Brackets from ``start`` (doubling up while the budget is exceeded, halving down while it is
-    met), then bisects until the bracket is narrower than ``rel_tol · x`` or, when
-    ``cost_rel_tol`` is given, as soon as ``cost(x) ≥ budget · (1 − cost_rel_tol)`` (the budget is
-    spent to that tolerance). Returns the upper end: it meets the budget.
+    Brackets from ``start`` (clamped into the range; doubling up while the budget is exceeded,
+    halving down while it is met), then bisects until the bracket is narrower than ``rel_tol · x``
+    or, when ``cost_rel_tol`` is given, as soon as ``cost(x) ≥ budget · (1 − cost_rel_tol)`` (the
+    budget is spent to that tolerance). Returns the upper end, which meets the budget; if
+    ``lowest > 0`` already meets it, ``lowest`` is returned (it spends *less*, never more).
 
-    ``lowest`` bounds the search from below: if ``cost(lowest) ≤ budget`` already, ``lowest`` is
-    returned (it spends *less* than the budget, never more). ``ValueError`` if even ``highest``
-    exceeds the budget (the message names ``what`` is searched and the ``setting``, e.g.
-    ``" for 100 steps at q = 0.1"``), or for a non-positive ``start`` or tolerance.
+    ``ValueError`` — raised before the first evaluation for bad settings (a budget that is NaN,
+    infinite or negative; ``start`` not positive; a tolerance outside (0, 1); not
+    ``0 ≤ lowest < highest``), and during the search, naming ``what`` is searched and the
+    ``setting`` (e.g. ``" for 100 steps at q = 0.1"``), when ``cost`` returns NaN, when even
+    ``highest`` spends more than the budget, or when ``lowest = 0`` and every ``x`` down to
+    ``start · 2⁻²⁰⁰`` meets it (nothing to calibrate: the answer would be no noise at all).
     """
+    if not (math.isfinite(budget) and budget >= 0):
+        raise ValueError(f"the budget must be a finite number ≥ 0, got {budget}")
     if not (start > 0 and math.isfinite(start)):
         raise ValueError(f"start must be a positive finite number, got {start}")
     if not 0 < rel_tol < 1 or (cost_rel_tol is not None and not 0 < cost_rel_tol < 1):
         raise ValueError(f"tolerances must lie in (0, 1), got {rel_tol} and {cost_rel_tol}")
-    low, high = start, start
-    while cost(high) > budget:  # invariant afterwards: cost(high) ≤ budget
-        low, high = high, 2.0 * high
-        if high > highest:
+    if not (0 <= lowest < highest and math.isfinite(highest)):
+        raise ValueError(f"need 0 ≤ lowest < highest < ∞, got {lowest} and {highest}")
+
+    def meets(x: float) -> bool:
+        spent = cost(x)
+        if math.isnan(spent):
+            raise ValueError(f"the privacy cost at {what} = {x:g} is NaN{setting}")
+        return spent <= budget
+
+    low = high = min(max(start, lowest), highest)
+    while not meets(high):  # afterwards: cost(high) ≤ budget
+        if high >= highest:
             raise ValueError(
                 f"the budget {budget:g} is out of reach{setting} "
                 f"({what} = {highest:g} still spends more)"
             )
-    while cost(low) <= budget:  # invariant afterwards: cost(low) > budget
+        low, high = high, min(2.0 * high, highest)
+    for _ in range(200):  # afterwards: cost(low) > budget
+        if not meets(low):
+            break
         if low <= lowest:
             return lowest
         high, low = low, max(low / 2.0, lowest)
+    else:
+        raise ValueError(
+            f"every {what} down to {low:g} meets the budget {budget:g}{setting}: "
+            "nothing to calibrate"
+        )
     while high - low > rel_tol * high:
         if cost_rel_tol is not None and cost(high) >= budget * (1.0 - cost_rel_tol):
             break
         middle = 0.5 * (low + high)
-        if cost(middle) > budget:
-            low = middle
-        else:
+        if meets(middle):
             high = middle
+        else:
+            low = middle
     return high

@@ -436,7 +436,8 @@ def gaussian_delta(sigma: float, sensitivity: float, epsilon: float) -> float:
     sensitivity = check_sensitivity(sensitivity)
     epsilon = check_epsilon(epsilon)
     a, b = sensitivity / (2 * sigma), epsilon * sigma / sensitivity
-    return max(_normal_cdf(a - b) - math.exp(epsilon) * _normal_cdf(-a - b), 0.0)
+    tail = _normal_cdf(-a - b)  # e^ε · tail in log space: e^ε alone overflows for ε > 709
+    return max(_normal_cdf(a - b) - (math.exp(epsilon + math.log(tail)) if tail > 0 else 0.0), 0.0)
 
 
 def gaussian_sigma_analytic(sensitivity: float, epsilon: float, delta: float) -> float:
@@ -454,6 +455,8 @@ def gaussian_sigma_analytic(sensitivity: float, epsilon: float, delta: float) ->
         delta,
         start=sensitivity,
         rel_tol=1e-12,
+        highest=sensitivity * 1e15,  # σ/Δ depends on ε and δ only; 1e15 is far past any real ε
+        setting=f" at ε = {epsilon}, δ = {delta}",
     )
 
 

@@ -145,7 +145,12 @@ def sigma_for_budget(epsilon: float, delta: float, marginals: int) -> float:
     epsilon = check_epsilon(epsilon)
     delta = check_delta(delta)
     marginals = check_positive_int(marginals, "marginals")
-    return smallest_sufficient(lambda sigma: gaussian_epsilon_for(sigma, marginals, delta), epsilon)
+    return smallest_sufficient(
+        lambda sigma: gaussian_epsilon_for(sigma, marginals, delta),
+        epsilon,
+        highest=1e4,
+        setting=f" for {marginals} marginals at δ = {delta}",
+    )
 
 
 def noisy_pair_marginals(
