@@ -42,6 +42,16 @@ a fixed permutation).
 
 Seeds: ``InsecureSeededRandom`` draws the batches and noise so the table repeats; real training
 keeps the secure default. 1 torch thread.
+
+**Result** (2026-12-07, 512 CPU-s; a rerun repeated the test and cost numbers exactly).
+Validation accuracy, mean of 2 seeds, one lever at a time: lesson 08's recipe 89.4%; 16 epochs
+91.3% (32 epochs 91.6%); GroupNorm with tanh 91.5%, with ReLU 92.8% (learning rate 1.0 or 0.5);
++ weight average 93.6% (lr 1.0) / 93.2% (lr 0.5); q = 0.25 92.9%; 4 augmentations 93.9%, chosen.
+With 2 seeds per candidate, differences under about a point are within seed noise. Test, median
+[min–max] over 5 seeds: lesson 08's recipe 89.5% [89.2–90.1] at ε = 2.95; the chosen recipe
+92.4% [91.0–93.0] at ε = 3.00. Tuning cost: ε = 16.8 for the tuning images, 5.00 for the
+validation images (plus the unaccounted exploration above). Lesson 08, section 8, teaches why
+each lever works and cites these numbers.
 """
 
 from __future__ import annotations
