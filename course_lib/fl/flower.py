@@ -105,6 +105,7 @@ __all__ = [
     "FlowerResult",
     "node_partition",
     "server_test_set",
+    "fill_data_cache",
     "make_model",
     "train_on_partition",
     "reference_fedavg",
@@ -290,11 +291,25 @@ class AppConfig:
 
 #: Environment variable naming a private folder where Flower processes share the data they load.
 #: :class:`~course_lib.fl.deployment.LocalFederation` sets it to a folder inside its temporary
-#: ``FLWR_HOME`` (removed with it): the ServerApp saves both splits there once, and every
-#: ClientApp process — a fresh one per node and round on the Deployment Engine — reads a tensor
-#: file instead of importing torchvision and parsing the sample again. Unset (a real deployment,
-#: a SuperNode started by hand), every process loads its data itself.
+#: ``FLWR_HOME`` (removed with it) and, before ``flwr run``, saves both splits of the course app's
+#: run there from the calling process (:func:`fill_data_cache`: a notebook has them loaded
+#: already); every ServerApp and ClientApp process — a fresh one per node and round on the
+#: Deployment Engine — then reads a tensor file instead of importing torchvision and parsing the
+#: sample again (a split still missing is saved by the first process that loads it). Unset (a
+#: real deployment, a SuperNode started by hand), every process loads its data itself.
 DATA_CACHE_ENV = "COURSE_FLOWER_DATA_CACHE"
+
+
+def _cache_file(folder: str | Path, train: bool, max_samples: int, seed: int) -> Path:
+    return Path(folder) / f"mnist-{'train' if train else 'test'}-{max_samples}-{seed}.pt"
+
+
+def _save_cached(path: Path, data: ImageDataset) -> None:
+    saved = {"images": data.images, "labels": data.labels, "name": data.name}
+    saved.update(source=data.source, classes=list(data.classes))
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    torch.save(saved, partial)
+    os.replace(partial, path)  # atomic: a process reading at the same time sees all or nothing
 
 
 @functools.lru_cache(maxsize=4)
@@ -302,16 +317,12 @@ def _mnist(train: bool, max_samples: int, seed: int) -> ImageDataset:
     folder = os.environ.get(DATA_CACHE_ENV)
     if not folder:
         return load_mnist(train=train, max_samples=max_samples, seed=seed)
-    path = Path(folder) / f"mnist-{'train' if train else 'test'}-{max_samples}-{seed}.pt"
+    path = _cache_file(folder, train, max_samples, seed)
     try:
         saved = torch.load(path, weights_only=True)
     except FileNotFoundError:
         data = load_mnist(train=train, max_samples=max_samples, seed=seed)
-        saved = {"images": data.images, "labels": data.labels, "name": data.name}
-        saved.update(source=data.source, classes=list(data.classes))
-        partial = path.with_name(f".{path.name}.{os.getpid()}")
-        torch.save(saved, partial)
-        os.replace(partial, path)  # atomic: a process reading at the same time sees all or nothing
+        _save_cached(path, data)
         return data
     return ImageDataset(
         saved["images"],
@@ -320,6 +331,32 @@ def _mnist(train: bool, max_samples: int, seed: int) -> ImageDataset:
         source=saved["source"],
         classes=saved["classes"],
     )
+
+
+def fill_data_cache(folder: str | Path, config: AppConfig) -> list[Path]:
+    """Save the training and test splits of ``config`` into ``folder``, a federation's data cache
+    (:data:`DATA_CACHE_ENV`), from this process; returns the files written (a split already
+    there is left as it is). :meth:`LocalFederation.run
+    <course_lib.fl.deployment.LocalFederation.run>` calls it before ``flwr run``, so no Flower
+    process has to load MNIST itself.
+
+    The splits are loaded as this process loads them (the same :func:`load_mnist` call every
+    process makes, cached per process): a notebook that has trained on them pays nothing more.
+    Raises ``TypeError`` if ``config`` is not an :class:`AppConfig`, ``FileNotFoundError`` if
+    ``folder`` does not exist (it is never created here: the federation makes it owner-only).
+    """
+    if not isinstance(config, AppConfig):
+        raise TypeError(f"config must be an AppConfig, got {type(config).__name__}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"the data cache folder {folder} does not exist")
+    written = []
+    for train, samples in ((True, config.train_samples), (False, config.test_samples)):
+        path = _cache_file(folder, train, samples, config.data_seed)
+        if not path.exists():
+            _save_cached(path, _mnist(train, samples, config.data_seed))
+            written.append(path)
+    return written
 
 
 def _train_data(config: AppConfig):

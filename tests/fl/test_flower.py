@@ -206,6 +206,121 @@ def test_a_federation_s_processes_share_the_data_through_its_cache(monkeypatch, 
     flower._mnist.cache_clear()
 
 
+def test_the_caller_fills_a_federation_s_data_cache_and_its_processes_read_it(
+    monkeypatch, tmp_path
+):
+    """``fill_data_cache`` saves both splits as the calling process loads them (nothing else is
+    left in the folder); a split already saved is kept; the ServerApp and a ClientApp then read
+    the same images and labels without loading MNIST. Bad input is refused before any write."""
+    from course_lib.data import load_mnist
+    from course_lib.fl import flower
+
+    config = AppConfig(train_samples=600, test_samples=200, data_seed=3)
+    monkeypatch.delenv(flower.DATA_CACHE_ENV, raising=False)
+    flower._mnist.cache_clear()
+    with pytest.raises(TypeError, match="AppConfig"):
+        flower.fill_data_cache(tmp_path, config.to_run_config())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        flower.fill_data_cache(tmp_path / "missing", config)
+    assert list(tmp_path.iterdir()) == []
+    names = ["mnist-test-200-3.pt", "mnist-train-600-3.pt"]
+    assert sorted(p.name for p in flower.fill_data_cache(tmp_path, config)) == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == names  # no partial file left
+    assert flower.fill_data_cache(tmp_path, config) == []  # already there: kept
+    monkeypatch.setenv(flower.DATA_CACHE_ENV, str(tmp_path))
+    flower._mnist.cache_clear()  # a fresh Flower process
+    monkeypatch.setattr(flower, "load_mnist", lambda **_: pytest.fail("the cache was not used"))
+    RoundClock(config)  # the ServerApp: its test split, and the nodes' split
+    for train, samples in ((True, 600), (False, 200)):
+        expected = load_mnist(train=train, max_samples=samples, seed=3)
+        cached = flower._mnist(train, samples, 3)
+        assert torch.equal(cached.images, expected.images)
+        assert torch.equal(cached.labels, expected.labels)
+        assert (cached.name, cached.source, cached.classes) == (
+            expected.name, expected.source, expected.classes
+        )  # fmt: skip
+    flower._mnist.cache_clear()
+
+
+class _FinishedRun:
+    """A ``flwr run`` that exited with status 0 (no process is started)."""
+
+    pid = None
+
+    def wait(self, timeout=None):
+        return 0
+
+
+def test_a_run_of_the_course_app_starts_with_its_data_cached(monkeypatch, tmp_path):
+    """``LocalFederation.run`` fills the data cache for the course's app (checked config first),
+    and leaves it alone for any other app."""
+    from course_lib.fl import deployment, flower
+
+    monkeypatch.delenv(flower.DATA_CACHE_ENV, raising=False)
+    federation = LocalFederation(3, echo=None)
+    federation.flwr_home = tmp_path
+    cache = tmp_path / "course-data"
+    cache.mkdir(mode=0o700)
+    started = []
+    monkeypatch.setattr(
+        federation, "_start", lambda name, args: started.append(args) or _FinishedRun()
+    )
+    monkeypatch.setattr(deployment, "_signal_group", lambda pid, sig: None)
+    config = AppConfig(num_nodes=3, train_samples=600, test_samples=200, data_seed=3)
+    federation.run(tmp_path, config.to_run_config())  # not the course's app
+    assert list(cache.iterdir()) == [] and len(started) == 1
+    with pytest.raises(ValueError, match="num-nodes"):  # refused before anything is written
+        federation.run(APP_DIR, {**config.to_run_config(), "num-nodes": 4})
+    assert list(cache.iterdir()) == [] and len(started) == 1
+    federation.run(APP_DIR, config.to_run_config())
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "mnist-test-200-3.pt",
+        "mnist-train-600-3.pt",
+    ]
+    assert len(started) == 2
+
+
+def test_federation_processes_skip_the_slow_unused_import(monkeypatch, tmp_path):
+    """Every process a federation starts finds ``rfc3987_syntax`` missing (a module that raises
+    ImportError comes first on its PYTHONPATH, before any PYTHONPATH of ours): jsonschema, which
+    every Ray process imports, still validates. Ray starts no default worker. Without the shim —
+    as in this process — jsonschema imports the module whenever it is installed."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    from course_lib.fl import deployment
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    federation = LocalFederation(2, simulation=True, echo=None)
+    federation.flwr_home = tmp_path
+    deployment._write_import_shims(tmp_path / "import-shims")
+    env = federation._env()
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path / "import-shims"), "/elsewhere"]
+    assert env["RAY_prestart_worker_first_driver"] == "0"
+    assert deployment.SKIPPED_IMPORTS == ("rfc3987_syntax",)
+    probe = (
+        "import sys, jsonschema\n"
+        "schema = {'properties': {'a': {'type': 'integer'}}}\n"
+        "jsonschema.validate({'a': 1}, schema)\n"
+        "try:\n"
+        "    jsonschema.validate({'a': 'x'}, schema)\n"
+        "except jsonschema.ValidationError:\n"
+        "    print('refused')\n"
+        "print('rfc3987_syntax' in sys.modules)\n"
+    )
+
+    def run_probe(environment):
+        return subprocess.run(
+            [sys.executable, "-c", probe], env=environment, capture_output=True, text=True,
+            check=True, timeout=120,
+        ).stdout.split()  # fmt: skip
+
+    assert run_probe(env) == ["refused", "False"]
+    if importlib.util.find_spec("rfc3987_syntax") is not None:
+        assert run_probe(dict(os.environ)) == ["refused", "True"]
+
+
 def test_partitions_are_the_course_iid_split():
     config = AppConfig(train_samples=400)
     parts = [node_partition(config, i, 2) for i in range(2)]
