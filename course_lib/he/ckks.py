@@ -29,9 +29,9 @@ the cost. Both layers use the same pattern — replicate, multiply slot-wise, ro
 * *second layer* — laid out like the first: slot ``hidden · j + h`` = ``W2[j, h]``, one slot-wise
   product with the replicated (squared) hidden units, then a rotate-and-sum by 1, 2, …,
   ``hidden/2``: ``log2(hidden)`` rotations (4), after which slot ``hidden · j`` holds logit ``j``.
-  A 0/1 mask keeps those 10 slots only (the others hold partial sums of the server's weights,
-  which the client must not read), then the bias is added. :meth:`EncryptedMLP.decrypt` reads
-  slots ``0, hidden, 2 · hidden, …``.
+  A 0/1 mask keeps those 10 slots, then the bias is added, and every other slot value (and
+  every imaginary part) is overwritten with fresh random noise, see *What the client learns*
+  below. :meth:`EncryptedMLP.decrypt` reads slots ``0, hidden, 2 · hidden, …``.
 
 Before issue 26 the second layer was TenSEAL's ``CKKSVector.mm`` (the diagonal method): one
 rotation per non-zero diagonal of the ``hidden × 10`` matrix, ``hidden − 1`` = 15
@@ -50,6 +50,54 @@ serialisation format. The server never needs, and under :func:`public_context` n
 secret key.
 
 Depth used: first-layer weights, square, second-layer weights, answer mask = 4.
+
+**Threat model.** The client owns the image and the secret key; the server owns the weights and
+gets only :func:`public_context` (evaluation keys, no secret key).
+
+* *Image and logits vs the server*: the server is assumed **semi-honest** (it runs
+  :meth:`EncryptedMLP.forward` as written but may look at everything it receives). It sees only
+  CKKS ciphertexts, which are IND-CPA secure under the ring-LWE assumption at these parameters
+  (128-bit security, :func:`check_parameters`): it learns neither the image nor the logits.
+* *No integrity*: a **malicious** server can return anything — other weights, a constant, a
+  ciphertext crafted to probe the client. :meth:`EncryptedMLP.decrypt` accepts any ciphertext of
+  the right size; nothing here proves the answer was computed honestly (that needs verifiable
+  computation). And a decrypted result must never go back to the server: CKKS decryptions leak
+  the secret key's noise (Li & Micciancio 2021).
+* *Weights vs the client*: the client learns the 10 logits of every query it sends — enough, over
+  many queries, to start copying the model. Beyond the logits, the server's partial sums must stay
+  hidden, and here the protection is **partial**, see below.
+
+**What the client learns beyond the logits.** After the rotate-and-sum, the slots between the
+logits hold partial sums of the server's weighted hidden units. The 0/1 mask zeroes them only
+approximately: the encoded mask carries a deterministic rounding error ``ρ`` of about ``2e-9`` per
+slot, so a zeroed slot holds ``partial sum · ρ`` (plus noise). Nothing on the server bounds the
+query (the [0, 1] check is in the *client's* :meth:`EncryptedMLP.encode_input`), so a client that
+encrypts pixels × 100 itself and decrypts *all* 4,096 slots (``tenseal.sealapi``) reads the
+partial sums back to a few per cent from one query. :meth:`EncryptedMLP.forward` therefore adds,
+after the bias, fresh uniform noise in ``±fill_bound`` from a cryptographically secure source
+(:class:`course_lib.randomness.SecureRandom`) to the real part of every non-logit slot and to the
+imaginary part of every slot; it costs no level. ``fill_bound`` is as large as the answer's room
+allows (:func:`fill_bound`: 197 with the default parameters): the fill takes the half of the
+output headroom that the logits leave free, and by Hoeffding's inequality its coefficients exceed
+that half with probability below ``2^-64`` per answer, so the logits never wrap because of it.
+Measured on an untrained ``HEFriendlyMLP(14, 16)`` (``torch.manual_seed(0)``), one query each: an
+honest query's largest ``|partial sum · ρ|`` is ~10⁻⁹, 2 · 10¹¹ below the fill. A dishonest query
+gets the same cover as long as its own answer still decodes: with pixels × 100 the largest
+``|partial sum · ρ|`` is 1.3·10⁻⁵, with pixels × 1,000 (logits ~2·10⁵, already 1 % wrong)
+1.3·10⁻³, still 10⁵ below the fill; the ``ρ`` term reaches the fill's size only at pixels × ~10⁶
+(partial sums ~10¹¹), where the logits are just as large and the whole answer wraps around modulo
+``q0``.
+
+This is **not circuit privacy**. The fill hides the partial sums from the decoded answer in the
+regime above; it does not cover (i) a client that drives its answer into wrap-around on purpose
+(then it sees every coefficient modulo ``q0``, where the fill is only ~``fill_bound / √(3N)`` per
+coefficient), nor one that learns enough of the weights to cancel the logits while keeping the
+partial sums large; (ii) many repetitions of one query, which average the fill down by ``√n``; and
+(iii) the CKKS *noise* in the logit slots, which comes from the server's computation and can in
+principle depend on its weights. Full protection needs *noise flooding* ("circuit privacy",
+"sanitisation": add an encryption of zero whose noise is ``2^σ`` times the computation's, for a
+statistical distance of about ``2^-σ``, or re-randomise by bootstrapping), which costs about ``σ``
+(e.g. 40) extra bits of modulus, beyond the 218 that ``N = 8192`` allows here.
 
 **Parameters that fit together** (:func:`check_parameters`, called by :func:`make_context`). A
 rescale divides by the next middle prime, so every middle prime must be as large as the scale
@@ -87,6 +135,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from course_lib.randomness import RandomSource, resolve_random_source
 from course_lib.training import fit, make_loader, seed_everything
 from course_lib.validation import as_integer, check_positive
 
@@ -95,6 +144,7 @@ __all__ = [
     "MAX_COEFF_MODULUS_BITS",
     "check_parameters",
     "diagonal_rotations",
+    "fill_bound",
     "output_headroom",
     "EncryptedMLP",
     "HEFriendlyMLP",
@@ -184,6 +234,31 @@ def output_headroom(
     ``2^(bits(q0) − scale_bits − 2)`` (``q0 ≥ 2^(bits(q0) − 1)`` and ``|y| · 2^scale < q0 / 2``).
     64 for the default parameters."""
     return 2.0 ** (list(coeff_mod_bit_sizes)[0] - scale_bits - 2)
+
+
+#: The fill may push a coefficient of the answer past the room left for it with probability at
+#: most ``2^-FILL_FAILURE_BITS`` per answer (:func:`fill_bound`).
+FILL_FAILURE_BITS = 64
+
+
+def fill_bound(slots: int, headroom: float | None = None) -> float:
+    """The largest ``B`` such that uniform noise in ``±B`` in the real and imaginary parts of all
+    ``slots`` slots keeps every coefficient of the answer within ``headroom / 2`` (the half of
+    :func:`output_headroom` the logits leave free) except with probability ``2^-64``.
+
+    A slot vector ``z`` is the polynomial with coefficients
+    ``m_i = (2/N) Σ_j (Re z_j cos φ_ij + Im z_j sin φ_ij)`` (``N = 2 · slots``): a sum of
+    independent terms of range ``4B|cos φ_ij| / N`` and ``4B|sin φ_ij| / N``, whose squares add up
+    to ``8B²/N``. Hoeffding: ``P(|m_i| ≥ t) ≤ 2 exp(−t² N / (4B²))``; a union bound over the ``N``
+    coefficients and ``t = headroom / 2`` give
+    ``B = (headroom / 2) · √(N / (4 ln(2N · 2^64)))``: 197 for ``N = 8192``, headroom 64."""
+    slots = as_integer(slots, "slots")
+    if slots < 1:
+        raise ValueError(f"slots must be positive, got {slots}")
+    headroom = output_headroom() if headroom is None else check_positive(headroom, "headroom")
+    n = 2 * slots
+    log_failures = math.log(2 * n) + FILL_FAILURE_BITS * math.log(2)
+    return headroom / 2 * math.sqrt(n / (4 * log_failures))
 
 
 def make_context(
@@ -319,10 +394,26 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+#: Where :func:`_seal_bytes` puts its temporary file when it can (a RAM-backed file system).
+_SHM = "/dev/shm"
+
+
 def _seal_bytes(ciphertext: sa.Ciphertext) -> bytes:
     """SEAL's own serialisation of ``ciphertext`` (``tenseal.sealapi`` only saves to a path, so
-    through a temporary file, in memory where ``/dev/shm`` exists)."""
-    with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+    through a temporary file: in memory where ``/dev/shm`` is writable, else — or if using it
+    fails — in the default temporary directory)."""
+    if os.access(_SHM, os.W_OK | os.X_OK):
+        try:
+            return _save_and_read(ciphertext, _SHM)
+        except (OSError, RuntimeError):
+            # /dev/shm full or otherwise unusable (SEAL's save reports it as RuntimeError "I/O
+            # error"): the same save in the default directory, which raises if the fault is real
+            pass
+    return _save_and_read(ciphertext, None)
+
+
+def _save_and_read(ciphertext: sa.Ciphertext, directory: str | None) -> bytes:
+    with tempfile.TemporaryDirectory(dir=directory) as d:
         path = os.path.join(d, "ciphertext")
         ciphertext.save(path)
         with open(path, "rb") as file:
@@ -369,22 +460,13 @@ class _Plaintexts:
         self.w1 = self.encode(mlp._w1, levels[0])
         self.w2 = self.encode(mlp._w2, levels[2])
         self.mask = self.encode(mlp._mask, levels[3])
-        self._bias_values = mlp._bias
-        self._bias: dict[tuple[tuple[int, ...], float], sa.Plaintext] = {}
 
-    def encode(self, values: list[float], parms_id: list[int], scale: float | None = None) -> Any:
+    def encode(
+        self, values: list[float] | list[complex], parms_id: list[int], scale: float | None = None
+    ) -> Any:
         plain = sa.Plaintext()
         self.encoder.encode(values, parms_id, self.scale if scale is None else scale, plain)
         return plain
-
-    def bias(self, ciphertext: sa.Ciphertext) -> sa.Plaintext:
-        """The bias at the answer's level and scale (deterministic: encoded once)."""
-        key = (tuple(ciphertext.parms_id()), ciphertext.scale)
-        if key not in self._bias:
-            self._bias[key] = self.encode(
-                self._bias_values, ciphertext.parms_id(), ciphertext.scale
-            )
-        return self._bias[key]
 
 
 class EncryptedMLP:
@@ -403,16 +485,29 @@ class EncryptedMLP:
     depth = 4
 
     def __init__(
-        self, model: HEFriendlyMLP, slots: int = 4096, headroom: float | None = None
+        self,
+        model: HEFriendlyMLP,
+        slots: int = 4096,
+        headroom: float | None = None,
+        rng: RandomSource | None = None,
     ) -> None:
         if not isinstance(model, HEFriendlyMLP):
             raise TypeError(f"expected an HEFriendlyMLP, got {type(model).__name__}")
+        for name, parameter in model.named_parameters():
+            if not bool(torch.isfinite(parameter).all()):
+                raise ValueError(
+                    f"the model's {name} holds NaN or infinite values: train or load a finite "
+                    "model before serving it (its logit bound and output scale would be NaN)"
+                )
         slots = as_integer(slots, "slots")
         if slots < 1 or slots & (slots - 1):
             raise ValueError(
                 f"slots must be a power of two (poly_modulus_degree / 2: slot_count), got {slots}"
             )
         headroom = output_headroom() if headroom is None else check_positive(headroom, "headroom")
+        self._rng = resolve_random_source(rng)
+        #: the random fill of the answer's non-logit slots is uniform in ``±fill_bound``
+        self.fill_bound = fill_bound(slots, headroom)
         self.side, self.hidden, self.slots = model.side, model.hidden, slots
         inputs = self.side * self.side
         if self.hidden & (self.hidden - 1):
@@ -434,14 +529,17 @@ class EncryptedMLP:
             self._w1 = w1.reshape(-1).tolist()  # slot c·hidden + h = W1[h, c]: meets x_c
             self.logit_bound = _logit_bound(model)
             self.output_scale = 2.0 ** max(0, math.ceil(math.log2(2 * self.logit_bound / headroom)))
+            # CPU by design: read as a list
             w2 = torch.zeros(self.columns, self.hidden, dtype=torch.float64)
             w2[: self.num_classes] = model.fc2.weight.double() / self.output_scale
             self._w2 = w2.reshape(-1).tolist()  # slot hidden·j + h = W2[j, h]: meets unit h
+            # CPU by design: read as a list
             answer = torch.zeros(self.columns, self.hidden, dtype=torch.float64)
             answer[: self.num_classes, 0] = 1.0  # logit j lands in slot hidden·j
             self._mask = answer.reshape(-1).tolist()
+            self._logit_slots = answer.reshape(-1).bool()
             answer[: self.num_classes, 0] = model.fc2.bias.double() / self.output_scale
-            self._bias = answer.reshape(-1).tolist()
+            self._bias = answer.reshape(-1)
         #: rotation steps of each layer's rotate-and-sum (all powers of two: TenSEAL's
         #: ``generate_galois_keys()`` makes a key for each)
         self.steps = {
@@ -451,6 +549,13 @@ class EncryptedMLP:
         #: rotations per image and layer: ``log2(columns)`` and ``log2(hidden)``
         self.rotations = {layer: len(steps) for layer, steps in self.steps.items()}
         self._plaintexts: dict[tuple[tuple[int, ...], float], _Plaintexts] = {}
+
+    def _bias_and_fill(self) -> list[complex]:
+        """The bias in the logit slots' real parts and fresh uniform noise in ``±fill_bound``
+        everywhere else (all other real parts, every imaginary part), from ``self._rng``."""
+        noise = (self._rng.uniform(2 * self.slots) * 2 - 1) * self.fill_bound
+        real = torch.where(self._logit_slots, self._bias, noise[: self.slots])
+        return torch.complex(real, noise[self.slots :]).tolist()
 
     @property
     def answer_size(self) -> int:
@@ -475,6 +580,10 @@ class EncryptedMLP:
         if image.shape[0] != 1:
             raise ValueError(f"encrypt one image at a time, got a batch of {image.shape[0]}")
         pooled = downsample(image, self.side)[0].double()
+        if not bool(torch.isfinite(pooled).all()):
+            raise ValueError(
+                "the image holds NaN or infinite pixels: pixels must be finite values in [0, 1]"
+            )
         if pooled.min() < 0 or pooled.max() > 1:
             raise ValueError(
                 "pixels must lie in [0, 1] (the range the output headroom is guaranteed for), got "
@@ -506,7 +615,8 @@ class EncryptedMLP:
 
     def forward(self, encrypted: ts.CKKSVector) -> ts.CKKSVector:
         """Server: encrypted logits divided by ``output_scale``, computed without the secret key;
-        the client reads them with :meth:`decrypt`.
+        the client reads them with :meth:`decrypt`. Every other slot, and every imaginary part,
+        holds fresh uniform noise in ``±fill_bound`` (module docstring: what the client learns).
 
         The pass runs on the vector's own SEAL ciphertext (``encrypted.ciphertext()``) with its
         context's SEAL objects (``seal_context()``, ``galois_keys()``, ``relin_keys()``), then
@@ -554,10 +664,13 @@ class EncryptedMLP:
         ev.multiply_plain_inplace(ct, plain.w2)
         ev.rescale_to_next_inplace(ct)
         _rotate_and_sum(ev, ct, self.steps["second layer"], galois)
-        # keep only the logits: the other slots hold partial sums of the server's weights
+        # keep only the logits: the other slots hold partial sums of the server's weights, which
+        # the mask zeroes only up to its encoding error ρ (~2e-9) — and a dishonest client can make
+        # partial sum · ρ readable: so add the bias and fresh random noise in every other slot
         ev.multiply_plain_inplace(ct, plain.mask)
         ev.rescale_to_next_inplace(ct)
-        ev.add_plain_inplace(ct, plain.bias(ct))
+        fill = plain.encode(self._bias_and_fill(), ct.parms_id(), ct.scale)
+        ev.add_plain_inplace(ct, fill)
         answer = _ckks_vector_bytes(ct, self.answer_size, context.global_scale)
         return ts.ckks_vector_from(context, answer)
 

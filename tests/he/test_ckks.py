@@ -1,10 +1,12 @@
 """CKKS encrypted inference (course_lib.he.ckks): close to plaintext, same predictions, errors."""
 
 import copy
+import os
 
 import numpy as np
 import pytest
 import tenseal as ts
+import tenseal.sealapi as sa
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,7 @@ from course_lib.he.ckks import (
     _logit_bound,
     diagonal_rotations,
     encrypted_inference,
+    fill_bound,
     make_context,
     output_headroom,
     public_context,
@@ -113,21 +116,28 @@ def test_the_lesson_layout_needs_12_rotations_and_does_12(model, context, monkey
     assert diagonal_rotations(dense, slot_count(context)) == 15
 
 
-def _emulated_pass(server: EncryptedMLP, image: torch.Tensor) -> torch.Tensor:
-    """EncryptedMLP.forward in the clear: the same slot layout, products and rotations (a left
-    rotation by s is torch.roll by -s), so the layout itself is checked exactly in float64."""
-    tile = torch.tensor(server.encode_input(image), dtype=torch.float64).T.reshape(-1)
+def _emulated_partial_sums(server: EncryptedMLP, rows: list[list[float]]) -> torch.Tensor:
+    """EncryptedMLP.forward in the clear up to the mask, on the tiled rows of a query: the same
+    slot layout, products and rotations (a left rotation by s is torch.roll by -s)."""
+    tile = torch.tensor(rows, dtype=torch.float64).T.reshape(-1)
     v = tile * torch.tensor(server._w1, dtype=torch.float64)
     for step in server.steps["first layer"]:
         v = v + v.roll(-step)
     v = v.square() * torch.tensor(server._w2, dtype=torch.float64)
     for step in server.steps["second layer"]:
         v = v + v.roll(-step)
-    v = v * torch.tensor(server._mask, dtype=torch.float64)
-    v = v + torch.tensor(server._bias, dtype=torch.float64)
+    return v
+
+
+def _emulated_pass(server: EncryptedMLP, image: torch.Tensor) -> torch.Tensor:
+    """The whole pass in exact float64 arithmetic, so the layout itself is checked exactly. (In
+    exact arithmetic the mask zeroes every other slot; under CKKS its rounding error leaves
+    partial sum · ρ there, which the random fill covers: test_a_client_cannot_read_...)"""
+    v = _emulated_partial_sums(server, server.encode_input(image))
+    v = v * torch.tensor(server._mask, dtype=torch.float64) + server._bias
     rest = torch.ones_like(v, dtype=torch.bool)
     rest[: server.hidden * server.num_classes : server.hidden] = False
-    assert v[rest].abs().max() == 0  # nothing but the logits leaves the server
+    assert v[rest].abs().max() == 0
     return v[: server.hidden * server.num_classes : server.hidden] * server.output_scale
 
 
@@ -382,3 +392,157 @@ def test_contexts_that_do_not_fit_the_layout_are_refused(model, context):
         server.decrypt(ts.ckks_vector(context, [1.0, 2.0]))
     with pytest.raises(TypeError, match="CKKSVector"):
         server.decrypt(answer.decrypt())
+
+
+def _attack(server: EncryptedMLP, context: ts.Context, rows: list[list[float]]):
+    """The dishonest client: encrypt any tiled rows (no [0, 1] check: ts.enc_matmul_encoding
+    directly), send them through the server under its public context, decrypt *all* the slots
+    with SEAL (not just the answer's) and compare them with partial sum · ρ, where ρ is the
+    mask's encoding error at the level where the server encodes it. Returns the correlation
+    over the zeroed slots, the complex slot values, and ρ."""
+    seal = context.seal_context().data
+    encoder = sa.CKKSEncoder(seal)
+    levels, data = [], seal.first_context_data()
+    while data is not None:
+        levels.append(data.parms_id())
+        data = data.next_context_data()
+    mask_plain = sa.Plaintext()
+    encoder.encode(server._mask, levels[3], context.global_scale, mask_plain)
+    rho = np.array(encoder.decode_complex(mask_plain)) - np.array(server._mask)
+    query = ts.enc_matmul_encoding(context, rows).serialize()
+    answer = server(ts.ckks_vector_from(public_context(context), query)).serialize()
+    (ciphertext,) = ts.ckks_vector_from(context, answer).ciphertext()
+    plain = sa.Plaintext()
+    sa.Decryptor(seal, context.secret_key().data).decrypt(ciphertext, plain)
+    slots = np.array(encoder.decode_complex(plain))
+    zeroed = np.array(server._mask) == 0
+    leaked = _emulated_partial_sums(server, rows).numpy() * rho.real
+    correlation = float(np.corrcoef(slots.real[zeroed], leaked[zeroed])[0, 1])
+    return correlation, slots, rho
+
+
+def _scaled_query(server: EncryptedMLP, factor: float) -> list[list[float]]:
+    """An honest image's tiled rows with the pixels multiplied by ``factor`` (the bias 1 kept)."""
+    image = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(7))
+    inputs = server.side * server.side
+    return [
+        [v * factor if i < inputs else v for i, v in enumerate(row)]
+        for row in server.encode_input(image)
+    ]
+
+
+def test_a_client_cannot_read_the_partial_sums_from_the_answer(model, context):
+    """Reviewer's attack (pixels × 100, all 4,096 slots decrypted): on c599a9c the zeroed slots
+    held partial sum · ρ, correlation 0.97 with the true partial sums. With the fill they hold
+    uniform noise in ±fill_bound, uncorrelated with them (|r| < 0.1: 6σ for 4,086 slots), and an
+    honest query's logits are still right."""
+    server = EncryptedMLP(model, slot_count(context))
+    assert server.fill_bound == pytest.approx(196.95, abs=0.01)
+    correlation, slots, rho = _attack(server, context, _scaled_query(server, 100.0))
+    assert abs(correlation) < 0.1
+    zeroed = np.array(server._mask) == 0
+    for part in (slots.real[zeroed], slots.imag):  # every imaginary part is filled too
+        assert np.abs(part).max() <= server.fill_bound * (1 + 1e-6)
+        assert np.std(part) == pytest.approx(server.fill_bound / np.sqrt(3), rel=0.06)
+    assert np.median(np.abs(rho.real[zeroed])) > 1e-9  # ρ is there: it is the fill that hides it
+    image = torch.rand(1, 28, 28, generator=torch.Generator().manual_seed(8))
+    logits = torch.tensor(server.decrypt(server(server.encrypt(context, image))))
+    expected = model(image.unsqueeze(0))[0].detach().double()
+    assert (logits - expected).abs().max() <= RELATIVE_BOUND * max(1.0, expected.abs().max().item())
+
+
+def test_without_the_fill_the_same_attack_reads_the_partial_sums(model, context, monkeypatch):
+    """The attack test is not vacuous: with the bias alone (c599a9c's answer), the zeroed slots
+    correlate with partial sum · ρ and dividing by ρ gives the partial sums back."""
+    monkeypatch.setattr(
+        EncryptedMLP, "_bias_and_fill", lambda self: self._bias.to(torch.complex128).tolist()
+    )
+    server = EncryptedMLP(model, slot_count(context))
+    rows = _scaled_query(server, 100.0)
+    correlation, slots, rho = _attack(server, context, rows)
+    assert correlation > 0.9
+    partial = _emulated_partial_sums(server, rows).numpy()
+    usable = (np.array(server._mask) == 0) & (np.abs(rho.real) > 2e-9) & (partial != 0)
+    usable[server.hidden * server.num_classes :] = False  # the partial sums sit between logits
+    recovered = slots.real[usable] / rho.real[usable]
+    assert np.median(np.abs(recovered - partial[usable]) / np.abs(partial[usable])) < 0.2
+
+
+def test_fill_bound_follows_the_hoeffding_formula():
+    """B = (headroom / 2) · sqrt(N / (4 ln(2N · 2^64))), N = 2 · slots; scales with the headroom."""
+    n = 8192
+    assert fill_bound(4096) == pytest.approx(32 * np.sqrt(n / (4 * np.log(2 * n * 2.0**64))))
+    assert fill_bound(4096, headroom=128.0) == pytest.approx(2 * fill_bound(4096))
+    with pytest.raises(ValueError, match="slots must be positive"):
+        fill_bound(0)
+    with pytest.raises(ValueError, match="headroom must be positive"):
+        fill_bound(4096, headroom=-1.0)
+
+
+def test_the_fill_comes_from_the_random_source_given():
+    """The default is course_lib's SecureRandom; anything else must be a RandomSource."""
+    from course_lib.randomness import InsecureSeededRandom, SecureRandom
+
+    model = HEFriendlyMLP(7, 4).eval()
+    assert isinstance(EncryptedMLP(model, 4096)._rng, SecureRandom)
+    first, second = (EncryptedMLP(model, 4096, rng=InsecureSeededRandom(1)) for _ in range(2))
+    assert first._bias_and_fill() == second._bias_and_fill()
+    assert EncryptedMLP(model, 4096)._bias_and_fill() != EncryptedMLP(model, 4096)._bias_and_fill()
+    with pytest.raises(TypeError, match="RandomSource"):
+        EncryptedMLP(model, 4096, rng=np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_pixels_are_refused(model, context, bad):
+    """NaN < 0 and NaN > 1 are both False: the [0, 1] check alone let a NaN pixel through."""
+    server = EncryptedMLP(model, slot_count(context))
+    image = torch.rand(1, 28, 28)
+    image[0, 3, 5] = bad
+    with pytest.raises(ValueError, match="NaN or infinite pixels"):
+        server.encrypt(context, image)
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"), [("fc1.weight", float("nan")), ("fc2.bias", float("inf"))]
+)
+def test_non_finite_weights_are_refused(name, bad):
+    model = HEFriendlyMLP(7, 4).eval()
+    with torch.no_grad():
+        model.get_parameter(name).view(-1)[0] = bad
+    with pytest.raises(ValueError, match=rf"model's {name} holds NaN or infinite values"):
+        EncryptedMLP(model, 4096)
+
+
+def test_serialisation_falls_back_when_dev_shm_is_unusable(context, monkeypatch, tmp_path):
+    """Not writable (os.access) → the default temporary directory; usable but failing (OSError,
+    e.g. full) → the same fallback; the bytes are TenSEAL's either way."""
+    vector = ts.ckks_vector(context, [1.5, -2.0])
+    (ciphertext,) = vector.ciphertext()
+    expected = vector.serialize()
+    used: list[str | None] = []
+    real_save = ckks._save_and_read
+
+    def recording_save(ct, directory):
+        used.append(directory)
+        return real_save(ct, directory)
+
+    monkeypatch.setattr(ckks, "_save_and_read", recording_save)
+    monkeypatch.setattr(ckks, "_SHM", str(tmp_path / "missing"))
+    assert _ckks_vector_bytes(ciphertext, 2, context.global_scale) == expected
+    assert used == [None]
+
+    monkeypatch.setattr(ckks, "_SHM", str(tmp_path))
+    assert os.access(tmp_path, os.W_OK | os.X_OK)
+    for error in (OSError(28, "No space left on device"), RuntimeError("I/O error")):
+
+        def failing_shm(ct, directory, error=error):
+            used.append(directory)
+            if directory is not None:
+                raise error  # OSError from the file system, RuntimeError from SEAL's save
+            return real_save(ct, directory)
+
+        used.clear()
+        monkeypatch.setattr(ckks, "_save_and_read", failing_shm)
+        assert _ckks_vector_bytes(ciphertext, 2, context.global_scale) == expected
+        assert used == [str(tmp_path), None]
+    assert not any(tmp_path.iterdir())  # nothing left behind
