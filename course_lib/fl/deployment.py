@@ -195,6 +195,11 @@ class LocalFederation:
             (:func:`make_tls_files`); the SuperNodes (``--root-certificates``) and the ``flwr``
             CLI (``root-certificates`` in ``config.toml``) trust that CA only. The commands are
             the ones ``flower_app/README.md`` gives for machines that talk over a network.
+        skip_imports: with ``simulation=True``, modules the simulation's processes (Ray and the
+            apps it runs) see as not installed (:data:`SKIPPED_IMPORTS` by default; ``()`` keeps
+            every module importable). An app that needs one of them, or jsonschema's "iri"
+            format check, which needs ``rfc3987_syntax``, passes ``skip_imports=()``. The
+            Deployment Engine's processes are never affected.
     """
 
     def __init__(
@@ -208,6 +213,7 @@ class LocalFederation:
         simulation_cpus: int = 1,
         port: int | None = None,
         tls: bool = False,
+        skip_imports: Sequence[str] = SKIPPED_IMPORTS,
     ) -> None:
         # imported here: the module itself stays free of torch/NumPy (Flower's processes import it)
         from course_lib.validation import as_integer, check_nonnegative
@@ -226,6 +232,13 @@ class LocalFederation:
         self.simulation_cpus = simulation_cpus
         if not isinstance(tls, bool):
             raise TypeError(f"tls must be True or False, got {tls!r}")
+        if isinstance(skip_imports, str) or not all(
+            isinstance(name, str) and name.isidentifier() for name in skip_imports
+        ):
+            raise TypeError(
+                f"skip_imports must be a sequence of module names, got {skip_imports!r}"
+            )
+        self.skip_imports = tuple(skip_imports) if simulation else ()
         self.requested_port = port
         self.tls = tls
         self.tls_files: dict[str, Path] = {}
@@ -257,10 +270,10 @@ class LocalFederation:
             RAY_prestart_worker_first_driver=env.get("RAY_prestart_worker_first_driver", "0"),
             # the course app's data, loaded once per federation (course_lib.fl.flower)
             COURSE_FLOWER_DATA_CACHE=os.path.join(str(self.flwr_home), "course-data"),
-            # SKIPPED_IMPORTS: Ray's processes skip a slow import they never use. Ray hands
-            # the simulation's sys.path (this entry included) on to its workers.
+            # skip_imports: the simulation's processes skip slow imports they never use. Ray
+            # hands the simulation's sys.path (this entry included) on to its workers.
             PYTHONPATH=os.pathsep.join(
-                [os.path.join(str(self.flwr_home), "import-shims")]
+                ([os.path.join(str(self.flwr_home), "import-shims")] if self.skip_imports else [])
                 + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
             ),
             # the SuperLink/SuperNodes start flower-superexec, flwr-serverapp... by name
@@ -317,7 +330,8 @@ class LocalFederation:
         self.flwr_home = Path(tempfile.mkdtemp(prefix="course-flwr-home-"))
         try:
             (self.flwr_home / "course-data").mkdir(mode=0o700)
-            _write_import_shims(self.flwr_home / "import-shims")
+            if self.skip_imports:
+                _write_import_shims(self.flwr_home / "import-shims", self.skip_imports)
             self.port = self.requested_port if self.requested_port is not None else free_port()
             check_port_free(self.port)
             if self.tls:

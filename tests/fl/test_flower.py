@@ -321,6 +321,22 @@ def test_federation_processes_skip_the_slow_unused_import(monkeypatch, tmp_path)
         assert run_probe(dict(os.environ)) == ["refused", "True"]
 
 
+def test_only_the_simulation_skips_imports_and_an_app_can_keep_them(monkeypatch, tmp_path):
+    """The Deployment Engine's processes (a learner's own apps) keep every module; a simulation
+    with ``skip_imports=()`` does too; a bad ``skip_imports`` is refused before anything starts."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    for federation in (
+        LocalFederation(2, echo=None),
+        LocalFederation(2, simulation=True, echo=None, skip_imports=()),
+    ):
+        federation.flwr_home = tmp_path
+        assert federation.skip_imports == ()
+        assert federation._env()["PYTHONPATH"].split(os.pathsep) == ["/elsewhere"]
+    for bad in ("rfc3987_syntax", ["not a module"], [3]):
+        with pytest.raises(TypeError, match="skip_imports"):
+            LocalFederation(2, simulation=True, echo=None, skip_imports=bad)
+
+
 def test_partitions_are_the_course_iid_split():
     config = AppConfig(train_samples=400)
     parts = [node_partition(config, i, 2) for i in range(2)]
