@@ -21,17 +21,23 @@ formula that depends on ``r`` alone the dealer prepares, for both signs of ``c``
 pick one with the public ``msb(c)`` (see :meth:`.Dealer.truncation_mask`). The only error is the
 borrow from the dropped low bits: the result is ``floor(x / 2^f)`` or one more — **at most 1 ulp
 (2^-f) of error**, an unbiased stochastic rounding, with **no failure probability** as long as
-``|x| < 2^62`` before truncation (guaranteed for products of encodable values, see
-:mod:`.encoding`). One round. A product is truncated inside the multiplication: the parties add
-the mask to their shares of ``x ∘ y`` straight away and open only the masked value. (The popular
-local truncation of SecureML — each party shifts its own share — also has a ±1 ulp error but
-fails with probability about ``|x| / 2^63`` per element, giving a huge wrong value.)
+``|x| ≤ 2^62`` ring units before truncation (guaranteed for one product of two encodable values,
+see :mod:`.encoding`; a long dot product or convolution sum can exceed it). **Beyond that range
+the result is silently wrong** (off by ``2^(64−f)`` ulps, a huge value) with probability about
+``(|x| − 2^62) / 2^63`` per element — ``x = 1.5·2^62`` fails in about 25 % of runs — since ``c``'s
+sign no longer tells whether it wrapped; nothing can check it (``x`` is secret), so keep values in
+range. Past ``2^63`` the ring itself wraps. One round. A product is truncated inside the
+multiplication: the parties add the mask to their shares of ``x ∘ y`` straight away and open only
+the masked value. (The popular local truncation of SecureML — each party shifts its own share —
+also has a ±1 ulp error but fails with probability about ``|x| / 2^63`` per element, giving a
+huge wrong value.)
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+import types
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -55,6 +61,8 @@ Public = int | float | torch.Tensor
 #: A product of two values at the largest precision (30 bits) briefly has 60 fractional bits.
 MAX_SCALE_BITS = 60
 RingOp = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: Index entries that never move a dimension (basic indexing; Python bools are advanced).
+_BASIC_INDEX = (slice, int, types.NoneType, types.EllipsisType)
 
 
 #: ``cross_terms(z, a, b, eps, delta)``: add each party's ``op(ε, b_i) + op(a_i, δ)`` to ``z[i]``.
@@ -105,6 +113,24 @@ def _stacked_conv2d(
     n_parties, n = shares.shape[:2]
     out = ring_conv2d(shares.reshape(n_parties * n, *shares.shape[2:]), kernel, stride, padding)
     return out.view(n_parties, n, *out.shape[1:])
+
+
+def _share_dim(dim: object, ndim: int, what: str = "dim") -> int:
+    """The shares' dimension for dimension ``dim`` of a value with ``ndim`` dimensions.
+
+    The shares carry the party on dimension 0, so value dimension ``d`` is shares dimension
+    ``d + 1``; a negative ``d`` counts from the end (``-1`` is the last). ``IndexError`` (as torch
+    raises) unless ``-ndim <= d < ndim`` — otherwise a negative ``d`` could land on the party axis
+    and mix the parties' shares (summing them would open the secret to every party). Always
+    returns a positive shares dimension. ``TypeError`` unless ``dim`` is an integer.
+    """
+    d = as_integer(dim, what)
+    if not -ndim <= d < ndim:
+        raise IndexError(
+            f"{what} = {d} is out of range: expected {-ndim} to {ndim - 1} (the parties' axis of "
+            "the shares is not a dimension of the value)"
+        )
+    return d % ndim + 1
 
 
 def _python_scalar(value: object) -> object:
@@ -197,9 +223,15 @@ class SharedTensor:
         """A tensor of the same session from shares the protocol code computed itself.
 
         Internal path: ``shares`` come from torch operations on this tensor's own int64 CPU shares
-        (or the dealer's), so they are not validated again — the public constructor still checks
-        everything it is given.
+        (or the dealer's), so only the cheap invariant is checked again — one share per party on
+        dimension 0, a guard against any shape operation reaching the parties' axis (the public
+        constructor checks everything it is given).
         """
+        if shares.dim() == 0 or shares.shape[0] != self.session.n_parties:
+            raise ValueError(
+                f"internal error: an operation produced {shares.shape[0] if shares.dim() else 0} "
+                f"shares on dimension 0 for a session of {self.session.n_parties} parties"
+            )
         out = SharedTensor.__new__(SharedTensor)
         out._shares = shares
         out.session = self.session
@@ -225,8 +257,20 @@ class SharedTensor:
         return self._new(self._shares.reshape(self.n_parties, *shape))
 
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> SharedTensor:
-        """``torch.flatten`` of the values (dimension 0 of the shares is the party)."""
-        start, end = (d + 1 if d >= 0 else d for d in (start_dim, end_dim))
+        """``torch.flatten`` of the values (dimension 0 of the shares is the party).
+
+        A 0-dimensional tensor becomes 1-dimensional (as in torch); ``start_dim`` and ``end_dim``
+        must be valid dimensions of the value (``IndexError`` otherwise, as in torch).
+        """
+        ndim = max(self.dim(), 1)  # torch lets dims 0 and -1 name a scalar's (absent) dimension
+        start = _share_dim(start_dim, ndim, "flatten's start_dim")
+        end = _share_dim(end_dim, ndim, "flatten's end_dim")
+        if start > end:
+            raise ValueError(
+                f"flatten's start_dim ({start_dim}) comes after its end_dim ({end_dim})"
+            )
+        if self.dim() == 0:
+            return self._new(self._shares.reshape(self.n_parties, 1))
         return self._new(self._shares.flatten(start, end))
 
     def view(self, *shape: int) -> SharedTensor:
@@ -235,10 +279,17 @@ class SharedTensor:
 
     def size(self, dim: int | None = None) -> torch.Size | int:
         """``torch.Tensor.size``: the public shape, or its length along ``dim``."""
-        return self.shape if dim is None else self.shape[dim]
+        if dim is None:
+            return self.shape
+        return self.shape[_share_dim(dim, self.dim(), "size's dim") - 1]
 
     def transpose(self, dim0: int, dim1: int) -> SharedTensor:
-        d0, d1 = (d + 1 if d >= 0 else d for d in (dim0, dim1))
+        """``torch.transpose`` of the values: dims are the value's (never the parties' axis)."""
+        ndim = max(self.dim(), 1)
+        d0 = _share_dim(dim0, ndim, "transpose's dim0")
+        d1 = _share_dim(dim1, ndim, "transpose's dim1")
+        if self.dim() == 0:
+            return self._new(self._shares)
         return self._new(self._shares.transpose(d0, d1))
 
     @property
@@ -248,29 +299,60 @@ class SharedTensor:
         return self.transpose(0, 1)
 
     def expand(self, *shape: int) -> SharedTensor:
-        return self._new(self._shares.expand(self.n_parties, *shape).contiguous())
+        """``torch.Tensor.expand`` of the values (new dimensions are added in front of the value's,
+        never in front of the parties' axis)."""
+        shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], Sequence) else shape
+        missing = len(shape) - self.dim()
+        if missing < 0:
+            raise ValueError(
+                f"expand needs at least {self.dim()} sizes for a SharedTensor of shape "
+                f"{tuple(self.shape)}, got {tuple(shape)}"
+            )
+        shares = self._shares.reshape(self.n_parties, *([1] * missing), *self.shape)
+        return self._new(shares.expand(self.n_parties, *shape).contiguous())
 
     def unsqueeze(self, dim: int) -> SharedTensor:
-        return self._new(self._shares.unsqueeze(dim + 1 if dim >= 0 else dim))
+        """``torch.unsqueeze``: ``dim`` ranges over ``-(d + 1) … d`` for a d-dimensional value."""
+        return self._new(self._shares.unsqueeze(_share_dim(dim, self.dim() + 1, "unsqueeze's dim")))
 
-    def __getitem__(self, index) -> SharedTensor:
+    def __getitem__(self, index: object) -> SharedTensor:
         index = index if isinstance(index, tuple) else (index,)
-        return self._new(self._shares[(slice(None), *index)])
+        if all(isinstance(i, _BASIC_INDEX) and not isinstance(i, bool) for i in index):
+            return self._new(self._shares[(slice(None), *index)])  # basic indexing: views
+        # Advanced indexing (tensors, lists, bools) may move the indexed dimensions to the front
+        # (when they are not adjacent), past the parties' axis: index each party's share alone.
+        return self._new(torch.stack([share[index] for share in self._shares]))
 
     def sum(self, dim: int | None = None) -> SharedTensor:
+        """The sum of all values, or along the value's dimension ``dim`` (local)."""
         if dim is None:
             return self._new(self._shares.reshape(self.n_parties, -1).sum(dim=1))
-        return self._new(self._shares.sum(dim=dim + 1 if dim >= 0 else dim))
+        d = _share_dim(dim, max(self.dim(), 1), "sum's dim")
+        if self.dim() == 0:
+            return self._new(self._shares)
+        return self._new(self._shares.sum(dim=d))
 
     @staticmethod
     def cat(tensors: Sequence[SharedTensor], dim: int = 0) -> SharedTensor:
-        """Concatenate shared tensors of one session and scale along ``dim``."""
+        """Concatenate shared tensors of one session along the values' dimension ``dim`` (at the
+        largest of their scales). ``IndexError`` if ``dim`` is not a dimension of the values."""
+        if not isinstance(tensors, Sequence):
+            raise TypeError(
+                f"SharedTensor.cat takes a list or tuple of SharedTensors, got {type(tensors)}"
+            )
+        if not tensors:
+            raise ValueError("SharedTensor.cat needs at least one SharedTensor")
+        for t in tensors:
+            if not isinstance(t, SharedTensor):
+                raise TypeError(f"SharedTensor.cat takes SharedTensors, got {type(t).__name__}")
         first = tensors[0]
         for t in tensors[1:]:
             first._check_compatible(t)
+        if first.dim() == 0:
+            raise ValueError("zero-dimensional SharedTensors cannot be concatenated (unsqueeze)")
+        d = _share_dim(dim, first.dim(), "cat's dim")
         aligned = [t._rescaled(max(u.scale_bits for u in tensors)) for t in tensors]
-        shares = torch.cat([t._shares for t in aligned], dim=dim + 1 if dim >= 0 else dim)
-        return aligned[0]._new(shares)
+        return aligned[0]._new(torch.cat([t._shares for t in aligned], dim=d))
 
     # -- checks and public values -----------------------------------------------------------------
     def _check_compatible(self, other: SharedTensor) -> None:
@@ -340,6 +422,14 @@ class SharedTensor:
 
     # -- multiplication -------------------------------------------------------------------------
     def __mul__(self, other: SharedTensor | Public) -> SharedTensor:
+        """Elementwise product: with a shared tensor of the same shape (a Beaver triple, one round
+        + the fused truncation), or with a public number or tensor (local + one truncation; a
+        public integer scales the shares exactly, with no truncation).
+
+        Range: exact to 1 ulp only while every product is at most ``2^62`` ring units in magnitude
+        before truncation; beyond, the result is silently wrong with probability about
+        ``(|x| − 2^62) / 2^63`` (module docstring).
+        """
         if isinstance(other, SharedTensor):
             if self.shape != other.shape:
                 raise ValueError(
@@ -361,6 +451,13 @@ class SharedTensor:
     __rmul__ = __mul__
 
     def __matmul__(self, other: SharedTensor | torch.Tensor) -> SharedTensor:
+        """2-D matrix product with a shared or public matrix (one round + the fused truncation;
+        local + one truncation for a public one).
+
+        Range: exact to 1 ulp only while every output (a sum of products) is at most ``2^62`` ring
+        units in magnitude before truncation; beyond, the result is silently wrong with probability
+        about ``(|x| − 2^62) / 2^63`` (module docstring).
+        """
         if not isinstance(other, SharedTensor | torch.Tensor):
             raise TypeError(f"cannot matmul a SharedTensor with {type(other).__name__}")
         if self.dim() != 2 or other.dim() != 2:
@@ -389,6 +486,10 @@ class SharedTensor:
         """``torch.nn.functional.conv2d(self, weight, stride=, padding=)`` (no bias).
 
         ``stride`` is an int ≥ 1 and ``padding`` an int ≥ 0 (the same in both directions).
+
+        Range: exact to 1 ulp only while every output (a sum of products) is at most ``2^62`` ring
+        units in magnitude before truncation; beyond, the result is silently wrong with probability
+        about ``(|x| − 2^62) / 2^63`` (module docstring).
         """
         if not isinstance(weight, SharedTensor | torch.Tensor):
             raise TypeError(f"the kernel must be a SharedTensor or a tensor, got {type(weight)}")
@@ -456,7 +557,12 @@ class SharedTensor:
         return self.truncate(excess) if excess > 0 else self
 
     def truncate(self, bits: int) -> SharedTensor:
-        """Divide by ``2^bits`` (drop fractional bits): error ≤ 1 ulp, see the module docstring."""
+        """Divide by ``2^bits`` (drop fractional bits): error ≤ 1 ulp, see the module docstring.
+
+        Exact to 1 ulp only while the value is at most ``2^62`` ring units in magnitude (its
+        integer before the shift); beyond, the result is silently wrong with probability about
+        ``(|x| − 2^62) / 2^63`` per element (measured: ``x = 1.5·2^62`` wrong in 24.9 % of runs).
+        """
         bits = as_integer(bits, "truncate's number of bits")
         if not 0 < bits <= self.scale_bits:
             raise ValueError(

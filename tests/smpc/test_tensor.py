@@ -133,3 +133,155 @@ def test_public_products_broadcast_like_torch_for_any_party_count(n_parties):
     image, kernel = torch.ones(2, 1, 4, 4), torch.full((3, 1, 2, 2), 0.25)
     expected = torch.nn.functional.conv2d(image, kernel).double()
     assert torch.equal(s.share(image).conv2d(kernel).reveal(), expected)
+
+
+# -- dimensions: the value's, never the parties' axis of the shares (review of 8858a10, F1/F4) ----
+
+VALUES = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+
+
+def _x(n_parties: int) -> SharedTensor:
+    return session(n_parties, 20 + n_parties).share(VALUES)
+
+
+# Each call with a dim that lands on the parties' axis (-3 for a 2-D value; -4 for unsqueeze) or
+# past the last dimension. On 8858a10, flatten(-3) revealed 21.0, cat(dim=-3) stacked 4 "shares",
+# sum(dim=-3) added the parties' shares (each result share was the plaintext) and
+# transpose(0, -3) swapped the parties' axis with a value axis.
+BAD_DIMS = {
+    "flatten(-3)": lambda x: x.flatten(-3),
+    "flatten(0, -3)": lambda x: x.flatten(0, -3),
+    "flatten(2)": lambda x: x.flatten(2),
+    "unsqueeze(-4)": lambda x: x.unsqueeze(-4),
+    "unsqueeze(3)": lambda x: x.unsqueeze(3),
+    "sum(dim=-3)": lambda x: x.sum(dim=-3),
+    "sum(dim=2)": lambda x: x.sum(dim=2),
+    "transpose(0, -3)": lambda x: x.transpose(0, -3),
+    "transpose(2, 0)": lambda x: x.transpose(2, 0),
+    "cat(dim=-3)": lambda x: SharedTensor.cat([x, x], dim=-3),
+    "cat(dim=2)": lambda x: SharedTensor.cat([x, x], dim=2),
+    "size(-3)": lambda x: x.size(-3),
+    "size(2)": lambda x: x.size(2),
+}
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+@pytest.mark.parametrize("call", sorted(BAD_DIMS))
+def test_dims_outside_the_value_raise_index_error_and_never_reach_the_parties_axis(call, n_parties):
+    x = _x(n_parties)
+    before, reads = x.session.log.total, x.session.log.share_reads
+    with pytest.raises(IndexError, match="out of range: expected"):
+        BAD_DIMS[call](x)
+    assert x.session.log.total == before and x.session.log.share_reads == reads
+
+
+@pytest.mark.parametrize("call", ["flatten", "unsqueeze", "sum", "cat", "transpose"])
+def test_dims_must_be_integers(call):
+    x = _x(2)
+    with pytest.raises(TypeError, match="must be an integer"):
+        {
+            "flatten": lambda: x.flatten(0.0),
+            "unsqueeze": lambda: x.unsqueeze(True),
+            "sum": lambda: x.sum(dim=1.5),
+            "cat": lambda: SharedTensor.cat([x, x], dim="0"),
+            "transpose": lambda: x.transpose(0, None),
+        }[call]()
+
+
+VALID = {
+    "flatten()": lambda t: t.flatten(),
+    "flatten(-2)": lambda t: t.flatten(-2),
+    "flatten(0, -1)": lambda t: t.flatten(0, -1),
+    "unsqueeze(-1)": lambda t: t.unsqueeze(-1),
+    "unsqueeze(-3)": lambda t: t.unsqueeze(-3),
+    "unsqueeze(2)": lambda t: t.unsqueeze(2),
+    "sum(dim=-1)": lambda t: t.sum(dim=-1),
+    "sum(dim=-2)": lambda t: t.sum(dim=-2),
+    "sum(dim=0)": lambda t: t.sum(dim=0),
+    "sum()": lambda t: t.sum(),
+    "transpose(-1, -2)": lambda t: t.transpose(-1, -2),
+    "transpose(0, -1)": lambda t: t.transpose(0, -1),
+    "expand(4, 2, 3)": lambda t: t.expand(4, 2, 3),
+    "expand(2, 2, -1, 3)": lambda t: t.expand(2, 2, -1, 3),
+    "unsqueeze(1).expand(2, 4, 3)": lambda t: t.unsqueeze(1).expand(2, 4, 3),
+    "[:, [2, 0]]": lambda t: t[:, [2, 0]],
+    "[[1, 0], [2, 0]]": lambda t: t[[1, 0], [2, 0]],
+    "[None, ..., 1]": lambda t: t[None, ..., 1],
+    "[t > 2] (a mask)": lambda t: t[VALUES > 2],
+}
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+@pytest.mark.parametrize("call", sorted(VALID))
+def test_valid_dims_and_indices_reveal_what_torch_computes(call, n_parties):
+    x = _x(n_parties)
+    expected = VALID[call](VALUES)
+    got = VALID[call](x)
+    assert got.shares.shape == (n_parties, *expected.shape)
+    assert torch.equal(got.reveal(), expected.double())
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_cat_size_and_scalars_match_torch(n_parties):
+    x = _x(n_parties)
+    both = torch.cat([VALUES, 2 * VALUES], dim=-1)
+    assert torch.equal(SharedTensor.cat([x, x * 2], dim=-1).reveal(), both.double())
+    assert torch.equal(SharedTensor.cat((x, x), dim=-2).reveal(), torch.cat([VALUES] * 2).double())
+    assert (x.size(-2), x.size(-1), x.size(1)) == (2, 3, 3)
+    # advanced indices separated by a slice: torch moves their dimension to the front — the
+    # parties' axis must stay first (3-D so that the moved dimension is a value dimension)
+    cube = torch.arange(24.0).reshape(2, 3, 4)
+    got = x.session.share(cube)[[0, 1], :, [3, 0]]
+    assert got.shares.shape == (n_parties, 2, 3)
+    assert torch.equal(got.reveal(), cube[[0, 1], :, [3, 0]].double())
+    # a 0-dimensional value: torch lets dims 0 and -1 name it
+    scalar = x.sum()
+    assert scalar.dim() == 0 and scalar.reveal().item() == 21.0
+    assert torch.equal(scalar.flatten().reveal(), torch.tensor([21.0], dtype=torch.float64))
+    assert scalar.sum(dim=-1).reveal().item() == scalar.transpose(0, -1).reveal().item() == 21.0
+    assert torch.equal(scalar.unsqueeze(-1).reveal(), torch.tensor([21.0], dtype=torch.float64))
+    with pytest.raises(IndexError):
+        scalar.sum(dim=1)
+    with pytest.raises(ValueError, match="zero-dimensional"):
+        SharedTensor.cat([scalar, scalar])
+
+
+def test_cat_and_expand_refuse_bad_arguments():
+    x = _x(2)
+    with pytest.raises(ValueError, match="at least one"):
+        SharedTensor.cat([])
+    with pytest.raises(TypeError, match="list or tuple"):
+        SharedTensor.cat(t for t in [x, x])
+    with pytest.raises(TypeError, match="takes SharedTensors"):
+        SharedTensor.cat([x, VALUES])
+    with pytest.raises(ValueError, match="at least 2 sizes"):
+        x.expand(3)
+    with pytest.raises(ValueError, match="start_dim .* after"):
+        x.flatten(1, 0)
+
+
+def test_internal_results_still_check_one_share_per_party():
+    x = _x(3)
+    with pytest.raises(ValueError, match="3 parties"):
+        x._new(x._shares[:2])
+    with pytest.raises(ValueError, match="3 parties"):
+        x._new(torch.zeros((), dtype=torch.int64))
+
+
+@pytest.mark.parametrize("n_parties", [2, 3])
+def test_truncation_is_exact_up_to_2_62_and_fails_silently_beyond_as_documented(n_parties):
+    """The documented range (module docstring, truncate): floor or floor + 1 for |x| ≤ 2^62 ring
+    units, always; x = 1.5·2^62 is wrong with probability (|x| − 2^62) / 2^63 = 1/4 per element
+    (binomial, 4000 elements: sd 0.7 %, the band is ±5 sd)."""
+    s = session(n_parties, 30 + n_parties)
+    edges = torch.tensor([2**62, -(2**62), 2**62 - 1, -(2**62) + 1] * 500)
+    out = reconstruct(shared(s, edges).truncate(F).shares)
+    assert all(g - (v >> F) in (0, 1) for g, v in zip(out.tolist(), edges.tolist(), strict=True))
+    beyond = torch.full((4000,), 3 * 2**61, dtype=torch.int64)
+    error = reconstruct(shared(s, beyond).truncate(F).shares) - (beyond >> F)
+    wrong = ((error < 0) | (error > 1)).double().mean().item()
+    assert 0.215 < wrong < 0.285
+    assert set(error[(error < 0) | (error > 1)].abs().unique().tolist()) <= {
+        2 ** (64 - F) - 1,
+        2 ** (64 - F),
+    }
