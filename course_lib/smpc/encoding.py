@@ -14,7 +14,9 @@ which briefly lives at scale ``2**(2f)`` before it is truncated back, stays belo
 truncated correctly (see :mod:`course_lib.smpc.tensor`). Anything outside the range raises
 :class:`ValueError` — it is never silently wrapped. Results of arithmetic on shares are not checked
 (nobody sees them): a long dot product whose value before truncation exceeds ``2**(62 - 2f)``
-(about 10^9 at f = 16) wraps around and decodes to garbage, so know your ranges.
+(about 10^9 at f = 16) is truncated wrongly — with probability about (|x| − 2^62)/2^63 between
+2^62 and 2^63 ring units, always past 2^63, where the ring itself wraps — and decodes to garbage,
+so know your ranges.
 
 Public constants
 ----------------
