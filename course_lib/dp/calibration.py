@@ -35,6 +35,7 @@ def smallest_sufficient(
     highest: float = 1e6,
     what: str = "σ",
     setting: str = "",
+    low_stays_at_start: bool = False,
 ) -> float:
     """The smallest ``x`` in ``[lowest, highest]`` with ``cost(x) ≤ budget``, for a ``cost`` that
     does not increase in ``x`` (more noise never spends more).
@@ -51,6 +52,11 @@ def smallest_sufficient(
     ``setting`` (e.g. ``" for 100 steps at q = 0.1"``), when ``cost`` returns NaN, when even
     ``highest`` spends more than the budget, or when ``lowest = 0`` and every ``x`` down to
     ``start · 2⁻²⁰⁰`` meets it (nothing to calibrate: the answer would be no noise at all).
+
+    ``low_stays_at_start``: while doubling, keep the bracket's lower end at ``start`` instead of
+    moving it up to the last doubled value. Either bracket gives a σ within ``rel_tol``; the
+    analytic Gaussian keeps its original bracket so that its σ, and every seeded draw made with
+    it (lesson 06), repeats bit for bit.
     """
     if not (math.isfinite(budget) and budget >= 0):
         raise ValueError(f"the budget must be a finite number ≥ 0, got {budget}")
@@ -74,7 +80,7 @@ def smallest_sufficient(
                 f"the budget {budget:g} is out of reach{setting} "
                 f"({what} = {highest:g} still spends more)"
             )
-        low, high = high, min(2.0 * high, highest)
+        low, high = (low if low_stays_at_start else high), min(2.0 * high, highest)
     for _ in range(200):  # afterwards: cost(low) > budget
         if not meets(low):
             break

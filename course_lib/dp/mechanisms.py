@@ -457,6 +457,7 @@ def gaussian_sigma_analytic(sensitivity: float, epsilon: float, delta: float) ->
         rel_tol=1e-12,
         highest=sensitivity * 1e15,  # σ/Δ depends on ε and δ only; 1e15 is far past any real ε
         setting=f" at ε = {epsilon}, δ = {delta}",
+        low_stays_at_start=True,
     )
 
 

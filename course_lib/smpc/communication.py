@@ -41,7 +41,7 @@ __all__ = ["Cost", "CommunicationLog", "Input", "Opening", "Output", "WORD_BYTES
 WORD_BYTES = 8
 
 
-@dataclass(slots=True)
+@dataclass
 class Cost:
     """Rounds and bytes of online communication, plus bytes the dealer sent beforehand."""
 
@@ -129,8 +129,7 @@ class CommunicationLog:
     def _charge(self, cost: Cost) -> None:
         name = self._stack[0] if self._stack else "other"
         self.total = self.total + cost
-        spent = self.by_operation.get(name)
-        self.by_operation[name] = cost if spent is None else spent + cost
+        self.by_operation[name] = self.by_operation.get(name, Cost()) + cost
 
     def _operation(self) -> str:
         return self._stack[0] if self._stack else "other"
