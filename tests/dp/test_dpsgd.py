@@ -314,6 +314,24 @@ def _by_param(sums, params):
     return out
 
 
+def _assert_the_bad_example_is_zeroed_and_counted(dp, model, x, x_bad, y, reference_method):
+    """Example 2 of ``x_bad`` is non-finite: its norm is, the others' are not; the clipped sum and
+    loss equal those of the batch without it (by ``reference_method``); a step counts it once and
+    leaves every weight finite."""
+    sums, params, norms, loss = dp.clipped_sum(x_bad, y)
+    keep = [0, 1, 3, 4, 5]
+    assert not torch.isfinite(norms[2]) and torch.isfinite(norms[keep]).all()
+    assert dp._batch_nonfinite == 1
+    clean = _dpsgd(model, reference_method).clipped_sum(x[keep], y[keep])
+    expected = _by_param(clean[0], clean[1])
+    for p, s in _by_param(sums, params).items():
+        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
+    assert loss == pytest.approx(clean[3], rel=1e-5)
+    dp.step(x_bad, y)
+    assert dp.nonfinite_examples == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 @pytest.mark.parametrize("method", ["taps", "vmap", "loop"])
 @pytest.mark.parametrize("poison", list(POISONS))
 def test_a_non_finite_example_contributes_zero_and_is_counted(method, poison):
@@ -322,18 +340,7 @@ def test_a_non_finite_example_contributes_zero_and_is_counted(method, poison):
     x, y = batch(6)
     x_bad = x.clone()
     POISONS[poison](x_bad[2].view(-1))
-    dp = _dpsgd(model, method)
-    sums, params, norms, loss = dp.clipped_sum(x_bad, y)
-    assert not torch.isfinite(norms[2]) and torch.isfinite(norms[[0, 1, 3, 4, 5]]).all()
-    keep = [0, 1, 3, 4, 5]
-    clean_sums, clean_params, _, clean_loss = _dpsgd(model, method).clipped_sum(x[keep], y[keep])
-    expected = _by_param(clean_sums, clean_params)
-    for p, s in _by_param(sums, params).items():
-        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
-    assert loss == pytest.approx(clean_loss, rel=1e-5)
-    dp.step(x_bad, y)
-    assert dp.nonfinite_examples == 1
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    _assert_the_bad_example_is_zeroed_and_counted(_dpsgd(model, method), model, x, x_bad, y, method)
 
 
 @pytest.mark.parametrize("method", ["taps", "vmap"])
@@ -895,18 +902,7 @@ def test_secure_fast_path_zeroes_and_counts_non_finite_examples(
     _, x_bad = _in_layout(model, x_bad, layout)
     dp = _dpsgd(model, "taps")
     assert dp.rng.secure
-    sums, params, norms, loss = dp.clipped_sum(x_bad, y)
-    keep = [0, 1, 3, 4, 5]
-    assert not torch.isfinite(norms[2]) and torch.isfinite(norms[keep]).all()
-    assert dp._batch_nonfinite == 1
-    clean_sums, clean_params, _, clean_loss = _dpsgd(model, "vmap").clipped_sum(x[keep], y[keep])
-    expected = _by_param(clean_sums, clean_params)
-    for p, s in _by_param(sums, params).items():
-        torch.testing.assert_close(s, expected[p], rtol=1e-4, atol=1e-6)
-    assert loss == pytest.approx(clean_loss, rel=1e-5)
-    dp.step(x_bad, y)
-    assert dp.nonfinite_examples == 1
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    _assert_the_bad_example_is_zeroed_and_counted(dp, model, x, x_bad, y, "vmap")
 
 
 def test_seeded_runs_keep_their_arithmetic(monkeypatch):
