@@ -249,6 +249,7 @@ class LocalFederation:
         self.grace = grace
         self.log: list[str] = []
         self.processes: list[subprocess.Popen] = []
+        self._pumps: dict[int, threading.Thread] = {}  # each process's output reader, by PID
         self.flwr_home: Path | None = None
         self.port: int | None = None
         self._lock = threading.Lock()
@@ -305,10 +306,18 @@ class LocalFederation:
             preexec_fn=_die_with_parent,
         )
         self.processes.append(process)
-        threading.Thread(
-            target=self._pump, args=(process.stdout, f"[{name}] "), daemon=True
-        ).start()
+        pump = threading.Thread(target=self._pump, args=(process.stdout, f"[{name}] "), daemon=True)
+        pump.start()
+        self._pumps[process.pid] = pump
         return process
+
+    def _drain(self, process: subprocess.Popen, timeout: float = 10.0) -> None:
+        """Wait until every line ``process`` printed has been logged (and echoed): its reader
+        thread ends when the process's output closes. Without this, a late line could be echoed
+        into whatever the caller prints next (a later notebook cell)."""
+        pump = self._pumps.pop(process.pid, None)
+        if pump is not None:
+            pump.join(timeout)
 
     def _wait_listening(self, port: int, process: subprocess.Popen, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -410,6 +419,7 @@ class LocalFederation:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover - a process ignoring SIGKILL
                 self._say(f"[federation] process {process.pid} did not stop")
+            self._drain(process)
         if self.flwr_home is not None:
             # whatever left its group (Ray starts its own sessions): stop it by PID, twice in
             # case a dying process just started another
@@ -479,7 +489,7 @@ class LocalFederation:
         finally:
             _signal_group(cli.pid, signal.SIGKILL)
         wall = time.perf_counter() - started
-        time.sleep(0.2)  # let the reader thread drain the last lines
+        self._drain(cli)  # every line it printed is in the log before the log is read
         # the run's own stream carries the ServerApp's errors (a SuperNode may log a transient
         # error, e.g. a late heartbeat, in a run that still succeeds: the result decides that)
         failed = [
